@@ -1,0 +1,188 @@
+//! Identity (PROTOCOL.md §2): HS256 JWTs, checked the same way for Socket.IO and HTTP.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, AuthCode};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Who is calling, from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    pub admin: bool,
+    pub name: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: Arc<EncodingKey>,
+    decoding: Arc<DecodingKey>,
+    validation: Arc<Validation>,
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 0;
+        Tokens {
+            encoding: Arc::new(EncodingKey::from_secret(secret)),
+            decoding: Arc::new(DecodingKey::from_secret(secret)),
+            validation: Arc::new(validation),
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized(AuthCode::TokenExpired, "the token has expired".into())
+                }
+                _ => {
+                    ApiError::Unauthorized(AuthCode::InvalidToken, "the token is not valid".into())
+                }
+            })?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.sub.chars().count() > 128 {
+            return Err(ApiError::Unauthorized(
+                AuthCode::InvalidToken,
+                "the token's sub must be 1 to 128 characters".into(),
+            ));
+        }
+        let admin = match c.role.as_deref() {
+            None | Some("user") => false,
+            Some("admin") => true,
+            Some(_) => {
+                return Err(ApiError::Unauthorized(
+                    AuthCode::InvalidToken,
+                    "the token's role must be user or admin".into(),
+                ));
+            }
+        };
+        Ok(Identity {
+            user_id: c.sub,
+            admin,
+            name: c.name,
+        })
+    }
+
+    pub fn mint(&self, sub: &str, admin: bool, name: Option<&str>, ttl_secs: u64) -> String {
+        let exp = jsonwebtoken::get_current_timestamp() + ttl_secs;
+        let claims = Claims {
+            sub: sub.to_owned(),
+            exp,
+            role: Some(if admin { "admin" } else { "user" }.to_owned()),
+            name: name.map(str::to_owned),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail")
+    }
+}
+
+/// The secret kept in the data directory when none is configured (SQLite only): made once,
+/// mode 0600, reused on every start so tokens survive restarts.
+pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join("jwt_secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => anyhow::bail!(
+            "{} is empty: delete it to generate a new secret",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(secret)
+}
+
+/// Parses `30s`, `15m`, `1h`, `7d` or plain seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 1h"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unit must be s, m, h or d")),
+    };
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_refusals() {
+        let t = Tokens::new(b"0123456789abcdef0123456789abcdef");
+        let tok = t.mint("alice", true, Some("Alice"), 60);
+        let id = t.verify(&tok).unwrap();
+        assert_eq!(id.user_id, "alice");
+        assert!(id.admin);
+
+        let other = Tokens::new(b"another-secret-another-secret!!");
+        assert_eq!(other.verify(&tok).unwrap_err().code(), "invalid_token");
+        assert_eq!(t.verify("garbage").unwrap_err().code(), "invalid_token");
+
+        // alg: none
+        let header = hex_free_b64(r#"{"alg":"none","typ":"JWT"}"#);
+        let body = hex_free_b64(r#"{"sub":"alice","exp":9999999999}"#);
+        assert_eq!(
+            t.verify(&format!("{header}.{body}.")).unwrap_err().code(),
+            "invalid_token"
+        );
+
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &Claims {
+                sub: "a".into(),
+                exp: 1,
+                role: None,
+                name: None,
+            },
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
+        assert_eq!(t.verify(&expired).unwrap_err().code(), "token_expired");
+    }
+
+    fn hex_free_b64(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+    }
+
+    #[test]
+    fn ttl() {
+        assert_eq!(parse_ttl("1h").unwrap(), 3600);
+        assert_eq!(parse_ttl("90").unwrap(), 90);
+        assert!(parse_ttl("1y").is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! Configuration (PROTOCOL.md §1): environment variables, optionally a `tsunagi.toml`
+//! (path in `TSUNAGI_CONFIG`, else `./tsunagi.toml` when present); the environment wins.
+//! Every value is checked at start; a bad one stops the process with a message naming it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every setting: (environment variable, default, one line for the README table).
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "TSUNAGI_LISTEN",
+        "127.0.0.1:8080",
+        "HTTP + WebSocket address",
+    ),
+    (
+        "TSUNAGI_DATABASE_URL",
+        "sqlite://./data/tsunagi.db",
+        "primary database",
+    ),
+    (
+        "TSUNAGI_REPLICA_URLS",
+        "",
+        "comma-separated read replicas (PostgreSQL)",
+    ),
+    (
+        "TSUNAGI_REDIS_URL",
+        "",
+        "Redis for cross-instance state; empty = in-process",
+    ),
+    (
+        "TSUNAGI_JWT_SECRET",
+        "",
+        "HS256 key; generated and kept in the data dir with SQLite",
+    ),
+    ("TSUNAGI_LOG", "info", "log filter"),
+    ("TSUNAGI_LOG_FORMAT", "text", "`text` or `json`"),
+    (
+        "TSUNAGI_MAX_MESSAGE_BYTES",
+        "16384",
+        "largest message content in UTF-8 bytes",
+    ),
+    (
+        "TSUNAGI_SEND_RATE",
+        "20",
+        "sustained sends per second per user; 0 = off",
+    ),
+    (
+        "TSUNAGI_SEND_BURST",
+        "40",
+        "sends a user may make at once above the rate",
+    ),
+    (
+        "TSUNAGI_TYPING_RATE",
+        "5",
+        "typing events per second per user; 0 = off",
+    ),
+    (
+        "TSUNAGI_DB_READ_POOL_SIZE",
+        "8",
+        "read connections (SQLite: the writer is always 1)",
+    ),
+    (
+        "TSUNAGI_DB_ACQUIRE_TIMEOUT_MS",
+        "3000",
+        "wait for a free connection, then 503",
+    ),
+    ("TSUNAGI_DB_BUSY_TIMEOUT_MS", "5000", "SQLite busy_timeout"),
+    (
+        "TSUNAGI_DB_IDLE_TIMEOUT_S",
+        "600",
+        "close a connection idle this long",
+    ),
+    (
+        "TSUNAGI_DB_MAX_LIFETIME_S",
+        "1800",
+        "recycle a connection after this long",
+    ),
+    (
+        "TSUNAGI_SQLITE_SYNCHRONOUS",
+        "full",
+        "SQLite `synchronous`: `full` or `normal`",
+    ),
+    (
+        "TSUNAGI_SLOW_QUERY_MS",
+        "200",
+        "statements slower than this log a warning",
+    ),
+    (
+        "TSUNAGI_GROUP_COMMIT_MAX",
+        "512",
+        "most messages committed in one transaction",
+    ),
+    (
+        "TSUNAGI_SOCKET_BUFFER",
+        "1024",
+        "outgoing packets queued per socket before it is dropped",
+    ),
+    (
+        "TSUNAGI_SHUTDOWN_TIMEOUT_S",
+        "10",
+        "longest wait for in-flight work at SIGTERM",
+    ),
+];
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub replica_urls: Vec<String>,
+    pub redis_url: Option<String>,
+    pub jwt_secret: Option<String>,
+    pub log: String,
+    pub log_json: bool,
+    pub max_message_bytes: usize,
+    pub send_rate: f64,
+    pub send_burst: u32,
+    pub typing_rate: f64,
+    pub db_read_pool_size: u32,
+    pub db_acquire_timeout: Duration,
+    pub db_busy_timeout: Duration,
+    pub db_idle_timeout: Duration,
+    pub db_max_lifetime: Duration,
+    pub sqlite_synchronous: String,
+    pub slow_query_ms: u64,
+    pub group_commit_max: usize,
+    pub socket_buffer: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {name}: {problem}")]
+pub struct ConfigError {
+    pub name: String,
+    pub problem: String,
+}
+
+fn err(name: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        name: name.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+struct Raw(HashMap<String, String>);
+
+impl Raw {
+    fn get(&self, name: &str) -> String {
+        if let Some(v) = self.0.get(name) {
+            return v.clone();
+        }
+        SETTINGS
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, d, _)| d.to_string())
+            .unwrap_or_default()
+    }
+
+    fn num<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+        &self,
+        name: &str,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
+        let v = self.get(name);
+        let n: T = v
+            .trim()
+            .parse()
+            .map_err(|_| err(name, format!("`{v}` is not a number")))?;
+        if n < min || n > max {
+            return Err(err(name, format!("{n} is outside {min}..={max}")));
+        }
+        Ok(n)
+    }
+}
+
+/// Reads `tsunagi.toml` (if any) under the environment. Keys in the file are the variable
+/// names without `TSUNAGI_`, in lower case (`listen = "0.0.0.0:8080"`).
+fn gather(env: &HashMap<String, String>) -> Result<Raw, ConfigError> {
+    let mut raw = HashMap::new();
+    let (path, required) = match env.get("TSUNAGI_CONFIG") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (PathBuf::from("tsunagi.toml"), false),
+    };
+    if path.exists() || required {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
+        for (k, v) in table {
+            let name = format!("TSUNAGI_{}", k.to_uppercase());
+            if !SETTINGS.iter().any(|(n, _, _)| *n == name) {
+                return Err(err(
+                    &name,
+                    format!("unknown setting `{k}` in {}", path.display()),
+                ));
+            }
+            let s = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Array(a) => a
+                    .iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| x.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            raw.insert(name, s);
+        }
+    }
+    for (k, v) in env {
+        if k.starts_with("TSUNAGI_") {
+            raw.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(Raw(raw))
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let raw = gather(env)?;
+        let listen_s = raw.get("TSUNAGI_LISTEN");
+        let listen = listen_s
+            .parse()
+            .map_err(|_| err("TSUNAGI_LISTEN", format!("`{listen_s}` is not host:port")))?;
+        let database_url = raw.get("TSUNAGI_DATABASE_URL");
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
+            return Err(err(
+                "TSUNAGI_DATABASE_URL",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
+        if database_url.starts_with("postgres") {
+            return Err(err(
+                "TSUNAGI_DATABASE_URL",
+                "PostgreSQL is not supported by this build yet; use sqlite://",
+            ));
+        }
+        let replica_urls: Vec<String> = raw
+            .get("TSUNAGI_REPLICA_URLS")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !replica_urls.is_empty() {
+            return Err(err(
+                "TSUNAGI_REPLICA_URLS",
+                "replicas need a PostgreSQL primary",
+            ));
+        }
+        let redis_url = Some(raw.get("TSUNAGI_REDIS_URL")).filter(|s| !s.trim().is_empty());
+        if redis_url.is_some() {
+            return Err(err(
+                "TSUNAGI_REDIS_URL",
+                "Redis is not supported by this build yet; leave it empty",
+            ));
+        }
+        let jwt_secret = Some(raw.get("TSUNAGI_JWT_SECRET")).filter(|s| !s.is_empty());
+        if let Some(s) = &jwt_secret
+            && s.len() < 16
+        {
+            return Err(err("TSUNAGI_JWT_SECRET", "must be at least 16 bytes"));
+        }
+        let log_format = raw.get("TSUNAGI_LOG_FORMAT");
+        let log_json = match log_format.as_str() {
+            "json" => true,
+            "text" | "" => false,
+            other => {
+                return Err(err(
+                    "TSUNAGI_LOG_FORMAT",
+                    format!("`{other}`: use text or json"),
+                ));
+            }
+        };
+        let log = raw.get("TSUNAGI_LOG");
+        tracing_subscriber::EnvFilter::try_new(&log)
+            .map_err(|e| err("TSUNAGI_LOG", e.to_string()))?;
+        let sync = raw.get("TSUNAGI_SQLITE_SYNCHRONOUS").to_lowercase();
+        if !matches!(sync.as_str(), "full" | "normal" | "extra") {
+            return Err(err(
+                "TSUNAGI_SQLITE_SYNCHRONOUS",
+                format!("`{sync}`: use full or normal"),
+            ));
+        }
+        let ms = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            raw.num(name, min, max).map(Duration::from_millis)
+        };
+        let secs = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
+            raw.num(name, min, max).map(Duration::from_secs)
+        };
+        Ok(Config {
+            listen,
+            database_url,
+            replica_urls,
+            redis_url,
+            jwt_secret,
+            log,
+            log_json,
+            max_message_bytes: raw.num("TSUNAGI_MAX_MESSAGE_BYTES", 1, 16 * 1024 * 1024)?,
+            send_rate: raw.num("TSUNAGI_SEND_RATE", 0.0, 1_000_000.0)?,
+            send_burst: raw.num("TSUNAGI_SEND_BURST", 1, 1_000_000)?,
+            typing_rate: raw.num("TSUNAGI_TYPING_RATE", 0.0, 1_000_000.0)?,
+            db_read_pool_size: raw.num("TSUNAGI_DB_READ_POOL_SIZE", 1, 1000)?,
+            db_acquire_timeout: ms("TSUNAGI_DB_ACQUIRE_TIMEOUT_MS", 10, 600_000)?,
+            db_busy_timeout: ms("TSUNAGI_DB_BUSY_TIMEOUT_MS", 0, 600_000)?,
+            db_idle_timeout: secs("TSUNAGI_DB_IDLE_TIMEOUT_S", 1, 86_400)?,
+            db_max_lifetime: secs("TSUNAGI_DB_MAX_LIFETIME_S", 1, 604_800)?,
+            sqlite_synchronous: sync,
+            slow_query_ms: raw.num("TSUNAGI_SLOW_QUERY_MS", 0, 600_000)?,
+            group_commit_max: raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)?,
+            socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
+            shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
+        })
+    }
+
+    /// The SQLite file of a `sqlite://` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let rest = self.database_url.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let rest = rest.split('?').next().unwrap_or(rest);
+        Some(PathBuf::from(rest))
+    }
+
+    /// Where generated state (the JWT secret) is kept: the SQLite file's directory.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self.sqlite_path().map(|p| {
+            p.parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_map(&map)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.max_message_bytes, 16384);
+        assert_eq!(c.sqlite_path().unwrap(), PathBuf::from("./data/tsunagi.db"));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = cfg(&[("TSUNAGI_SEND_RATE", "fast")]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_SEND_RATE");
+        let e = cfg(&[("TSUNAGI_LISTEN", "nowhere")]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_LISTEN");
+        let e = cfg(&[("TSUNAGI_MAX_MESSAGE_BYTES", "0")]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_MAX_MESSAGE_BYTES");
+        assert!(e.to_string().contains("TSUNAGI_MAX_MESSAGE_BYTES"));
+    }
+
+    #[test]
+    fn toml_file_under_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nsend_rate = 5\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = cfg(&[("TSUNAGI_CONFIG", p), ("TSUNAGI_SEND_RATE", "7")]).unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.send_rate, 7.0);
+        std::fs::write(&path, "nonsense = 1\n").unwrap();
+        assert_eq!(
+            cfg(&[("TSUNAGI_CONFIG", p)]).unwrap_err().name,
+            "TSUNAGI_NONSENSE"
+        );
+    }
+}

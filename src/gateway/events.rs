@@ -1,0 +1,250 @@
+//! The client events of PROTOCOL.md §3, run one at a time per session in arrival order
+//! (so a socket's sends are queued for commit in the order it sent them).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use crate::payload::{opt_int, opt_str, req_str};
+use tokio::sync::mpsc;
+
+use super::metrics as m;
+use super::packet;
+use super::session::{InboundEvent, Session};
+use crate::bus::BusEvent;
+use crate::domain::RoomId;
+use crate::error::{ApiError, ApiResult};
+use crate::server::AppState;
+
+const JOIN_HISTORY: u32 = 50;
+
+pub async fn worker(
+    state: Arc<AppState>,
+    session: Arc<Session>,
+    mut inbox: mpsc::UnboundedReceiver<InboundEvent>,
+) {
+    while let Some(ev) = inbox.recv().await {
+        handle(&state, &session, ev).await;
+    }
+}
+
+fn ok(mut body: Value) -> Value {
+    body["ok"] = Value::Bool(true);
+    body
+}
+
+fn failure(e: &ApiError) -> Value {
+    json!({ "ok": false, "error": e.body() })
+}
+
+fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
+    if let Some(id) = ack {
+        let body = match result {
+            Ok(v) => ok(v),
+            Err(e) => failure(&e),
+        };
+        session.emit(&packet::ack(id, &body));
+    }
+}
+
+async fn handle(state: &Arc<AppState>, session: &Arc<Session>, ev: InboundEvent) {
+    let name: &'static str = match ev.name.as_str() {
+        "join" => "join",
+        "leave" => "leave",
+        "send" => "send",
+        "typing" => "typing",
+        "sync" => "sync",
+        "presence" => "presence",
+        _ => "unknown",
+    };
+    m::events_in(name).increment(1);
+    let payload = match ev.payload {
+        Some(Value::Object(map)) => map,
+        _ => {
+            let e = if name == "unknown" {
+                ApiError::bad_request(format!("unknown event `{}`", ev.name))
+            } else {
+                ApiError::bad_request("the payload must be an object")
+            };
+            return reply(session, ev.ack, Err(e));
+        }
+    };
+    let result = match name {
+        "join" => join(state, session, &payload, ev.ack).await,
+        "leave" => leave(state, session, &payload).await,
+        "send" => return send(state, session, payload, ev.ack).await,
+        "typing" => typing(state, session, &payload).await,
+        "sync" => sync(state, session, &payload).await,
+        "presence" => presence(state, session, &payload).await,
+        _ => Err(ApiError::bad_request(format!(
+            "unknown event `{}`",
+            ev.name
+        ))),
+    };
+    match result {
+        // join sends its own ack, in order with the messages that follow it
+        Ok(None) => {}
+        Ok(Some(v)) => reply(session, ev.ack, Ok(v)),
+        Err(e) => reply(session, ev.ack, Err(e)),
+    }
+}
+
+fn room_of(p: &Map<String, Value>) -> ApiResult<RoomId> {
+    RoomId::parse(req_str(p, "room")?)
+}
+
+async fn join(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: &Map<String, Value>,
+    ack: Option<i64>,
+) -> ApiResult<Option<Value>> {
+    let room = room_of(p)?;
+    let meta = state.rooms.check_access(&session.identity, &room).await?;
+    session.begin_join(room.as_str());
+    state.hub.add(room.as_str(), session.clone());
+    let history = match state.messages.newest(&meta, JOIN_HISTORY).await {
+        Ok(h) => h,
+        Err(e) => {
+            state.hub.remove(room.as_str(), &session.sid);
+            session.forget(room.as_str());
+            return Err(e);
+        }
+    };
+    let last_seq = history.items.last().map(|m| m.seq).unwrap_or(0);
+    let body = ok(json!({
+        "room": room,
+        "epoch": meta.epoch,
+        "last_seq": last_seq,
+        "history": history.items,
+    }));
+    let ack_packet = ack.map(|id| packet::ack(id, &body));
+    session.activate(room.as_str(), last_seq, ack_packet.as_deref());
+    let user = &session.identity.user_id;
+    if state.presence.join(room.as_str(), user, &session.sid).await {
+        state.bus.publish(BusEvent::Presence {
+            room: room.as_str().to_owned(),
+            user_id: user.clone(),
+            online: true,
+            origin: session.sid.clone(),
+        });
+    }
+    Ok(None)
+}
+
+/// Takes `session` out of `room` locally and in presence (shared by leave and disconnect).
+pub async fn part(state: &AppState, session: &Session, room: &str) {
+    state.hub.remove(room, &session.sid);
+    session.forget(room);
+    depart(state, session, room).await;
+}
+
+/// The presence half of leaving: publishes `offline` when this was the user's last socket.
+pub async fn depart(state: &AppState, session: &Session, room: &str) {
+    let user = &session.identity.user_id;
+    if state.presence.leave(room, user, &session.sid).await {
+        state.bus.publish(BusEvent::Presence {
+            room: room.to_owned(),
+            user_id: user.clone(),
+            online: false,
+            origin: session.sid.clone(),
+        });
+    }
+}
+
+async fn leave(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: &Map<String, Value>,
+) -> ApiResult<Option<Value>> {
+    let room = room_of(p)?;
+    if session.joined_rooms().iter().any(|r| r == room.as_str()) {
+        part(state, session, room.as_str()).await;
+    } else {
+        state.rooms.meta(&room).await?;
+    }
+    Ok(Some(json!({})))
+}
+
+async fn send(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: Map<String, Value>,
+    ack: Option<i64>,
+) {
+    let started = async {
+        let room = req_str(&p, "room")?;
+        let content = req_str(&p, "content")?.to_owned();
+        let client_id = opt_str(&p, "client_id")?.map(str::to_owned);
+        state
+            .messages
+            .start_send(&session.identity, room, content, client_id)
+            .await
+    };
+    match started.await {
+        Err(e) => reply(session, ack, Err(e)),
+        Ok(commit) => {
+            let session = session.clone();
+            tokio::spawn(async move {
+                let result = commit.await.map(|a| json!({ "message": a.message }));
+                reply(&session, ack, result);
+            });
+        }
+    }
+}
+
+async fn typing(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: &Map<String, Value>,
+) -> ApiResult<Option<Value>> {
+    let room = room_of(p)?;
+    state.rooms.check_access(&session.identity, &room).await?;
+    let user = &session.identity.user_id;
+    state
+        .typing_limiter
+        .check(user)
+        .await
+        .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })?;
+    state.bus.publish(BusEvent::Typing {
+        room: room.as_str().to_owned(),
+        user_id: user.clone(),
+    });
+    Ok(Some(json!({})))
+}
+
+async fn sync(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: &Map<String, Value>,
+) -> ApiResult<Option<Value>> {
+    let room = room_of(p)?;
+    let since_seq = opt_int(p, "since_seq", 0, i64::MAX)?
+        .ok_or_else(|| ApiError::bad_request("since_seq is required"))?;
+    let epoch = opt_str(p, "epoch")?;
+    let limit = opt_int(p, "limit", 1, 500)?.unwrap_or(100) as u32;
+    let r = state
+        .messages
+        .sync(&session.identity, &room, since_seq, epoch, limit)
+        .await?;
+    Ok(Some(
+        json!({ "epoch": r.epoch, "messages": r.page.items, "more": r.page.more }),
+    ))
+}
+
+async fn presence(
+    state: &Arc<AppState>,
+    session: &Arc<Session>,
+    p: &Map<String, Value>,
+) -> ApiResult<Option<Value>> {
+    let room = room_of(p)?;
+    state.rooms.check_access(&session.identity, &room).await?;
+    let users: Vec<Value> = state
+        .presence
+        .online(room.as_str())
+        .await
+        .into_iter()
+        .map(|u| json!({ "user_id": u, "status": "online" }))
+        .collect();
+    Ok(Some(json!({ "users": users })))
+}

@@ -1,0 +1,19 @@
+//! Gateway metric handles, resolved per use through the global recorder.
+
+use metrics::{Counter, Gauge, counter, gauge};
+
+pub fn events_in(event: &'static str) -> Counter {
+    counter!("tsunagi_events_in_total", "event" => event)
+}
+
+pub fn events_out(event: &'static str) -> Counter {
+    counter!("tsunagi_events_out_total", "event" => event)
+}
+
+pub fn sockets_connected() -> Gauge {
+    gauge!("tsunagi_sockets_connected")
+}
+
+pub fn slow_consumer_disconnects() -> Counter {
+    counter!("tsunagi_slow_consumer_disconnects_total")
+}

@@ -1,0 +1,231 @@
+//! The realtime gateway: Socket.IO v4 clients on the default namespace `/` (PROTOCOL.md §3).
+//!
+//! Transports (WebSocket, HTTP long-polling, upgrade, heartbeats) come from `engineioxide`, the
+//! engine.io crate of the socketioxide project. The Socket.IO layer above it is ours, because
+//! socketioxide 0.18 cannot do what the contract requires:
+//! - its `connect_error` carries only `message`; the contract needs `data.code`;
+//! - it spawns one task per event, so a socket's sends can be reordered; we queue each
+//!   session's events and run them one at a time;
+//! - its broadcasts silently skip sockets whose buffer is full; we disconnect them;
+//! - delivery must start exactly after the seq a join's history ended at (no gap, no repeat).
+//!
+//! Layout: `packet.rs` (the text format), `session.rs` (one connection), `hub.rs` (rooms and
+//! delivery), `events.rs` (the client events), `metrics.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engineioxide::config::EngineIoConfig;
+use engineioxide::handler::EngineIoHandler;
+use engineioxide::{DisconnectReason, Str};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+pub mod events;
+pub mod hub;
+mod metrics;
+pub mod packet;
+pub mod session;
+
+use packet::Inbound;
+use session::{Conn, EngineSocket, InboundEvent, Session};
+
+use crate::error::{ApiError, AuthCode};
+use crate::server::AppState;
+
+/// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
+
+#[derive(Clone)]
+pub struct Gateway {
+    state: std::sync::OnceLock<Arc<AppState>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateway")
+    }
+}
+
+impl Gateway {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Gateway {
+            state: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Set once the state (which holds this gateway's hub) is built.
+    pub fn bind(&self, state: Arc<AppState>) {
+        self.state.set(state).ok();
+    }
+
+    fn state(&self) -> &Arc<AppState> {
+        self.state.get().expect("gateway bound before serving")
+    }
+
+    pub fn engine_config(max_message_bytes: usize, socket_buffer: usize) -> EngineIoConfig {
+        // Room for a maximal content JSON-escaped (up to 6 bytes per byte) plus the envelope, so
+        // an oversized message is answered `too_large` instead of cutting the connection.
+        let max_payload = (max_message_bytes * 6 + 64 * 1024).max(1024 * 1024);
+        EngineIoConfig::builder()
+            .req_path("/socket.io")
+            .max_buffer_size(socket_buffer)
+            .max_payload(max_payload as u64)
+            .ws_max_message_size(max_payload)
+            .ws_max_frame_size(max_payload)
+            .build()
+    }
+
+    fn connect(&self, socket: &Arc<EngineSocket>, nsp: String, auth: Option<serde_json::Value>) {
+        if nsp != "/" {
+            socket
+                .emit(packet::connect_error(&nsp, "Invalid namespace", None))
+                .ok();
+            return;
+        }
+        if socket.data.session.lock().is_some() {
+            return; // a repeated CONNECT is ignored, as socket.io does
+        }
+        let state = self.state().clone();
+        if state.closing() {
+            let e = ApiError::unavailable("the server is shutting down");
+            let data = Some(json!({ "code": e.code() }));
+            socket
+                .emit(packet::connect_error("/", &e.to_string(), data))
+                .ok();
+            return;
+        }
+        let token = auth
+            .as_ref()
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .or_else(|| bearer(&socket.req_parts.headers));
+        let identity = match token {
+            None => Err(ApiError::Unauthorized(
+                AuthCode::AuthRequired,
+                "a token is required".into(),
+            )),
+            Some(t) => state.tokens.verify(&t),
+        };
+        let identity = match identity {
+            Ok(i) => i,
+            Err(e) => {
+                let data = Some(json!({ "code": e.code() }));
+                socket
+                    .emit(packet::connect_error("/", &e.to_string(), data))
+                    .ok();
+                return;
+            }
+        };
+        let sid = uuid::Uuid::new_v4().simple().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session = Arc::new(Session::new(sid.clone(), identity, socket.clone(), tx));
+        *socket.data.session.lock() = Some(session.clone());
+        state.hub.register(session.clone());
+        session.emit(&packet::connect_ok(&sid));
+        tokio::spawn(events::worker(state, session, rx));
+    }
+
+    fn teardown(&self, socket: &EngineSocket) {
+        let Some(session) = socket.data.session.lock().take() else {
+            return;
+        };
+        let state = self.state().clone();
+        let rooms = state.hub.unregister(&session);
+        tokio::spawn(async move {
+            for room in rooms {
+                events::depart(&state, &session, &room).await;
+            }
+        });
+    }
+
+    /// Closes every connection (shutdown). Clients see a transport close and reconnect elsewhere.
+    pub fn close_all(&self) {
+        if let Some(state) = self.state.get() {
+            for s in state.hub.all_sessions() {
+                s.close(DisconnectReason::ClosingServer);
+            }
+        }
+    }
+}
+
+fn bearer(headers: &axum::http::HeaderMap) -> Option<String> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    v.strip_prefix("Bearer ").map(|t| t.trim().to_owned())
+}
+
+impl EngineIoHandler for Gateway {
+    type Data = Conn;
+
+    fn on_connect(self: Arc<Self>, socket: Arc<EngineSocket>) {
+        let weak = Arc::downgrade(&socket);
+        tokio::spawn(async move {
+            tokio::time::sleep(CONNECT_TIMEOUT).await;
+            if let Some(s) = weak.upgrade()
+                && s.data.session.lock().is_none()
+            {
+                s.close(DisconnectReason::TransportClose);
+            }
+        });
+    }
+
+    fn on_disconnect(&self, socket: Arc<EngineSocket>, _reason: DisconnectReason) {
+        self.teardown(&socket);
+    }
+
+    fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<EngineSocket>) {
+        let packet = match packet::decode(msg.as_str()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "closing a connection that sent a malformed packet");
+                socket.close(DisconnectReason::PacketParsingError);
+                return;
+            }
+        };
+        match packet {
+            Inbound::Connect { nsp, auth } => self.connect(&socket, nsp, auth),
+            Inbound::Disconnect { nsp } if nsp == "/" => {
+                self.teardown(&socket);
+                socket.close(DisconnectReason::TransportClose);
+            }
+            Inbound::Event { nsp, ack, data } if nsp == "/" => {
+                let Some(session) = socket.data.session.lock().clone() else {
+                    return;
+                };
+                let (name, payload) = match data {
+                    serde_json::Value::Array(mut items) if !items.is_empty() => {
+                        let payload = (items.len() > 1).then(|| items.swap_remove(1));
+                        match items.swap_remove(0) {
+                            serde_json::Value::String(name) => (name, payload),
+                            _ => (String::new(), None),
+                        }
+                    }
+                    _ => (String::new(), None),
+                };
+                session.inbox.send(InboundEvent { name, payload, ack }).ok();
+            }
+            Inbound::BinaryEvent { nsp, ack } if nsp == "/" => {
+                let Some(session) = socket.data.session.lock().clone() else {
+                    return;
+                };
+                // Attachments are ignored (they arrive through on_binary); the event is refused.
+                session
+                    .inbox
+                    .send(InboundEvent {
+                        name: "binary".into(),
+                        payload: None,
+                        ack,
+                    })
+                    .ok();
+            }
+            _ => {}
+        }
+    }
+
+    fn on_binary(self: &Arc<Self>, _data: Bytes, _socket: Arc<EngineSocket>) {}
+}

@@ -1,0 +1,185 @@
+//! The Socket.IO v5 packet text format (the protocol of Socket.IO v4 clients), on top of
+//! engine.io messages: `<type>[<attachments>-][<nsp>,][<ack id>][<json>]`.
+
+use serde_json::Value;
+
+#[derive(Debug, PartialEq)]
+pub enum Inbound {
+    Connect {
+        nsp: String,
+        auth: Option<Value>,
+    },
+    Disconnect {
+        nsp: String,
+    },
+    Event {
+        nsp: String,
+        ack: Option<i64>,
+        data: Value,
+    },
+    /// An ack of a server emit: tsunagi never asks for one.
+    Ack,
+    /// Binary events are not part of the contract; their attachments arrive as separate frames.
+    BinaryEvent {
+        nsp: String,
+        ack: Option<i64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("malformed Socket.IO packet: {0}")]
+pub struct PacketError(&'static str);
+
+pub fn decode(s: &str) -> Result<Inbound, PacketError> {
+    let bytes = s.as_bytes();
+    let kind = *bytes.first().ok_or(PacketError("empty"))?;
+    let mut i = 1;
+    if kind == b'5' || kind == b'6' {
+        let dash = s[i..].find('-').ok_or(PacketError("attachment count"))?;
+        i += dash + 1;
+    }
+    let mut nsp = "/".to_owned();
+    if bytes.get(i) == Some(&b'/') {
+        let comma = s[i..].find(',').map(|c| i + c);
+        let end = comma.unwrap_or(s.len());
+        nsp = s[i..end].to_owned();
+        i = comma.map(|c| c + 1).unwrap_or(s.len());
+    }
+    let digits = s[i..].bytes().take_while(u8::is_ascii_digit).count();
+    let ack = if digits > 0 {
+        Some(
+            s[i..i + digits]
+                .parse::<i64>()
+                .map_err(|_| PacketError("ack id"))?,
+        )
+    } else {
+        None
+    };
+    i += digits;
+    let rest = &s[i..];
+    let json = || -> Result<Option<Value>, PacketError> {
+        if rest.is_empty() {
+            Ok(None)
+        } else {
+            serde_json::from_str(rest)
+                .map(Some)
+                .map_err(|_| PacketError("json"))
+        }
+    };
+    match kind {
+        b'0' => Ok(Inbound::Connect { nsp, auth: json()? }),
+        b'1' => Ok(Inbound::Disconnect { nsp }),
+        b'2' => {
+            let data = json()?.ok_or(PacketError("event without data"))?;
+            Ok(Inbound::Event { nsp, ack, data })
+        }
+        b'3' | b'6' => Ok(Inbound::Ack),
+        b'5' => Ok(Inbound::BinaryEvent { nsp, ack }),
+        _ => Err(PacketError("packet type")),
+    }
+}
+
+pub fn connect_ok(sid: &str) -> String {
+    format!("0{}", serde_json::json!({ "sid": sid }))
+}
+
+/// CONNECT_ERROR with `data`, which the official client exposes as `err.data`.
+pub fn connect_error(nsp: &str, message: &str, data: Option<Value>) -> String {
+    let mut body = serde_json::json!({ "message": message });
+    if let Some(d) = data {
+        body["data"] = d;
+    }
+    if nsp == "/" {
+        format!("4{body}")
+    } else {
+        format!("4{nsp},{body}")
+    }
+}
+
+pub fn event<T: serde::Serialize + ?Sized>(name: &str, data: &T) -> String {
+    let mut out = String::with_capacity(64);
+    out.push_str("2[");
+    out.push_str(&serde_json::to_string(name).expect("a str serializes"));
+    out.push(',');
+    out.push_str(&serde_json::to_string(data).expect("event payloads serialize"));
+    out.push(']');
+    out
+}
+
+pub fn ack(id: i64, body: &Value) -> String {
+    format!("3{id}[{body}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_client_packets() {
+        assert_eq!(
+            decode(r#"0{"token":"t"}"#).unwrap(),
+            Inbound::Connect {
+                nsp: "/".into(),
+                auth: Some(json!({"token":"t"}))
+            }
+        );
+        assert_eq!(
+            decode("0").unwrap(),
+            Inbound::Connect {
+                nsp: "/".into(),
+                auth: None
+            }
+        );
+        assert_eq!(
+            decode("0/admin,").unwrap(),
+            Inbound::Connect {
+                nsp: "/admin".into(),
+                auth: None
+            }
+        );
+        assert_eq!(
+            decode(r#"212["send",{"room":"a"}]"#).unwrap(),
+            Inbound::Event {
+                nsp: "/".into(),
+                ack: Some(12),
+                data: json!(["send", {"room":"a"}])
+            }
+        );
+        assert_eq!(
+            decode(r#"2/x,3["e"]"#).unwrap(),
+            Inbound::Event {
+                nsp: "/x".into(),
+                ack: Some(3),
+                data: json!(["e"])
+            }
+        );
+        assert_eq!(
+            decode(r#"51-4["e",{"_placeholder":true,"num":0}]"#).unwrap(),
+            Inbound::BinaryEvent {
+                nsp: "/".into(),
+                ack: Some(4)
+            }
+        );
+        assert_eq!(
+            decode("1").unwrap(),
+            Inbound::Disconnect { nsp: "/".into() }
+        );
+        assert!(decode("2[oops").is_err());
+        assert!(decode("9").is_err());
+        assert!(decode("").is_err());
+    }
+
+    #[test]
+    fn encodes_server_packets() {
+        assert_eq!(ack(5, &json!({"ok":true})), r#"35[{"ok":true}]"#);
+        assert_eq!(
+            event("typing", &json!({"room":"a"})),
+            r#"2["typing",{"room":"a"}]"#
+        );
+        assert_eq!(
+            connect_error("/", "no", Some(json!({"code":"auth_required"}))),
+            r#"4{"message":"no","data":{"code":"auth_required"}}"#
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! Extractors that fail with the contract's errors instead of axum's defaults.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+
+use crate::auth::Identity;
+use crate::error::{ApiError, AuthCode};
+use crate::payload::{self, Object};
+use crate::server::AppState;
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Caller(pub Identity);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = match header {
+            None => {
+                return Err(ApiError::Unauthorized(
+                    AuthCode::AuthRequired,
+                    "an Authorization: Bearer token is required".into(),
+                ));
+            }
+            Some(h) => h.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| {
+                ApiError::Unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer".into())
+            })?,
+        };
+        state.tokens.verify(token).map(Caller)
+    }
+}
+
+/// A JSON object body.
+pub struct JsonObject(pub Object);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::TooLarge("the request body is too large".into())
+            } else {
+                ApiError::bad_request("the request body could not be read")
+            }
+        })?;
+        let value = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::bad_request("the body must be JSON"))?;
+        payload::object(Some(value)).map(JsonObject)
+    }
+}

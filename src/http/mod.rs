@@ -1,0 +1,57 @@
+//! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
+//!
+//! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
+//! `rooms.rs`, `messages.rs`, `ops.rs` (healthz, readyz, metrics).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+mod extract;
+mod messages;
+mod ops;
+mod rooms;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let body_limit = state.config.max_message_bytes * 6 + 64 * 1024;
+    Router::new()
+        .route("/api/v1/rooms", post(rooms::create).get(rooms::list))
+        .route("/api/v1/rooms/{id}/members", post(rooms::add_member))
+        .route(
+            "/api/v1/rooms/{id}/messages",
+            get(messages::list).post(messages::create),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut res = (
+            self.status(),
+            axum::Json(serde_json::json!({ "error": self.body() })),
+        )
+            .into_response();
+        if let ApiError::RateLimited { retry_after_ms } = self {
+            let secs = retry_after_ms.div_ceil(1000).max(1);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status() == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}

@@ -1,0 +1,204 @@
+//! Wiring: config selects and builds each part, then serves HTTP and Socket.IO on one listener
+//! until the shutdown future resolves, and drains in order.
+
+use std::future::{Future, IntoFuture};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::auth::{Tokens, load_or_create_secret};
+use crate::bus::Bus;
+use crate::bus::local::LocalBus;
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::gateway::hub::Hub;
+use crate::services::commit::Committer;
+use crate::services::messages::MessagesService;
+use crate::services::rooms::RoomsService;
+use crate::shared_state::local::{LocalPresence, LocalRateLimiter};
+use crate::shared_state::{Presence, RateLimiter};
+use crate::store::Store;
+use crate::store::sqlite::{SqliteSettings, SqliteStore};
+
+/// Everything a request or an event handler may need; one per process.
+pub struct AppState {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
+    pub typing_limiter: Arc<dyn RateLimiter>,
+    pub rooms: Arc<RoomsService>,
+    pub messages: Arc<MessagesService>,
+    pub committer: Committer,
+    pub hub: Arc<Hub>,
+    pub metrics: PrometheusHandle,
+    closing: AtomicBool,
+}
+
+impl AppState {
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every server in a process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(&latency)
+                .expect("non-empty buckets")
+                .install_recorder()
+                .expect("the metrics recorder is installed once")
+        })
+        .clone()
+}
+
+pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
+    let path = config
+        .sqlite_path()
+        .ok_or_else(|| anyhow::anyhow!("TSUNAGI_DATABASE_URL is not a sqlite:// URL"))?;
+    Ok(SqliteSettings {
+        path,
+        synchronous: config.sqlite_synchronous.clone(),
+        read_pool_size: config.db_read_pool_size,
+        acquire_timeout: config.db_acquire_timeout,
+        busy_timeout: config.db_busy_timeout,
+        idle_timeout: config.db_idle_timeout,
+        max_lifetime: config.db_max_lifetime,
+    })
+}
+
+/// The token secret: configured, or (SQLite) generated once in the data directory.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(s.clone());
+    }
+    match config.data_dir() {
+        Some(dir) => load_or_create_secret(&dir),
+        None => anyhow::bail!("TSUNAGI_JWT_SECRET is required with PostgreSQL"),
+    }
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    crate::store::sqlite::migrate(&sqlite_settings(config)?).await
+}
+
+/// Serves on `listener` until `shutdown` resolves, then: stops accepting, refuses new sends,
+/// finishes queued commits, closes every socket, closes the database.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    crate::store::timing::set_slow_query_threshold_ms(config.slow_query_ms);
+    let metrics = metrics_handle();
+    let tokens = Tokens::new(jwt_secret(&config)?.as_bytes());
+    let settings = sqlite_settings(&config)?;
+    crate::store::sqlite::migrate(&settings).await?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings).await?);
+    let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
+    let send_limiter: Arc<dyn RateLimiter> =
+        Arc::new(LocalRateLimiter::new(config.send_rate, config.send_burst));
+    let typing_limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::new(
+        config.typing_rate,
+        config.typing_rate.ceil() as u32,
+    ));
+
+    let committer = Committer::start(store.clone(), bus.clone(), config.group_commit_max);
+    let rooms = Arc::new(RoomsService::new(store.clone()));
+    let messages = Arc::new(MessagesService::new(
+        rooms.clone(),
+        store.clone(),
+        committer.clone(),
+        send_limiter,
+        config.max_message_bytes,
+    ));
+    let hub = Arc::new(Hub::default());
+    tokio::spawn(hub.clone().run(bus.subscribe()));
+
+    let gateway = Gateway::new();
+    let engine_config = Gateway::engine_config(config.max_message_bytes, config.socket_buffer);
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = Arc::new(AppState {
+        config,
+        tokens,
+        store: store.clone(),
+        bus,
+        presence,
+        typing_limiter,
+        rooms,
+        messages,
+        committer: committer.clone(),
+        hub,
+        metrics,
+        closing: AtomicBool::new(false),
+    });
+    gateway.bind(state.clone());
+
+    let pool_metrics = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                store.report_pool_metrics();
+            }
+        })
+    };
+
+    let app = crate::http::router(state.clone()).layer(
+        engineioxide::layer::EngineIoLayer::from_config(gateway.clone(), engine_config),
+    );
+
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain = {
+        let state = state.clone();
+        let gateway = gateway.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining sends and closing sockets");
+            state.closing.store(true, Ordering::Release);
+            if tokio::time::timeout(shutdown_timeout, state.committer.drain())
+                .await
+                .is_err()
+            {
+                tracing::warn!("queued sends did not commit within the shutdown timeout");
+            }
+            // Let the acks of the last commits reach the sockets' buffers and the wire.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            gateway.close_all();
+            stopped_tx.send(()).ok();
+        }
+    };
+    let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
+        stopped_rx.await.ok();
+    });
+    let mut drain_task = tokio::spawn(drain);
+    let serve = serve.into_future();
+    tokio::pin!(serve);
+    // Open long-polls and WebSockets end when their sessions close; don't wait forever.
+    let served = tokio::select! {
+        r = &mut serve => r.map_err(anyhow::Error::from),
+        _ = async {
+            (&mut drain_task).await.ok();
+            tokio::time::sleep(shutdown_timeout).await;
+        } => {
+            tracing::warn!("connections still open after the shutdown timeout");
+            Ok(())
+        }
+    };
+    pool_metrics.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    served
+}

@@ -1,0 +1,128 @@
+//! The group committer: every send, from any socket or HTTP request, is queued here and
+//! committed together with whatever else is waiting, so one fsync covers many messages.
+//!
+//! One task owns the queue, so commit order is queue order: a socket that queues its sends in
+//! the order it sent them gets them committed in that order. After each commit the new
+//! messages are published to the bus in seq order, before any sender is answered.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::bus::{Bus, BusEvent};
+use crate::error::{ApiError, ApiResult};
+use crate::store::{Appended, NewMessage, Store};
+
+enum Job {
+    Append {
+        message: NewMessage,
+        queued: Instant,
+        reply: oneshot::Sender<ApiResult<Appended>>,
+    },
+    /// Answered once everything queued before it is committed.
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::UnboundedSender<Job>,
+    closing: Arc<AtomicBool>,
+}
+
+impl Committer {
+    pub fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, max_batch: usize) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(rx, store, bus, max_batch));
+        Committer {
+            tx,
+            closing: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Queues one message now (keeping the caller's order) and returns the wait for its commit.
+    pub fn enqueue(
+        &self,
+        message: NewMessage,
+    ) -> impl Future<Output = ApiResult<Appended>> + Send + 'static {
+        let (reply, rx) = oneshot::channel();
+        let queued = if self.closing.load(Ordering::Acquire) {
+            Err(ApiError::unavailable("the server is shutting down"))
+        } else {
+            self.tx
+                .send(Job::Append {
+                    message,
+                    queued: Instant::now(),
+                    reply,
+                })
+                .map_err(|_| ApiError::unavailable("the committer has stopped"))
+        };
+        async move {
+            queued?;
+            rx.await
+                .unwrap_or_else(|_| Err(ApiError::unavailable("the committer has stopped")))
+        }
+    }
+
+    /// Refuses new sends and waits until everything already queued is committed.
+    pub async fn drain(&self) {
+        self.closing.store(true, Ordering::Release);
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Job::Flush(tx)).is_ok() {
+            rx.await.ok();
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    max_batch: usize,
+) {
+    let mut jobs = Vec::with_capacity(max_batch);
+    while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let mut messages = Vec::with_capacity(jobs.len());
+        let mut waiters = Vec::with_capacity(jobs.len());
+        let mut flushes = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Append {
+                    message,
+                    queued,
+                    reply,
+                } => {
+                    messages.push(message);
+                    waiters.push((queued, reply));
+                }
+                Job::Flush(done) => flushes.push(done),
+            }
+        }
+        if !messages.is_empty() {
+            metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64);
+            match store.append(messages).await {
+                Ok(appended) => {
+                    for a in appended.iter().filter(|a| a.created) {
+                        bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
+                    }
+                    for ((queued, reply), a) in waiters.into_iter().zip(appended) {
+                        metrics::histogram!("tsunagi_send_commit_seconds")
+                            .record(queued.elapsed().as_secs_f64());
+                        reply.send(Ok(a)).ok();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "group commit failed");
+                    let err = ApiError::from(e);
+                    for (_, reply) in waiters {
+                        reply.send(Err(err.clone())).ok();
+                    }
+                }
+            }
+        }
+        for done in flushes {
+            done.send(()).ok();
+        }
+    }
+}

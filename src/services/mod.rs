@@ -1,0 +1,8 @@
+//! Services: the rules of rooms and messages, shared by the Socket.IO gateway and HTTP.
+//!
+//! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
+//! history, sync), `commit.rs` (the group committer every send goes through).
+
+pub mod commit;
+pub mod messages;
+pub mod rooms;

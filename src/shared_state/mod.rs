@@ -1,0 +1,27 @@
+//! State that must be shared by every tsunagi instance: rate limits and presence.
+//!
+//! Layout: one trait per concern here, the in-process implementations in `local.rs`.
+//! A Redis implementation slots in beside it (scale-out issue) without touching callers.
+
+use async_trait::async_trait;
+
+pub mod local;
+
+/// Per-key rate limiting (GCRA). `check` consumes one unit or says how long to wait.
+#[async_trait]
+pub trait RateLimiter: Send + Sync + 'static {
+    /// `Ok(())` if allowed (and counted), else `Err(retry_after_ms)`.
+    async fn check(&self, key: &str) -> Result<(), u64>;
+}
+
+/// Who is online in which room. A user is online in a room while any of their connections
+/// is joined to it.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Records `conn` of `user` in `room`; true if the user was not online there before.
+    async fn join(&self, room: &str, user: &str, conn: &str) -> bool;
+    /// Removes `conn`; true if it was the user's last connection in the room.
+    async fn leave(&self, room: &str, user: &str, conn: &str) -> bool;
+    /// The users online in `room`, sorted.
+    async fn online(&self, room: &str) -> Vec<String>;
+}

@@ -1,0 +1,99 @@
+//! The store: rooms, memberships and message history in SQL.
+//!
+//! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
+//! `sqlite.rs` is the embedded implementation; `timing.rs` times every statement by name.
+//! A PostgreSQL implementation slots in beside `sqlite.rs` (issue 4) without touching callers.
+
+use async_trait::async_trait;
+
+use crate::domain::{Message, RoomId, RoomInfo};
+
+pub mod sqlite;
+pub mod timing;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The database did not answer, or no connection was free within the acquire timeout.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+pub struct NewRoom {
+    pub id: RoomId,
+    pub name: String,
+    pub private: bool,
+    pub owner_id: String,
+}
+
+/// One message to append. Validation (room exists, access, content) is done before.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub user_id: String,
+    pub content: String,
+    pub client_id: Option<String>,
+}
+
+/// What `append` made of one [`NewMessage`].
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub message: Message,
+    /// false when the (user, room, client_id) was already known: `message` is the first one.
+    pub created: bool,
+}
+
+/// Which slice of a room's history to read (PROTOCOL.md §5, `GET …/messages` and `sync`).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery {
+    pub after_seq: Option<i64>,
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// Ascending by seq; `more` says whether more exist in the direction of paging.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub items: Vec<Message>,
+    pub more: bool,
+}
+
+/// Obligations of every implementation:
+/// - `append` commits the whole batch in one transaction, durably, before it returns; seqs are
+///   assigned at commit, per room 1, 2, 3 … with no gap and no repeat, in the order of the batch,
+///   even when other processes append to the same room at once.
+/// - An item whose (user, room, client_id) is already stored (earlier, or earlier in the same
+///   batch) returns the stored message with `created = false` and takes no seq.
+/// - Every failure to reach the database is [`StoreError::Unavailable`], returned within the
+///   configured acquire timeout.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_room(&self, room: NewRoom) -> Result<RoomInfo, StoreError>;
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomInfo>, StoreError>;
+    /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.
+    async fn list_rooms(
+        &self,
+        viewer: &str,
+        admin: bool,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RoomInfo>, StoreError>;
+    async fn add_member(&self, room: &RoomId, user_id: &str, by: &str) -> Result<(), StoreError>;
+    async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError>;
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
+    async fn history(&self, room: &RoomId, q: HistoryQuery) -> Result<HistoryPage, StoreError>;
+    /// Cheap round trip for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Publish pool gauges (called periodically by the metrics task).
+    fn report_pool_metrics(&self);
+    async fn close(&self);
+}

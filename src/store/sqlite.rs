@@ -1,0 +1,446 @@
+//! The embedded store: one SQLite file in WAL mode, one writer connection (SQLite allows one
+//! writer at a time; queuing in our pool is cheaper than `SQLITE_BUSY` retries) and a separate
+//! read pool, so history reads never wait behind a group commit.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+
+use super::timing::timed;
+use super::{Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, Store, StoreError};
+use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
+
+/// Settings of the embedded store (README, "Configuration").
+#[derive(Debug, Clone)]
+pub struct SqliteSettings {
+    pub path: PathBuf,
+    /// `FULL` (default): a commit survives power loss. `NORMAL`: survives a process crash only.
+    pub synchronous: String,
+    pub read_pool_size: u32,
+    pub acquire_timeout: Duration,
+    pub busy_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn options(s: &SqliteSettings) -> Result<SqliteConnectOptions, StoreError> {
+    let sync = SqliteSynchronous::from_str(&s.synchronous)
+        .map_err(|e| StoreError::Unavailable(format!("synchronous: {e}")))?;
+    Ok(SqliteConnectOptions::new()
+        .filename(&s.path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(sync)
+        .busy_timeout(s.busy_timeout)
+        .foreign_keys(true))
+}
+
+/// Runs the embedded migrations; refuses a database that a newer tsunagi has migrated.
+pub async fn migrate(s: &SqliteSettings) -> anyhow::Result<()> {
+    if let Some(dir) = s.path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options(s)?)
+        .await?;
+    let result = MIGRATOR.run(&pool).await;
+    pool.close().await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
+            "the database {} was migrated by a newer tsunagi (migration {v} is unknown to this \
+             binary); run the newer binary or restore a matching backup",
+            s.path.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl SqliteStore {
+    /// Opens the pools. Run [`migrate`] first.
+    pub async fn open(s: &SqliteSettings) -> anyhow::Result<Self> {
+        let opts = options(s)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(s.acquire_timeout)
+            .max_lifetime(s.max_lifetime)
+            .idle_timeout(None)
+            .connect_with(opts.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(s.read_pool_size)
+            .min_connections(1)
+            .acquire_timeout(s.acquire_timeout)
+            .idle_timeout(s.idle_timeout)
+            .max_lifetime(s.max_lifetime)
+            .test_before_acquire(true)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+// Macros, not consts: sqlx takes only literal SQL, and `concat!` keeps these literal.
+macro_rules! room_columns {
+    () => {
+        "id, name, private, owner_id, epoch, last_seq, created_at"
+    };
+}
+macro_rules! message_columns {
+    () => {
+        "id, room_id, seq, user_id, content, client_id, created_at"
+    };
+}
+
+fn room_from_row(r: &sqlx::sqlite::SqliteRow) -> RoomInfo {
+    RoomInfo {
+        id: r.get("id"),
+        name: r.get("name"),
+        private: r.get("private"),
+        owner_id: r.get("owner_id"),
+        epoch: r.get("epoch"),
+        last_seq: r.get("last_seq"),
+        created_at: r.get("created_at"),
+    }
+}
+
+fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
+    Message {
+        id: r.get("id"),
+        room: r.get("room_id"),
+        seq: r.get("seq"),
+        user_id: r.get("user_id"),
+        content: r.get("content"),
+        client_id: r.get("client_id"),
+        created_at: r.get("created_at"),
+    }
+}
+
+async fn audit(
+    conn: &mut SqliteConnection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    new_value: serde_json::Value,
+) -> Result<(), StoreError> {
+    timed(
+        "audit_insert",
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
+             VALUES (?, ?, ?, ?, NULL, ?)",
+        )
+        .bind(now_rfc3339())
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(new_value.to_string())
+        .execute(&mut *conn),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn find_by_client_id(
+    conn: &mut SqliteConnection,
+    m: &NewMessage,
+    client_id: &str,
+) -> Result<Option<Message>, StoreError> {
+    let row = timed(
+        "message_by_client_id",
+        sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages WHERE room_id = ? AND user_id = ? AND client_id = ?"
+        ))
+        .bind(m.room.as_str())
+        .bind(&m.user_id)
+        .bind(client_id)
+        .fetch_optional(&mut *conn),
+    )
+    .await?;
+    Ok(row.as_ref().map(message_from_row))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_room(&self, room: NewRoom) -> Result<RoomInfo, StoreError> {
+        let info = RoomInfo {
+            id: room.id.as_str().to_owned(),
+            name: room.name,
+            private: room.private,
+            owner_id: room.owner_id,
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            last_seq: 0,
+            created_at: now_rfc3339(),
+        };
+        let mut tx = self.writer.begin().await?;
+        let inserted = timed(
+            "room_insert",
+            sqlx::query(
+                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at) \
+                 VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&info.id)
+            .bind(&info.name)
+            .bind(info.private)
+            .bind(&info.owner_id)
+            .bind(&info.epoch)
+            .bind(&info.created_at)
+            .execute(&mut *tx),
+        )
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("room {}", info.id)));
+        }
+        let new_value = serde_json::to_value(&info).unwrap_or_default();
+        audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
+        tx.commit().await?;
+        Ok(info)
+    }
+
+    async fn room(&self, id: &RoomId) -> Result<Option<RoomInfo>, StoreError> {
+        let row = timed(
+            "room_by_id",
+            sqlx::query(concat!(
+                "SELECT ",
+                room_columns!(),
+                " FROM rooms WHERE id = ?"
+            ))
+            .bind(id.as_str())
+            .fetch_optional(&self.reader),
+        )
+        .await?;
+        Ok(row.as_ref().map(room_from_row))
+    }
+
+    async fn list_rooms(
+        &self,
+        viewer: &str,
+        admin: bool,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<RoomInfo>, StoreError> {
+        let rows = timed(
+            "rooms_list",
+            sqlx::query(concat!(
+                "SELECT ",
+                room_columns!(),
+                " FROM rooms r WHERE r.id > ? AND (? OR r.private = 0 OR \
+                 EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?)) \
+                 ORDER BY r.id LIMIT ?"
+            ))
+            .bind(cursor.unwrap_or(""))
+            .bind(admin)
+            .bind(viewer)
+            .bind(limit as i64)
+            .fetch_all(&self.reader),
+        )
+        .await?;
+        Ok(rows.iter().map(room_from_row).collect())
+    }
+
+    async fn add_member(&self, room: &RoomId, user_id: &str, by: &str) -> Result<(), StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let done = timed(
+            "member_insert",
+            sqlx::query(
+                "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(room.as_str())
+            .bind(user_id)
+            .bind(by)
+            .bind(now_rfc3339())
+            .execute(&mut *tx),
+        )
+        .await?;
+        if done.rows_affected() > 0 {
+            let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
+            audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
+        let row = timed(
+            "member_exists",
+            sqlx::query("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?")
+                .bind(room.as_str())
+                .bind(user_id)
+                .fetch_optional(&self.reader),
+        )
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let now = now_rfc3339();
+        let mut last_seq: HashMap<String, i64> = HashMap::new();
+        // (room, user, client_id) → index in `out`, for retries inside one batch
+        let mut in_batch: HashMap<(String, String, String), usize> = HashMap::new();
+        let mut out: Vec<Appended> = Vec::with_capacity(batch.len());
+        for m in batch {
+            if let Some(cid) = &m.client_id {
+                let key = (m.room.as_str().to_owned(), m.user_id.clone(), cid.clone());
+                if let Some(&i) = in_batch.get(&key) {
+                    let message = out[i].message.clone();
+                    out.push(Appended {
+                        message,
+                        created: false,
+                    });
+                    continue;
+                }
+                if let Some(message) = find_by_client_id(&mut tx, &m, cid).await? {
+                    out.push(Appended {
+                        message,
+                        created: false,
+                    });
+                    continue;
+                }
+                in_batch.insert(key, out.len());
+            }
+            let seq = match last_seq.get(m.room.as_str()) {
+                Some(s) => s + 1,
+                None => {
+                    let row = timed(
+                        "room_last_seq",
+                        sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
+                            .bind(m.room.as_str())
+                            .fetch_optional(&mut *tx),
+                    )
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
+                    row.get::<i64, _>(0) + 1
+                }
+            };
+            let message = Message {
+                id: uuid::Uuid::now_v7().to_string(),
+                room: m.room.as_str().to_owned(),
+                seq,
+                user_id: m.user_id,
+                content: m.content,
+                client_id: m.client_id,
+                created_at: now.clone(),
+            };
+            timed(
+                "message_insert",
+                sqlx::query(
+                    "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&message.room)
+                .bind(message.seq)
+                .bind(&message.id)
+                .bind(&message.user_id)
+                .bind(&message.content)
+                .bind(&message.client_id)
+                .bind(&message.created_at)
+                .execute(&mut *tx),
+            )
+            .await?;
+            last_seq.insert(message.room.clone(), seq);
+            out.push(Appended {
+                message,
+                created: true,
+            });
+        }
+        for (room, seq) in &last_seq {
+            timed(
+                "room_advance_seq",
+                sqlx::query("UPDATE rooms SET last_seq = ? WHERE id = ?")
+                    .bind(seq)
+                    .bind(room)
+                    .execute(&mut *tx),
+            )
+            .await?;
+        }
+        timed("commit", tx.commit()).await?;
+        Ok(out)
+    }
+
+    async fn history(&self, room: &RoomId, q: HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let fetch = q.limit as i64 + 1;
+        // Newest-first when paging backwards (no cursor, or before_seq only), then reversed.
+        let backwards = q.after_seq.is_none();
+        let sql = if backwards {
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                " FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
+            )
+        };
+        let rows = timed(
+            if backwards {
+                "history_backward"
+            } else {
+                "history_forward"
+            },
+            sqlx::query(sql)
+                .bind(room.as_str())
+                .bind(q.after_seq.unwrap_or(0))
+                .bind(q.before_seq.unwrap_or(i64::MAX))
+                .bind(fetch)
+                .fetch_all(&self.reader),
+        )
+        .await?;
+        let more = rows.len() as i64 == fetch;
+        let mut items: Vec<Message> = rows
+            .iter()
+            .take(q.limit as usize)
+            .map(message_from_row)
+            .collect();
+        if backwards {
+            items.reverse();
+        }
+        Ok(HistoryPage { items, more })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", sqlx::query("SELECT 1").execute(&self.reader)).await?;
+        Ok(())
+    }
+
+    fn report_pool_metrics(&self) {
+        for (name, pool) in [
+            ("sqlite_writer", &self.writer),
+            ("sqlite_reader", &self.reader),
+        ] {
+            let size = pool.size() as f64;
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!("tsunagi_db_pool_connections", "pool" => name, "state" => "idle")
+                .set(idle);
+            metrics::gauge!("tsunagi_db_pool_connections", "pool" => name, "state" => "in_use")
+                .set(size - idle);
+            metrics::gauge!("tsunagi_db_pool_size", "pool" => name).set(size);
+        }
+    }
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
