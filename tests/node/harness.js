@@ -1,0 +1,368 @@
+'use strict';
+// Test harness for the tsunagi contract suite (PROTOCOL.md): starts real servers, mints
+// tokens, connects official socket.io-client sockets, and talks HTTP.
+
+const { spawn } = require('node:child_process');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const net = require('node:net');
+const os = require('node:os');
+const path = require('node:path');
+const { io } = require('socket.io-client');
+
+const BIN = process.env.TSUNAGI_BIN || path.resolve(__dirname, '../../target/release/tsunagi');
+const SECRET = 'contract-test-secret-0123456789-abcdefghijklmnop';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A TCP port nobody listens on right now. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- tokens
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/**
+ * An HS256 JWT. `claims` is merged over { sub, exp: now + ttl, role, name }; a claim set to
+ * `undefined` is left out. `opts.secret` / `opts.alg` / `opts.header` / `opts.signature`
+ * allow bad tokens.
+ */
+function mintToken(sub, claims = {}, opts = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = { sub, exp: now + (opts.ttl ?? 3600), role: 'user', ...claims };
+  for (const k of Object.keys(body)) if (body[k] === undefined) delete body[k];
+  const header = opts.header || { alg: opts.alg || 'HS256', typ: 'JWT' };
+  const signingInput = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(body))}`;
+  let sig;
+  if (opts.signature !== undefined) sig = opts.signature;
+  else sig = b64url(crypto.createHmac('sha256', opts.secret || SECRET).update(signingInput).digest());
+  return `${signingInput}.${sig}`;
+}
+
+const userToken = (sub, extra = {}) => mintToken(sub, extra);
+const adminToken = (sub) => mintToken(sub, { role: 'admin' });
+
+// ---------------------------------------------------------------- server
+
+/**
+ * Starts `tsunagi serve` on a free port with a fresh SQLite db in a temp dir.
+ * Returns { url, port, dir, proc, stop(), kill9(), restart(), log() }.
+ */
+async function startServer({ env = {}, dir } = {}) {
+  const port = await freePort();
+  dir = dir || fs.mkdtempSync(path.join(os.tmpdir(), 'tsunagi-test-'));
+  const url = `http://127.0.0.1:${port}`;
+  const fullEnv = {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    TSUNAGI_LISTEN: `127.0.0.1:${port}`,
+    TSUNAGI_DATABASE_URL: `sqlite://${path.join(dir, 't.db')}`,
+    TSUNAGI_JWT_SECRET: SECRET,
+    TSUNAGI_LOG: 'warn',
+    ...env,
+  };
+  const logPath = path.join(dir, 'server.log');
+  const server = { url, port, dir, env: fullEnv, proc: null, exited: null, logPath };
+
+  async function launch() {
+    const logFd = fs.openSync(logPath, 'a');
+    const proc = spawn(BIN, ['serve'], { cwd: dir, env: fullEnv, stdio: ['ignore', logFd, logFd] });
+    fs.closeSync(logFd);
+    server.proc = proc;
+    server.exited = new Promise((resolve) => {
+      proc.on('exit', (code, signal) => resolve({ code, signal }));
+    });
+    let spawnError = null;
+    proc.on('error', (e) => { spawnError = e; });
+    const deadline = Date.now() + 20000;
+    for (;;) {
+      if (spawnError) throw spawnError;
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        throw new Error(`tsunagi exited at start (${proc.exitCode ?? proc.signalCode}):\n${server.log()}`);
+      }
+      try {
+        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+        await res.arrayBuffer();
+        if (res.status === 200) return;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`tsunagi did not answer /healthz within 20 s:\n${server.log()}`);
+      }
+      await sleep(50);
+    }
+  }
+
+  const running = () => server.proc && server.proc.exitCode === null && server.proc.signalCode === null;
+
+  /** SIGTERM; resolves to { code, signal } once exited (SIGKILL after 15 s). */
+  server.stop = async () => {
+    if (!server.proc) return null;
+    if (running()) {
+      server.proc.kill('SIGTERM');
+      const t = setTimeout(() => { if (running()) server.proc.kill('SIGKILL'); }, 15000);
+      const r = await server.exited;
+      clearTimeout(t);
+      return r;
+    }
+    return server.exited;
+  };
+  server.kill9 = async () => {
+    if (running()) server.proc.kill('SIGKILL');
+    return server.exited;
+  };
+  /** Starts again on the same port and database (after stop or kill9). */
+  server.restart = async () => {
+    if (running()) throw new Error('restart of a running server');
+    await launch();
+  };
+  server.log = () => { try { return fs.readFileSync(logPath, 'utf8'); } catch { return ''; } };
+  /** Stops the server (if running) and removes its directory. For `after` hooks. */
+  server.destroy = async () => {
+    await server.kill9();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+
+  await launch();
+  return server;
+}
+
+// ---------------------------------------------------------------- http
+
+/** HTTP JSON helper → { status, body, headers, text }. `body` is parsed JSON when possible. */
+async function http(base, method, urlPath, token, body, extraHeaders = {}) {
+  const headers = { ...extraHeaders };
+  if (token) headers.authorization = `Bearer ${token}`;
+  let payload;
+  if (body !== undefined) {
+    headers['content-type'] = 'application/json';
+    payload = typeof body === 'string' ? body : JSON.stringify(body);
+  }
+  const res = await fetch(base + urlPath, { method, headers, body: payload, signal: AbortSignal.timeout(20000) });
+  const text = await res.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : null; } catch { parsed = undefined; }
+  return { status: res.status, body: parsed, headers: res.headers, text };
+}
+
+/** Creates a room (asserting 201) and returns its ROOM-INFO. */
+async function createRoom(base, token, id, extra = {}) {
+  const r = await http(base, 'POST', '/api/v1/rooms', token, { id, ...extra });
+  if (r.status !== 201) throw new Error(`create room ${id}: ${r.status} ${r.text}`);
+  return r.body;
+}
+
+async function addMember(base, token, room, userId) {
+  const r = await http(base, 'POST', `/api/v1/rooms/${room}/members`, token, { user_id: userId });
+  if (r.status !== 204) throw new Error(`add member ${userId} to ${room}: ${r.status} ${r.text}`);
+}
+
+/** Whole history of a room through GET …/messages, paging with after_seq. */
+async function fullHistory(base, token, room) {
+  const all = [];
+  let after = 0;
+  for (;;) {
+    const r = await http(base, 'GET', `/api/v1/rooms/${room}/messages?after_seq=${after}&limit=500`, token);
+    if (r.status !== 200) throw new Error(`history ${room}: ${r.status} ${r.text}`);
+    all.push(...r.body.items);
+    if (!r.body.more) break;
+    if (r.body.items.length === 0) throw new Error('more:true with no items');
+    after = r.body.items[r.body.items.length - 1].seq;
+  }
+  return all;
+}
+
+// ---------------------------------------------------------------- sockets
+
+const openSockets = new Set();
+
+/**
+ * A connected socket.io-client socket. Rejects with the connect_error (err.data.code).
+ * Default: websocket transport, forceNew, no reconnection.
+ */
+function connect(base, token, opts = {}) {
+  const { timeoutMs = 10000, ...rest } = opts;
+  const auth = token === undefined ? {} : { token };
+  const socket = io(base, {
+    auth,
+    transports: ['websocket'],
+    forceNew: true,
+    reconnection: false,
+    timeout: timeoutMs,
+    ...rest,
+  });
+  openSockets.add(socket);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      cleanup();
+      socket.close();
+      reject(new Error('connect timed out'));
+    }, timeoutMs + 1000);
+    const onConnect = () => { cleanup(); resolve(socket); };
+    const onError = (err) => {
+      // with reconnection on, connect_error for a transport error is retried by the client
+      if (rest.reconnection && !err.data) return;
+      cleanup();
+      socket.close();
+      reject(err);
+    };
+    function cleanup() {
+      clearTimeout(timer);
+      socket.off('connect', onConnect);
+      socket.off('connect_error', onError);
+    }
+    socket.on('connect', onConnect);
+    socket.on('connect_error', onError);
+  });
+}
+
+/** The connect_error of a connection attempt that must fail (throws if it connects). */
+async function connectError(base, auth, opts = {}) {
+  const socket = io(base, {
+    auth,
+    transports: ['websocket'],
+    forceNew: true,
+    reconnection: false,
+    timeout: 10000,
+    ...opts,
+  });
+  openSockets.add(socket);
+  try {
+    return await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('neither connect nor connect_error')), 15000);
+      socket.on('connect', () => { clearTimeout(timer); reject(new Error('connected, expected connect_error')); });
+      socket.on('connect_error', (err) => { clearTimeout(timer); resolve(err); });
+    });
+  } finally {
+    socket.close();
+  }
+}
+
+function closeAll() {
+  for (const s of openSockets) s.close();
+  openSockets.clear();
+}
+
+/** Emits with an acknowledgement; rejects if no ack arrives within timeoutMs. */
+function ack(socket, event, ...args) {
+  let timeoutMs = 10000;
+  return new Promise((resolve, reject) => {
+    socket.timeout(timeoutMs).emit(event, ...args, (err, res) => {
+      if (err) reject(new Error(`no ack for ${event} within ${timeoutMs} ms`));
+      else resolve(res);
+    });
+  });
+}
+
+/**
+ * Resolves with the first `event` (args[0]) matching predicate, rejects after timeoutMs.
+ * Only events arriving after the call count.
+ */
+function waitFor(socket, event, predicate = () => true, timeoutMs = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, handler);
+      reject(new Error(`timed out waiting for '${event}'`));
+    }, timeoutMs);
+    function handler(...args) {
+      let ok;
+      try { ok = predicate(...args); } catch (e) { ok = false; }
+      if (ok) {
+        clearTimeout(timer);
+        socket.off(event, handler);
+        resolve(args[0]);
+      }
+    }
+    socket.on(event, handler);
+  });
+}
+
+/** Collects every `event` payload into an array from now on; `stop()` detaches. */
+function collect(socket, event, filter = () => true) {
+  const items = [];
+  const handler = (payload) => { if (filter(payload)) items.push(payload); };
+  socket.on(event, handler);
+  items.stop = () => socket.off(event, handler);
+  return items;
+}
+
+/** Waits until `fn()` is truthy (polling), or throws after timeoutMs with `what`. */
+async function until(fn, timeoutMs = 10000, what = 'condition') {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await fn()) return;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** Reads one counter/gauge value from /metrics text (sum over label sets matching `labels`). */
+function metricValue(text, name, labels = {}) {
+  let sum = 0;
+  let found = false;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/);
+    if (!m || m[1] !== name) continue;
+    const lab = m[2] || '';
+    if (!Object.entries(labels).every(([k, v]) => lab.includes(`${k}="${v}"`))) continue;
+    sum += Number(m[3]);
+    found = true;
+  }
+  return found ? sum : null;
+}
+
+/** Checks the MESSAGE shape of PROTOCOL.md §3. */
+function assertMessageShape(assert, m) {
+  assert.equal(typeof m, 'object');
+  assert.deepEqual(Object.keys(m).sort(), ['client_id', 'content', 'created_at', 'id', 'room', 'seq', 'user_id']);
+  assert.equal(typeof m.id, 'string');
+  assert.ok(m.id.length > 0);
+  assert.match(m.room, /^[a-z0-9_-]{1,64}$/);
+  assert.ok(Number.isInteger(m.seq) && m.seq >= 1, `seq ${m.seq}`);
+  assert.equal(typeof m.user_id, 'string');
+  assert.equal(typeof m.content, 'string');
+  assert.ok(m.client_id === null || typeof m.client_id === 'string');
+  assert.match(m.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/);
+  assert.ok(!Number.isNaN(Date.parse(m.created_at)));
+}
+
+/** Checks an error ack {ok:false, error:{code, message}} with the given code. */
+function assertAckError(assert, res, code) {
+  assert.equal(typeof res, 'object', `ack ${JSON.stringify(res)}`);
+  assert.equal(res.ok, false, `expected ${code}, got ${JSON.stringify(res)}`);
+  assert.equal(typeof res.error, 'object');
+  assert.equal(res.error.code, code, `expected ${code}, got ${JSON.stringify(res)}`);
+  assert.equal(typeof res.error.message, 'string');
+}
+
+/** Checks an HTTP error: status and body {error:{code,message}}. */
+function assertHttpError(assert, r, status, code) {
+  assert.equal(r.status, status, `expected ${status}, got ${r.status} ${r.text}`);
+  assert.equal(typeof r.body, 'object', r.text);
+  assert.ok(r.body && typeof r.body.error === 'object', r.text);
+  if (code) assert.equal(r.body.error.code, code, r.text);
+  assert.equal(typeof r.body.error.code, 'string', r.text);
+  assert.equal(typeof r.body.error.message, 'string', r.text);
+}
+
+let counter = 0;
+/** A fresh, valid room id. */
+const roomId = (prefix = 'r') => `${prefix}-${process.pid}-${++counter}`;
+
+module.exports = {
+  BIN, SECRET, sleep, freePort, mintToken, userToken, adminToken,
+  startServer, http, createRoom, addMember, fullHistory,
+  connect, connectError, closeAll, ack, waitFor, collect, until, metricValue,
+  assertMessageShape, assertAckError, assertHttpError, roomId,
+};
