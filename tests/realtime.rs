@@ -17,11 +17,17 @@ async fn connect_errors_carry_codes() {
     };
     let missing = SioClient::connect(&app.url, None).await.err().unwrap();
     assert_eq!(code(missing), "auth_required");
-    let bad = SioClient::connect(&app.url, Some("nope")).await.err().unwrap();
+    let bad = SioClient::connect(&app.url, Some("nope"))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(code(bad), "invalid_token");
     let expired = app.tokens.mint("a", false, None, 0);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let e = SioClient::connect(&app.url, Some(&expired)).await.err().unwrap();
+    let e = SioClient::connect(&app.url, Some(&expired))
+        .await
+        .err()
+        .unwrap();
     assert_eq!(code(e), "token_expired");
 }
 
@@ -68,7 +74,12 @@ async fn one_socket_pipelined_sends_commit_in_send_order() {
     app.create_room(&app.token("o"), "order", false).await;
     let c = app.connect("alice").await;
     let waits: Vec<_> = (0..100)
-        .map(|i| c.emit_with_ack("send", &json!({ "room": "order", "content": i.to_string() })))
+        .map(|i| {
+            c.emit_with_ack(
+                "send",
+                &json!({ "room": "order", "content": i.to_string() }),
+            )
+        })
         .collect();
     let acks = futures::future::join_all(waits).await;
     for (i, a) in acks.into_iter().enumerate() {
@@ -86,16 +97,28 @@ async fn retry_with_client_id_returns_first_and_broadcasts_once() {
     join(&watcher, "idem").await;
     let c = app.connect("alice").await;
     let first = c
-        .call("send", json!({ "room": "idem", "content": "one", "client_id": "k1" }), WAIT)
+        .call(
+            "send",
+            json!({ "room": "idem", "content": "one", "client_id": "k1" }),
+            WAIT,
+        )
         .await
         .unwrap();
     let again = c
-        .call("send", json!({ "room": "idem", "content": "two", "client_id": "k1" }), WAIT)
+        .call(
+            "send",
+            json!({ "room": "idem", "content": "two", "client_id": "k1" }),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(first["message"], again["message"]);
     let other = c
-        .call("send", json!({ "room": "idem", "content": "three", "client_id": "k2" }), WAIT)
+        .call(
+            "send",
+            json!({ "room": "idem", "content": "three", "client_id": "k2" }),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(other["message"]["seq"], 2);
@@ -130,7 +153,11 @@ async fn join_history_then_live_messages_without_gap_or_repeat() {
         let got = messages(c, want).await;
         let seqs: Vec<i64> = got.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
         assert_eq!(seqs, ((*last_seq + 1)..=300).collect::<Vec<_>>());
-        assert!(c.next_event("message", Duration::from_millis(200)).await.is_none());
+        assert!(
+            c.next_event("message", Duration::from_millis(200))
+                .await
+                .is_none()
+        );
     }
 }
 
@@ -140,33 +167,65 @@ async fn sync_returns_exactly_what_was_missed() {
     app.create_room(&app.token("o"), "gap", false).await;
     let sender = app.connect("s").await;
     for i in 0..5 {
-        sender.call("send", json!({ "room": "gap", "content": i.to_string() }), WAIT).await.unwrap();
+        sender
+            .call(
+                "send",
+                json!({ "room": "gap", "content": i.to_string() }),
+                WAIT,
+            )
+            .await
+            .unwrap();
     }
     let away = app.connect("away").await;
     let ack = join(&away, "gap").await;
     let (epoch, last) = (ack["epoch"].clone(), ack["last_seq"].as_i64().unwrap());
     away.close();
     for i in 5..12 {
-        sender.call("send", json!({ "room": "gap", "content": i.to_string() }), WAIT).await.unwrap();
+        sender
+            .call(
+                "send",
+                json!({ "room": "gap", "content": i.to_string() }),
+                WAIT,
+            )
+            .await
+            .unwrap();
     }
     let back = app.connect("away").await;
     let r = back
-        .call("sync", json!({ "room": "gap", "since_seq": last, "epoch": epoch, "limit": 4 }), WAIT)
+        .call(
+            "sync",
+            json!({ "room": "gap", "since_seq": last, "epoch": epoch, "limit": 4 }),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(r["more"], true);
-    let seqs: Vec<i64> =
-        r["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = r["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, vec![6, 7, 8, 9]);
-    let r = back.call("sync", json!({ "room": "gap", "since_seq": 9 }), WAIT).await.unwrap();
+    let r = back
+        .call("sync", json!({ "room": "gap", "since_seq": 9 }), WAIT)
+        .await
+        .unwrap();
     assert_eq!(r["more"], false);
     assert_eq!(r["messages"].as_array().unwrap().len(), 3);
     let reset = back
-        .call("sync", json!({ "room": "gap", "since_seq": 0, "epoch": "other" }), WAIT)
+        .call(
+            "sync",
+            json!({ "room": "gap", "since_seq": 0, "epoch": "other" }),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(reset["error"]["code"], "reset");
-    let past = back.call("sync", json!({ "room": "gap", "since_seq": 13 }), WAIT).await.unwrap();
+    let past = back
+        .call("sync", json!({ "room": "gap", "since_seq": 13 }), WAIT)
+        .await
+        .unwrap();
     assert_eq!(past["error"]["code"], "reset");
 }
 
@@ -200,8 +259,12 @@ async fn shutdown_commits_what_was_queued_and_returns() {
         )
         .await;
     assert_eq!(status, 200);
-    let seqs: Vec<i64> =
-        page["items"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     for s in acked {
         assert!(seqs.contains(&s));

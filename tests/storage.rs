@@ -10,7 +10,9 @@ async fn database_migrated_by_a_newer_binary_is_refused() {
     let mut app = spawn_app(&[]).await;
     app.stop().await.unwrap();
     let db = app.dir.path().join("t.db");
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (99990101000000, 'from the future', 1, x'00', 0)",
@@ -19,9 +21,15 @@ async fn database_migrated_by_a_newer_binary_is_refused() {
     .await
     .unwrap();
     pool.close().await;
-    let env = [("TSUNAGI_DATABASE_URL".to_owned(), format!("sqlite://{}", db.display()))];
+    let env = [(
+        "TSUNAGI_DATABASE_URL".to_owned(),
+        format!("sqlite://{}", db.display()),
+    )];
     let config = Config::from_map(&env.into_iter().collect()).unwrap();
-    let err = tsunagi::server::migrate(&config).await.unwrap_err().to_string();
+    let err = tsunagi::server::migrate(&config)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("newer tsunagi"), "{err}");
 }
 
@@ -33,6 +41,9 @@ fn generated_secret_is_private_and_reused() {
     let b = tsunagi::auth::load_or_create_secret(dir.path()).unwrap();
     assert_eq!(a, b);
     assert!(a.len() >= 32);
-    let mode = std::fs::metadata(dir.path().join("jwt_secret")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.path().join("jwt_secret"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 }

@@ -43,7 +43,7 @@ fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
             Ok(v) => ok(v),
             Err(e) => failure(&e),
         };
-        session.emit(&packet::ack(id, &body));
+        session.emit(packet::ack(id, &body));
     }
 }
 
@@ -128,6 +128,10 @@ async fn join(
             online: true,
             origin: session.sid.clone(),
         });
+    }
+    // The connection may have closed while this join ran; its teardown could not see this room.
+    if session.is_closed() {
+        part(state, session, room.as_str()).await;
     }
     Ok(None)
 }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use engineioxide::Str;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
@@ -71,16 +72,16 @@ impl Hub {
     pub fn deliver(&self, event: BusEvent) {
         match event {
             BusEvent::Message(msg) => {
-                let encoded = packet::event("message", &*msg);
+                let encoded = Str::from(packet::event("message", &*msg));
                 for s in self.members(&msg.room) {
                     s.deliver(&msg, &encoded);
                 }
             }
             BusEvent::Typing { room, user_id } => {
-                let encoded = packet::event(
+                let encoded = Str::from(packet::event(
                     "typing",
                     &serde_json::json!({ "room": room, "user_id": user_id }),
-                );
+                ));
                 for s in self.members(&room) {
                     if s.identity.user_id != user_id {
                         s.emit_volatile(&encoded);
@@ -95,10 +96,10 @@ impl Hub {
                 origin,
             } => {
                 let status = if online { "online" } else { "offline" };
-                let encoded = packet::event(
+                let encoded = Str::from(packet::event(
                     "presence",
                     &serde_json::json!({ "room": room, "user_id": user_id, "status": status }),
-                );
+                ));
                 for s in self.members(&room) {
                     if s.sid != origin {
                         s.emit_volatile(&encoded);

@@ -124,7 +124,7 @@ impl Gateway {
         let session = Arc::new(Session::new(sid.clone(), identity, socket.clone(), tx));
         *socket.data.session.lock() = Some(session.clone());
         state.hub.register(session.clone());
-        session.emit(&packet::connect_ok(&sid));
+        session.emit(packet::connect_ok(&sid));
         tokio::spawn(events::worker(state, session, rx));
     }
 
@@ -132,6 +132,7 @@ impl Gateway {
         let Some(session) = socket.data.session.lock().take() else {
             return;
         };
+        session.mark_closed();
         let state = self.state().clone();
         let rooms = state.hub.unregister(&session);
         tokio::spawn(async move {
@@ -207,21 +208,18 @@ impl EngineIoHandler for Gateway {
                     }
                     _ => (String::new(), None),
                 };
-                session.inbox.send(InboundEvent { name, payload, ack }).ok();
+                session.queue(InboundEvent { name, payload, ack });
             }
             Inbound::BinaryEvent { nsp, ack } if nsp == "/" => {
                 let Some(session) = socket.data.session.lock().clone() else {
                     return;
                 };
                 // Attachments are ignored (they arrive through on_binary); the event is refused.
-                session
-                    .inbox
-                    .send(InboundEvent {
-                        name: "binary".into(),
-                        payload: None,
-                        ack,
-                    })
-                    .ok();
+                session.queue(InboundEvent {
+                    name: "binary".into(),
+                    payload: None,
+                    ack,
+                });
             }
             _ => {}
         }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use engineioxide::{DisconnectReason, Socket};
+use engineioxide::{DisconnectReason, Socket, Str};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -44,8 +44,10 @@ pub struct Session {
     pub identity: Identity,
     socket: Arc<EngineSocket>,
     rooms: Mutex<HashMap<String, Cursor>>,
-    pub inbox: mpsc::UnboundedSender<InboundEvent>,
+    /// Taken at teardown, which ends the session's worker (it holds the receiver).
+    inbox: Mutex<Option<mpsc::UnboundedSender<InboundEvent>>>,
     evicted: AtomicBool,
+    closed: AtomicBool,
 }
 
 impl Session {
@@ -60,18 +62,37 @@ impl Session {
             identity,
             socket,
             rooms: Mutex::new(HashMap::new()),
-            inbox,
+            inbox: Mutex::new(Some(inbox)),
             evicted: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }
+    }
+
+    /// Queues a client event for the worker, in arrival order.
+    pub fn queue(&self, event: InboundEvent) {
+        if let Some(tx) = self.inbox.lock().as_ref() {
+            tx.send(event).ok();
+        }
+    }
+
+    /// Marks the session gone: its worker stops after the current event, and a join still in
+    /// progress undoes itself (see `events::join`).
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.inbox.lock().take();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Sends one packet. A full outgoing buffer means the client cannot keep up: it is
     /// disconnected (never silently skipped) and recovers with `sync` after reconnecting.
-    pub fn emit(&self, packet: &str) -> bool {
+    pub fn emit(&self, packet: impl Into<Str>) -> bool {
         if self.evicted.load(Ordering::Relaxed) {
             return false;
         }
-        match self.socket.emit(packet.to_owned()) {
+        match self.socket.emit(packet) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
                 self.evict();
@@ -82,9 +103,9 @@ impl Session {
     }
 
     /// Best effort (typing, presence): a full buffer drops this event only.
-    pub fn emit_volatile(&self, packet: &str) {
+    pub fn emit_volatile(&self, packet: &Str) {
         if !self.evicted.load(Ordering::Relaxed) {
-            self.socket.emit(packet.to_owned()).ok();
+            self.socket.emit(packet.clone()).ok();
         }
     }
 
@@ -120,12 +141,12 @@ impl Session {
             _ => Vec::new(),
         };
         if let Some(ack) = ack {
-            self.emit(ack);
+            self.emit(ack.to_owned());
         }
         let mut floor = last_seq;
         for msg in held {
             if msg.seq > floor {
-                self.emit(&packet::event("message", &*msg));
+                self.emit(packet::event("message", &*msg));
                 m::events_out("message").increment(1);
                 floor = msg.seq;
             }
@@ -143,7 +164,7 @@ impl Session {
     }
 
     /// Delivers a committed message (the same packet text for every session of the room).
-    pub fn deliver(&self, msg: &Arc<Message>, encoded: &str) {
+    pub fn deliver(&self, msg: &Arc<Message>, encoded: &Str) {
         let mut rooms = self.rooms.lock();
         match rooms.get_mut(&msg.room) {
             Some(Cursor::Pending(held)) => held.push(msg.clone()),
@@ -152,7 +173,7 @@ impl Session {
                     tracing::warn!(room = %msg.room, from = *floor, to = msg.seq, "delivery gap");
                 }
                 *floor = msg.seq;
-                if self.emit(encoded) {
+                if self.emit(encoded.clone()) {
                     m::events_out("message").increment(1);
                 }
             }

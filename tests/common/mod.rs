@@ -94,14 +94,22 @@ impl TestApp {
 
     pub async fn create_room(&self, token: &str, id: &str, private: bool) -> Value {
         let body = json!({ "id": id, "private": private });
-        let (status, info) =
-            self.request(reqwest::Method::POST, "/api/v1/rooms", Some(token), Some(body)).await;
+        let (status, info) = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/rooms",
+                Some(token),
+                Some(body),
+            )
+            .await;
         assert_eq!(status, 201, "{info}");
         info
     }
 
     pub async fn connect(&self, user: &str) -> SioClient {
-        SioClient::connect(&self.url, Some(&self.token(user))).await.expect("connects")
+        SioClient::connect(&self.url, Some(&self.token(user)))
+            .await
+            .expect("connects")
     }
 
     /// Signals shutdown and waits for `run` to return.
