@@ -177,9 +177,12 @@ mod tests {
             event("typing", &json!({"room":"a"})),
             r#"2["typing",{"room":"a"}]"#
         );
+        let err = connect_error("/", "no", Some(json!({"code":"auth_required"})));
+        let body: Value = serde_json::from_str(err.strip_prefix('4').unwrap()).unwrap();
         assert_eq!(
-            connect_error("/", "no", Some(json!({"code":"auth_required"}))),
-            r#"4{"message":"no","data":{"code":"auth_required"}}"#
+            body,
+            json!({"message":"no","data":{"code":"auth_required"}})
         );
+        assert!(connect_error("/x", "Invalid namespace", None).starts_with("4/x,{"));
     }
 }
