@@ -241,12 +241,13 @@ impl Store for SqliteStore {
             sqlx::query(concat!(
                 "SELECT ",
                 room_columns!(),
-                " FROM rooms r WHERE r.id > ? AND (? OR r.private = 0 OR \
+                " FROM rooms r WHERE r.id > ? AND (? OR r.private = 0 OR r.owner_id = ? OR \
                  EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?)) \
                  ORDER BY r.id LIMIT ?"
             ))
             .bind(cursor.unwrap_or(""))
             .bind(admin)
+            .bind(viewer)
             .bind(viewer)
             .bind(limit as i64)
             .fetch_all(&self.reader),
