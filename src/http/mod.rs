@@ -1,7 +1,7 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `ops.rs` (healthz, readyz, metrics).
+//! `rooms.rs`, `messages.rs`, `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ mod extract;
 mod messages;
 mod ops;
 mod rooms;
+mod web;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_message_bytes * 6 + 64 * 1024;
@@ -28,6 +29,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),
         )
+        .route("/", get(web::index))
+        .route("/app.js", get(web::app_js))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
