@@ -237,8 +237,7 @@ async fn receive(
                     next_seq = seq + 1;
                     if w.has(now) {
                         st.delivered_in_window += 1;
-                        let content = m["content"].as_str().unwrap_or_default();
-                        if let Some(sent) = content.get(..TS_WIDTH).and_then(|t| t.parse::<u64>().ok()) {
+                        if let Some(sent) = sent_ns_of(&m) {
                             st.lat_us.push((now.saturating_sub(sent) / 1000) as u32);
                         }
                     }
@@ -257,7 +256,7 @@ async fn send_loop(
     room: String,
     args: Arc<Args>,
     w: Window,
-    id: usize,
+    tag: String,
 ) -> SendStats {
     let mut st = SendStats::default();
     let mut inflight = FuturesUnordered::new();
@@ -279,7 +278,7 @@ async fn send_loop(
                 let sent = now_ns();
                 let mut msg = json!({ "room": room, "content": format!("{sent:0TS_WIDTH$}|{pad}") });
                 if !args.no_client_id {
-                    msg["client_id"] = json!(format!("b{id}-{}", st.sent));
+                    msg["client_id"] = json!(format!("{tag}-{}", st.sent));
                 }
                 st.sent += 1;
                 let ack = tokio::time::timeout(ACK_TIMEOUT, client.emit_with_ack("send", &msg));
@@ -302,6 +301,10 @@ async fn pace(ticker: &mut Option<tokio::time::Interval>) {
 
 fn record(st: &mut SendStats, w: Window, sent: u64, r: Result<Value, ClientError>) {
     let code = match r {
+        // an ack for some other message (an idempotent replay of an old client_id) is no send
+        Ok(v) if v["ok"] == json!(true) && sent_ns_of(&v["message"]) != Some(sent) => {
+            "stale_ack".into()
+        }
         Ok(v) if v["ok"] == json!(true) => {
             st.acked_total += 1;
             let now = now_ns();
@@ -337,6 +340,8 @@ async fn run(
         anyhow::Ok((Arc::new(c), events, ack["last_seq"].as_i64().unwrap_or(0)))
     }))
     .await?;
+    // client_ids unique to this run: a repeated one would be answered as a retry
+    let run_id = format!("{:08x}", rand::random::<u32>());
     let from = now_ns() + args.warmup.as_nanos() as u64;
     let w = Window {
         from,
@@ -363,7 +368,7 @@ async fn run(
                 room.to_owned(),
                 args.clone(),
                 w,
-                i,
+                format!("{run_id}-{i}"),
             ))
         })
         .collect();
@@ -551,4 +556,9 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{out}");
     Ok(())
+}
+
+/// The send time a MESSAGE's content starts with.
+fn sent_ns_of(message: &Value) -> Option<u64> {
+    message["content"].as_str()?.get(..TS_WIDTH)?.parse().ok()
 }

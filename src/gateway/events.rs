@@ -48,6 +48,10 @@ fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
 }
 
 async fn handle(state: &Arc<AppState>, session: &Arc<Session>, ev: InboundEvent) {
+    if let Some(reason) = ev.refused {
+        m::events_in("unknown").increment(1);
+        return reply(session, ev.ack, Err(ApiError::bad_request(reason)));
+    }
     let name: &'static str = match ev.name.as_str() {
         "join" => "join",
         "leave" => "leave",

@@ -208,15 +208,20 @@ impl EngineIoHandler for Gateway {
                     }
                     _ => (String::new(), None),
                 };
-                session.queue(InboundEvent { name, payload, ack });
+                session.queue(InboundEvent {
+                    refused: None,
+                    name,
+                    payload,
+                    ack,
+                });
             }
-            Inbound::BinaryEvent { nsp, ack } if nsp == "/" => {
+            Inbound::Refused { nsp, ack, reason } if nsp == "/" => {
                 let Some(session) = socket.data.session.lock().clone() else {
                     return;
                 };
-                // Attachments are ignored (they arrive through on_binary); the event is refused.
                 session.queue(InboundEvent {
-                    name: "binary".into(),
+                    refused: Some(reason),
+                    name: String::new(),
                     payload: None,
                     ack,
                 });

@@ -19,10 +19,13 @@ pub enum Inbound {
     },
     /// An ack of a server emit: tsunagi never asks for one.
     Ack,
-    /// Binary events are not part of the contract; their attachments arrive as separate frames.
-    BinaryEvent {
+    /// An event that cannot be taken: binary (not part of the contract; the attachments arrive
+    /// as separate frames and are ignored) or not valid JSON (a lone UTF-16 surrogate, say).
+    /// It is answered `bad_request` rather than cutting the connection.
+    Refused {
         nsp: String,
         ack: Option<i64>,
+        reason: &'static str,
     },
 }
 
@@ -69,12 +72,21 @@ pub fn decode(s: &str) -> Result<Inbound, PacketError> {
     match kind {
         b'0' => Ok(Inbound::Connect { nsp, auth: json()? }),
         b'1' => Ok(Inbound::Disconnect { nsp }),
-        b'2' => {
-            let data = json()?.ok_or(PacketError("event without data"))?;
-            Ok(Inbound::Event { nsp, ack, data })
-        }
+        b'2' => match json() {
+            Ok(Some(data)) => Ok(Inbound::Event { nsp, ack, data }),
+            Ok(None) => Err(PacketError("event without data")),
+            Err(_) => Ok(Inbound::Refused {
+                nsp,
+                ack,
+                reason: "the event is not valid JSON text (lone surrogates are not characters)",
+            }),
+        },
         b'3' | b'6' => Ok(Inbound::Ack),
-        b'5' => Ok(Inbound::BinaryEvent { nsp, ack }),
+        b'5' => Ok(Inbound::Refused {
+            nsp,
+            ack,
+            reason: "binary payloads are not accepted",
+        }),
         _ => Err(PacketError("packet type")),
     }
 }
@@ -156,16 +168,20 @@ mod tests {
         );
         assert_eq!(
             decode(r#"51-4["e",{"_placeholder":true,"num":0}]"#).unwrap(),
-            Inbound::BinaryEvent {
+            Inbound::Refused {
                 nsp: "/".into(),
-                ack: Some(4)
+                ack: Some(4),
+                reason: "binary payloads are not accepted"
             }
         );
+        assert!(matches!(
+            decode(r#"27["send",{"content":"a\ud83d"}]"#).unwrap(),
+            Inbound::Refused { ack: Some(7), .. }
+        ));
         assert_eq!(
             decode("1").unwrap(),
             Inbound::Disconnect { nsp: "/".into() }
         );
-        assert!(decode("2[oops").is_err());
         assert!(decode("9").is_err());
         assert!(decode("").is_err());
     }

@@ -26,6 +26,8 @@ pub type EngineSocket = Socket<Conn>;
 
 /// An event from the client, queued in arrival order for this session's worker.
 pub struct InboundEvent {
+    /// Set when the packet itself cannot be taken: answered `bad_request` with this reason.
+    pub refused: Option<&'static str>,
     pub name: String,
     pub payload: Option<serde_json::Value>,
     pub ack: Option<i64>,

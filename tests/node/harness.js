@@ -54,6 +54,12 @@ const adminToken = (sub) => mintToken(sub, { role: 'admin' });
 
 // ---------------------------------------------------------------- server
 
+// Every server process this test process started: killed if the process exits abnormally.
+const liveProcs = new Set();
+process.on('exit', () => {
+  for (const p of liveProcs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
+});
+
 /**
  * Starts `tsunagi serve` on a free port with a fresh SQLite db in a temp dir.
  * Returns { url, port, dir, proc, stop(), kill9(), restart(), log() }.
@@ -79,6 +85,8 @@ async function startServer({ env = {}, dir } = {}) {
     const proc = spawn(BIN, ['serve'], { cwd: dir, env: fullEnv, stdio: ['ignore', logFd, logFd] });
     fs.closeSync(logFd);
     server.proc = proc;
+    liveProcs.add(proc);
+    proc.on('exit', () => liveProcs.delete(proc));
     server.exited = new Promise((resolve) => {
       proc.on('exit', (code, signal) => resolve({ code, signal }));
     });
@@ -258,7 +266,11 @@ function ack(socket, event, ...args) {
   let timeoutMs = 10000;
   return new Promise((resolve, reject) => {
     socket.timeout(timeoutMs).emit(event, ...args, (err, res) => {
-      if (err) reject(new Error(`no ack for ${event} within ${timeoutMs} ms`));
+      if (err) {
+        reject(new Error(socket.connected
+          ? `no ack for ${event} within ${timeoutMs} ms`
+          : `no ack for ${event}: the socket was disconnected before the ack`));
+      }
       else resolve(res);
     });
   });
@@ -292,7 +304,7 @@ function collect(socket, event, filter = () => true) {
   const items = [];
   const handler = (payload) => { if (filter(payload)) items.push(payload); };
   socket.on(event, handler);
-  items.stop = () => socket.off(event, handler);
+  Object.defineProperty(items, 'stop', { value: () => socket.off(event, handler), enumerable: false });
   return items;
 }
 
@@ -304,6 +316,15 @@ async function until(fn, timeoutMs = 10000, what = 'condition') {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
+}
+
+/** Resolves/rejects like `promise`, or rejects after timeoutMs (the timer is cleared). */
+function withTimeout(promise, timeoutMs, what = 'operation') {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), timeoutMs); }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Reads one counter/gauge value from /metrics text (sum over label sets matching `labels`). */
@@ -363,6 +384,6 @@ const roomId = (prefix = 'r') => `${prefix}-${process.pid}-${++counter}`;
 module.exports = {
   BIN, SECRET, sleep, freePort, mintToken, userToken, adminToken,
   startServer, http, createRoom, addMember, fullHistory,
-  connect, connectError, closeAll, ack, waitFor, collect, until, metricValue,
+  connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
 };
