@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -180,6 +181,10 @@ pub async fn run(
             stopped_tx.send(()).ok();
         }
     };
+    // Small frames (acks, messages) must not wait for the peer's delayed ACK (Nagle).
+    let listener = listener.tap_io(|tcp| {
+        tcp.set_nodelay(true).ok();
+    });
     let serve = axum::serve(listener, app.into_make_service()).with_graceful_shutdown(async move {
         stopped_rx.await.ok();
     });
