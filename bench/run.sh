@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# One command for docs/benchmarks.md: starts tsunagi (temp SQLite, synchronous=FULL, no rate
+# limit) and the in-memory Socket.IO peer (bench/peer), runs the same loads against both with
+# tsunagi-bench (alternating rounds, medians), prints tsunagi/peer ratios and the servers' peak
+# RSS and CPU time, and stops both.
+#
+#   bench/run.sh [tsunagi-bench args…]     e.g. bench/run.sh --rounds 5 --duration 20s
+#
+# Two loads run: closed loop (each sender keeps --in-flight sends unacked: the throughput each
+# server reaches) and paced (BENCH_PACED_RATE msgs/s per sender, default 100, 0 skips it: the
+# latency of both at the same offered load). Extra args go to both. JSON lines land in
+# $BENCH_OUT (default target/bench/last.jsonl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACED_RATE=${BENCH_PACED_RATE:-100}
+OUT=${BENCH_OUT:-target/bench/last.jsonl}
+mkdir -p "$(dirname "$OUT")"
+# the servers' logs stay beside it for a look after the run (absolute: the peer runs elsewhere)
+LOGS=$(cd "$(dirname "$OUT")" && pwd)
+: >"$OUT"
+
+# cargo decides whether anything needs rebuilding
+cargo build --release --bins --quiet
+if [ ! -d bench/peer/node_modules ]; then
+  (cd bench/peer && npm ci --no-audit --no-fund --silent)
+fi
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do
+    # a server that is already gone failed mid-run: say how it ended
+    if ! kill "$p" 2>/dev/null; then
+      wait "$p" && rc=0 || rc=$?
+      echo "server pid $p had already exited (status $rc); logs: $LOGS" >&2
+    fi
+  done
+  wait 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+free_port() {
+  local p
+  while :; do
+    p=$((20000 + RANDOM % 20000))
+    # nothing answers: free (a race with another process is unlikely enough here)
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+}
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1; logs in $LOGS:" >&2
+  cat "$LOGS"/*.log >&2
+  exit 1
+}
+# peak RSS (VmHWM) and CPU seconds (utime+stime) of a process
+usage() {
+  local hwm ticks
+  hwm=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$1/status")
+  ticks=$(awk '{print $14 + $15}' "/proc/$1/stat")
+  echo "peak RSS $hwm, CPU $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}') s"
+}
+
+export TSUNAGI_JWT_SECRET="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+t_port=$(free_port)
+p_port=$(free_port)
+
+TSUNAGI_LISTEN=127.0.0.1:$t_port \
+  TSUNAGI_DATABASE_URL="sqlite://$tmp/b.db" \
+  TSUNAGI_SEND_RATE=0 \
+  TSUNAGI_LOG=warn \
+  ./target/release/tsunagi serve >"$LOGS/tsunagi.log" 2>&1 &
+t_pid=$!
+pids+=("$t_pid")
+(cd bench/peer && PORT=$p_port exec node server.js >"$LOGS/peer.log" 2>&1) &
+p_pid=$!
+pids+=("$p_pid")
+wait_port "$t_port"
+wait_port "$p_port"
+
+bench() {
+  ./target/release/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
+    --peer-url "http://127.0.0.1:$p_port" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+}
+
+echo "== closed loop: throughput ==" >&2
+bench "$@"
+if [ "$PACED_RATE" != 0 ]; then
+  echo >&2
+  echo "== paced: $PACED_RATE msgs/s per sender: latency at equal load ==" >&2
+  bench --rate "$PACED_RATE" "$@"
+fi
+
+echo >&2
+echo "tsunagi: $(usage "$t_pid")" >&2
+echo "peer:    $(usage "$p_pid")" >&2
+if grep -qiE 'warn|error' "$LOGS/tsunagi.log"; then
+  echo "tsunagi logged:" >&2
+  grep -iE 'warn|error' "$LOGS/tsunagi.log" | tail -20 >&2
+fi
+echo "JSON lines: $OUT" >&2
