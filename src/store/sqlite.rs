@@ -35,6 +35,33 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    checkpointer: tokio::task::JoinHandle<()>,
+}
+
+/// Copies the WAL back into the database file from a connection of its own, once a second.
+/// SQLite's automatic checkpoint would run inside a commit on the writer and add an fsync of the
+/// database file to that commit's latency; PASSIVE never waits for readers or the writer.
+async fn checkpoint_loop(opts: SqliteConnectOptions) {
+    use sqlx::ConnectOptions;
+    let mut conn = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if conn.is_none() {
+            conn = opts.connect().await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let done = timed(
+                "wal_checkpoint",
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c),
+            )
+            .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                conn = None;
+            }
+        }
+    }
 }
 
 fn options(s: &SqliteSettings) -> Result<SqliteConnectOptions, StoreError> {
@@ -81,8 +108,9 @@ impl SqliteStore {
             .acquire_timeout(s.acquire_timeout)
             .max_lifetime(s.max_lifetime)
             .idle_timeout(None)
-            .connect_with(opts.clone())
+            .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
+        let checkpointer = tokio::spawn(checkpoint_loop(opts.clone()));
         let reader = SqlitePoolOptions::new()
             .max_connections(s.read_pool_size)
             .min_connections(1)
@@ -92,7 +120,11 @@ impl SqliteStore {
             .test_before_acquire(true)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            checkpointer,
+        })
     }
 }
 
@@ -441,6 +473,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.checkpointer.abort();
         self.writer.close().await;
         self.reader.close().await;
     }
