@@ -68,6 +68,46 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("TSUNAGI_DB_BUSY_TIMEOUT_MS", "5000", "SQLite busy_timeout"),
     (
+        "TSUNAGI_DB_POOL_SIZE",
+        "10",
+        "PostgreSQL primary pool: most connections",
+    ),
+    (
+        "TSUNAGI_DB_MIN_IDLE",
+        "1",
+        "connections each pool keeps open when idle",
+    ),
+    (
+        "TSUNAGI_DB_TEST_BEFORE_ACQUIRE",
+        "true",
+        "ping a pooled connection before handing it out",
+    ),
+    (
+        "TSUNAGI_DB_STATEMENT_TIMEOUT_MS",
+        "5000",
+        "PostgreSQL statement_timeout of every connection",
+    ),
+    (
+        "TSUNAGI_DB_APPLICATION_NAME",
+        "tsunagi",
+        "PostgreSQL application_name prefix",
+    ),
+    (
+        "TSUNAGI_DB_POOL_WARN_SHARE",
+        "0.8",
+        "warn when this share of a pool is in use",
+    ),
+    (
+        "TSUNAGI_REPLICA_MAX_LAG_MS",
+        "2000",
+        "replicas further behind are skipped",
+    ),
+    (
+        "TSUNAGI_REPLICA_CHECK_MS",
+        "1000",
+        "how often replicas' health and lag are checked",
+    ),
+    (
         "TSUNAGI_DB_IDLE_TIMEOUT_S",
         "600",
         "close a connection idle this long",
@@ -117,8 +157,16 @@ pub struct Config {
     pub send_rate: f64,
     pub send_burst: u32,
     pub typing_rate: f64,
+    pub db_pool_size: u32,
     pub db_read_pool_size: u32,
+    pub db_min_idle: u32,
     pub db_acquire_timeout: Duration,
+    pub db_test_before_acquire: bool,
+    pub db_statement_timeout: Duration,
+    pub db_application_name: String,
+    pub db_pool_warn_share: f64,
+    pub replica_max_lag: Duration,
+    pub replica_check_interval: Duration,
     pub db_busy_timeout: Duration,
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
@@ -239,12 +287,7 @@ impl Config {
                 "must start with sqlite:// or postgres://",
             ));
         }
-        if database_url.starts_with("postgres") {
-            return Err(err(
-                "TSUNAGI_DATABASE_URL",
-                "PostgreSQL is not supported by this build yet; use sqlite://",
-            ));
-        }
+        let postgres = database_url.starts_with("postgres");
         let replica_urls: Vec<String> = raw
             .get("TSUNAGI_REPLICA_URLS")
             .split(',')
@@ -270,6 +313,24 @@ impl Config {
             && s.len() < 16
         {
             return Err(err("TSUNAGI_JWT_SECRET", "must be at least 16 bytes"));
+        }
+        if postgres && jwt_secret.is_none() {
+            return Err(err("TSUNAGI_JWT_SECRET", "is required with PostgreSQL"));
+        }
+        let test_before = raw.get("TSUNAGI_DB_TEST_BEFORE_ACQUIRE");
+        let db_test_before_acquire = match test_before.to_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            other => {
+                return Err(err(
+                    "TSUNAGI_DB_TEST_BEFORE_ACQUIRE",
+                    format!("`{other}`: use true or false"),
+                ));
+            }
+        };
+        let db_application_name = raw.get("TSUNAGI_DB_APPLICATION_NAME");
+        if db_application_name.is_empty() || db_application_name.len() > 40 {
+            return Err(err("TSUNAGI_DB_APPLICATION_NAME", "must be 1 to 40 bytes"));
         }
         let log_format = raw.get("TSUNAGI_LOG_FORMAT");
         let log_json = match log_format.as_str() {
@@ -310,8 +371,16 @@ impl Config {
             send_rate: raw.num("TSUNAGI_SEND_RATE", 0.0, 1_000_000.0)?,
             send_burst: raw.num("TSUNAGI_SEND_BURST", 1, 1_000_000)?,
             typing_rate: raw.num("TSUNAGI_TYPING_RATE", 0.0, 1_000_000.0)?,
+            db_pool_size: raw.num("TSUNAGI_DB_POOL_SIZE", 1, 1000)?,
             db_read_pool_size: raw.num("TSUNAGI_DB_READ_POOL_SIZE", 1, 1000)?,
+            db_min_idle: raw.num("TSUNAGI_DB_MIN_IDLE", 0, 1000)?,
             db_acquire_timeout: ms("TSUNAGI_DB_ACQUIRE_TIMEOUT_MS", 10, 600_000)?,
+            db_test_before_acquire,
+            db_statement_timeout: ms("TSUNAGI_DB_STATEMENT_TIMEOUT_MS", 0, 86_400_000)?,
+            db_application_name,
+            db_pool_warn_share: raw.num("TSUNAGI_DB_POOL_WARN_SHARE", 0.0, 1.0)?,
+            replica_max_lag: ms("TSUNAGI_REPLICA_MAX_LAG_MS", 1, 3_600_000)?,
+            replica_check_interval: ms("TSUNAGI_REPLICA_CHECK_MS", 50, 600_000)?,
             db_busy_timeout: ms("TSUNAGI_DB_BUSY_TIMEOUT_MS", 0, 600_000)?,
             db_idle_timeout: secs("TSUNAGI_DB_IDLE_TIMEOUT_S", 1, 86_400)?,
             db_max_lifetime: secs("TSUNAGI_DB_MAX_LIFETIME_S", 1, 604_800)?,
@@ -329,6 +398,10 @@ impl Config {
         let rest = rest.strip_prefix("//").unwrap_or(rest);
         let rest = rest.split('?').next().unwrap_or(rest);
         Some(PathBuf::from(rest))
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
     }
 
     /// Where generated state (the JWT secret) is kept: the SQLite file's directory.

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::serve::ListenerExt;
+use futures::future::BoxFuture;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
@@ -19,9 +20,11 @@ use crate::gateway::hub::Hub;
 use crate::services::commit::Committer;
 use crate::services::messages::MessagesService;
 use crate::services::rooms::RoomsService;
+use crate::services::ryw::ReadYourWrites;
 use crate::shared_state::local::{LocalPresence, LocalRateLimiter};
 use crate::shared_state::{Presence, RateLimiter};
 use crate::store::Store;
+use crate::store::postgres::{PgSettings, PgStore};
 use crate::store::sqlite::{SqliteSettings, SqliteStore};
 
 /// Everything a request or an event handler may need; one per process.
@@ -75,6 +78,43 @@ pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
         busy_timeout: config.db_busy_timeout,
         idle_timeout: config.db_idle_timeout,
         max_lifetime: config.db_max_lifetime,
+        pool_warn_share: config.db_pool_warn_share,
+    })
+}
+
+pub fn pg_settings(config: &Config) -> PgSettings {
+    PgSettings {
+        primary_url: config.database_url.clone(),
+        replica_urls: config.replica_urls.clone(),
+        application_name: config.db_application_name.clone(),
+        pool_size: config.db_pool_size,
+        replica_pool_size: config.db_read_pool_size,
+        min_idle: config.db_min_idle,
+        acquire_timeout: config.db_acquire_timeout,
+        idle_timeout: config.db_idle_timeout,
+        max_lifetime: config.db_max_lifetime,
+        test_before_acquire: config.db_test_before_acquire,
+        statement_timeout: config.db_statement_timeout,
+        pool_warn_share: config.db_pool_warn_share,
+        replica_max_lag: config.replica_max_lag,
+        replica_check_interval: config.replica_check_interval,
+    }
+}
+
+/// Migrates, then opens the store the configuration selects. (Boxed as `Send` explicitly:
+/// sqlx's migrator futures otherwise trip the compiler's higher-ranked `Send` inference.)
+fn open_store(config: &Config) -> BoxFuture<'_, anyhow::Result<Arc<dyn Store>>> {
+    Box::pin(async move {
+        let store: Arc<dyn Store> = if config.is_postgres() {
+            let settings = pg_settings(config);
+            crate::store::postgres::migrate(&settings).await?;
+            Arc::new(PgStore::open(&settings).await?)
+        } else {
+            let settings = sqlite_settings(config)?;
+            crate::store::sqlite::migrate(&settings).await?;
+            Arc::new(SqliteStore::open(&settings).await?)
+        };
+        Ok(store)
     })
 }
 
@@ -90,7 +130,11 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<String> {
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    crate::store::sqlite::migrate(&sqlite_settings(config)?).await
+    if config.is_postgres() {
+        crate::store::postgres::migrate(&pg_settings(config)).await
+    } else {
+        crate::store::sqlite::migrate(&sqlite_settings(config)?).await
+    }
 }
 
 /// Serves on `listener` until `shutdown` resolves, then: stops accepting, refuses new sends,
@@ -103,9 +147,7 @@ pub async fn run(
     crate::store::timing::set_slow_query_threshold_ms(config.slow_query_ms);
     let metrics = metrics_handle();
     let tokens = Tokens::new(jwt_secret(&config)?.as_bytes());
-    let settings = sqlite_settings(&config)?;
-    crate::store::sqlite::migrate(&settings).await?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings).await?);
+    let store = open_store(&config).await?;
     let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let send_limiter: Arc<dyn RateLimiter> =
@@ -115,10 +157,17 @@ pub async fn run(
         config.typing_rate.ceil() as u32,
     ));
 
-    let committer = Committer::start(store.clone(), bus.clone(), config.group_commit_max);
-    let rooms = Arc::new(RoomsService::new(store.clone()));
+    let ryw = Arc::new(ReadYourWrites::default());
+    let committer = Committer::start(
+        store.clone(),
+        bus.clone(),
+        ryw.clone(),
+        config.group_commit_max,
+    );
+    let rooms = Arc::new(RoomsService::new(store.clone(), ryw.clone()));
     let messages = Arc::new(MessagesService::new(
         rooms.clone(),
+        ryw,
         store.clone(),
         committer.clone(),
         send_limiter,

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
 use crate::error::{ApiError, ApiResult};
 use crate::store::{Appended, NewMessage, Store};
@@ -32,9 +33,14 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(store: Arc<dyn Store>, bus: Arc<dyn Bus>, max_batch: usize) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        ryw: Arc<ReadYourWrites>,
+        max_batch: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, store, bus, max_batch));
+        tokio::spawn(run(rx, store, bus, ryw, max_batch));
         Committer {
             tx,
             closing: Arc::new(AtomicBool::new(false)),
@@ -79,6 +85,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    ryw: Arc<ReadYourWrites>,
     max_batch: usize,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
@@ -102,9 +109,12 @@ async fn run(
         if !messages.is_empty() {
             metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64);
             match store.append(messages).await {
-                Ok(appended) => {
+                Ok((appended, pos)) => {
                     for a in appended.iter().filter(|a| a.created) {
                         bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
+                    }
+                    for a in &appended {
+                        ryw.wrote(&a.message.user_id, pos);
                     }
                     for ((queued, reply), a) in waiters.into_iter().zip(appended) {
                         metrics::histogram!("tsunagi_send_commit_seconds")

@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use super::commit::Committer;
 use super::rooms::{RoomMeta, RoomsService};
+use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
 use crate::domain::{RoomId, check_client_id, check_content};
 use crate::error::{ApiError, ApiResult};
 use crate::shared_state::RateLimiter;
-use crate::store::{Appended, HistoryPage, HistoryQuery, NewMessage, Store};
+use crate::store::{Appended, HistoryPage, HistoryQuery, NewMessage, ReadFrom, Store};
 
 pub struct MessagesService {
     rooms: Arc<RoomsService>,
+    ryw: Arc<ReadYourWrites>,
     store: Arc<dyn Store>,
     committer: Committer,
     send_limiter: Arc<dyn RateLimiter>,
@@ -27,6 +29,7 @@ pub struct SyncPage {
 impl MessagesService {
     pub fn new(
         rooms: Arc<RoomsService>,
+        ryw: Arc<ReadYourWrites>,
         store: Arc<dyn Store>,
         committer: Committer,
         send_limiter: Arc<dyn RateLimiter>,
@@ -34,6 +37,7 @@ impl MessagesService {
     ) -> Self {
         MessagesService {
             rooms,
+            ryw,
             store,
             committer,
             send_limiter,
@@ -87,7 +91,8 @@ impl MessagesService {
         q: HistoryQuery,
     ) -> ApiResult<HistoryPage> {
         self.rooms.check_access(who, room).await?;
-        Ok(self.store.history(room, q).await?)
+        let from = self.ryw.read_for(&who.user_id);
+        Ok(self.store.history(room, q, from).await?)
     }
 
     /// The newest messages, for a join; the caller has checked access.
@@ -97,7 +102,9 @@ impl MessagesService {
             before_seq: None,
             limit,
         };
-        Ok(self.store.history(&meta.id, q).await?)
+        // From the primary: the join's delivery cursor starts at the end of this page, so a
+        // stale page would skip messages already delivered to the room.
+        Ok(self.store.history(&meta.id, q, ReadFrom::Primary).await?)
     }
 
     /// Everything after `since_seq`, or `reset` when the client's position cannot be in this
@@ -120,7 +127,8 @@ impl MessagesService {
             before_seq: None,
             limit,
         };
-        let page = self.store.history(room, q).await?;
+        // From the primary: `reset` and "nothing missed" must be judged against the truth.
+        let page = self.store.history(room, q, ReadFrom::Primary).await?;
         Ok(SyncPage {
             epoch: info.epoch,
             page,

@@ -1,8 +1,9 @@
 //! Services: the rules of rooms and messages, shared by the Socket.IO gateway and HTTP.
 //!
 //! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
-//! history, sync), `commit.rs` (the group committer every send goes through).
+//! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes).
 
 pub mod commit;
 pub mod messages;
 pub mod rooms;
+pub mod ryw;

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use moka::future::Cache;
 
+use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
 use crate::domain::{RoomId, RoomInfo, check_user_id};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{NewRoom, Store};
+use crate::store::{NewRoom, ReadFrom, Store};
 
 /// What access checks need of a room; fixed once the room exists, so it is cached.
 #[derive(Debug, Clone)]
@@ -21,6 +22,7 @@ pub struct RoomMeta {
 
 pub struct RoomsService {
     store: Arc<dyn Store>,
+    ryw: Arc<ReadYourWrites>,
     // Only rooms that exist are cached: a room created on another instance must not stay
     // "missing" here.
     meta: Cache<RoomId, Arc<RoomMeta>>,
@@ -30,9 +32,10 @@ pub struct RoomsService {
 }
 
 impl RoomsService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, ryw: Arc<ReadYourWrites>) -> Self {
         RoomsService {
             store,
+            ryw,
             meta: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(300))
@@ -59,7 +62,7 @@ impl RoomsService {
             Some(n) if !n.is_empty() => n,
             _ => id.as_str().to_owned(),
         };
-        let info = self
+        let (info, pos) = self
             .store
             .create_room(NewRoom {
                 id: id.clone(),
@@ -68,6 +71,7 @@ impl RoomsService {
                 owner_id: who.user_id.clone(),
             })
             .await?;
+        self.ryw.wrote(&who.user_id, pos);
         self.meta.invalidate(&id).await;
         Ok(info)
     }
@@ -78,9 +82,10 @@ impl RoomsService {
         cursor: Option<&str>,
         limit: u32,
     ) -> ApiResult<Vec<RoomInfo>> {
+        let from = self.ryw.read_for(&who.user_id);
         Ok(self
             .store
-            .list_rooms(&who.user_id, who.admin, cursor, limit)
+            .list_rooms(&who.user_id, who.admin, cursor, limit, from)
             .await?)
     }
 
@@ -91,7 +96,7 @@ impl RoomsService {
         }
         let info = self
             .store
-            .room(room)
+            .room(room, ReadFrom::Primary)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
         let meta = Arc::new(RoomMeta {
@@ -107,7 +112,7 @@ impl RoomsService {
     /// Fresh room info (last_seq moves), or `not_found`.
     pub async fn info(&self, room: &RoomId) -> ApiResult<RoomInfo> {
         self.store
-            .room(room)
+            .room(room, ReadFrom::Primary)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))
     }
@@ -145,7 +150,8 @@ impl RoomsService {
                 "only the room's owner or an admin adds members",
             ));
         }
-        self.store.add_member(&room, user_id, &who.user_id).await?;
+        let pos = self.store.add_member(&room, user_id, &who.user_id).await?;
+        self.ryw.wrote(&who.user_id, pos);
         self.members.invalidate(&(room, user_id.to_owned())).await;
         Ok(())
     }

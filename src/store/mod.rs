@@ -1,13 +1,15 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `sqlite.rs` is the embedded implementation; `timing.rs` times every statement by name.
-//! A PostgreSQL implementation slots in beside `sqlite.rs` (issue 4) without touching callers.
+//! `sqlite.rs` is the embedded implementation, `postgres/` the scale-out one (primary + read
+//! replicas); `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
 use async_trait::async_trait;
 
 use crate::domain::{Message, RoomId, RoomInfo};
 
+pub mod pool;
+pub mod postgres;
 pub mod sqlite;
 pub mod timing;
 
@@ -67,6 +69,21 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+/// A position in the primary's write history (PostgreSQL: the WAL LSN after a commit; SQLite: 0,
+/// every read sees every commit). Writes return it; a read that must see a write passes it back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WritePos(pub u64);
+
+/// Where a read may be served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// The primary: reads that decide access or start a delivery cursor must not be stale.
+    Primary,
+    /// A healthy replica that has replayed at least this position (read-your-writes), else the
+    /// primary. `None`: any healthy replica.
+    Replica(Option<WritePos>),
+}
+
 /// Obligations of every implementation:
 /// - `append` commits the whole batch in one transaction, durably, before it returns; seqs are
 ///   assigned at commit, per room 1, 2, 3 … with no gap and no repeat, in the order of the batch,
@@ -77,8 +94,8 @@ pub struct HistoryPage {
 ///   configured acquire timeout.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    async fn create_room(&self, room: NewRoom) -> Result<RoomInfo, StoreError>;
-    async fn room(&self, id: &RoomId) -> Result<Option<RoomInfo>, StoreError>;
+    async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
+    async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;
     /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.
     async fn list_rooms(
         &self,
@@ -86,11 +103,24 @@ pub trait Store: Send + Sync + 'static {
         admin: bool,
         cursor: Option<&str>,
         limit: u32,
+        from: ReadFrom,
     ) -> Result<Vec<RoomInfo>, StoreError>;
-    async fn add_member(&self, room: &RoomId, user_id: &str, by: &str) -> Result<(), StoreError>;
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user_id: &str,
+        by: &str,
+    ) -> Result<WritePos, StoreError>;
+    /// Always on the primary: it decides access.
     async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError>;
-    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError>;
-    async fn history(&self, room: &RoomId, q: HistoryQuery) -> Result<HistoryPage, StoreError>;
+    async fn append(&self, batch: Vec<NewMessage>)
+    -> Result<(Vec<Appended>, WritePos), StoreError>;
+    async fn history(
+        &self,
+        room: &RoomId,
+        q: HistoryQuery,
+        from: ReadFrom,
+    ) -> Result<HistoryPage, StoreError>;
     /// Cheap round trip for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Publish pool gauges (called periodically by the metrics task).

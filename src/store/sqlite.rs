@@ -8,13 +8,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
+use super::pool::InstrumentedPool;
 use super::timing::timed;
-use super::{Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, Store, StoreError};
+use super::{
+    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError, WritePos,
+};
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
 
 /// Settings of the embedded store (README, "Configuration").
@@ -28,13 +29,14 @@ pub struct SqliteSettings {
     pub busy_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
+    pub pool_warn_share: f64,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: InstrumentedPool<Sqlite>,
+    reader: InstrumentedPool<Sqlite>,
     checkpointer: tokio::task::JoinHandle<()>,
 }
 
@@ -77,25 +79,29 @@ fn options(s: &SqliteSettings) -> Result<SqliteConnectOptions, StoreError> {
 }
 
 /// Runs the embedded migrations; refuses a database that a newer tsunagi has migrated.
-pub async fn migrate(s: &SqliteSettings) -> anyhow::Result<()> {
-    if let Some(dir) = s.path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options(s)?)
-        .await?;
-    let result = MIGRATOR.run(&pool).await;
-    pool.close().await;
-    match result {
-        Ok(()) => Ok(()),
-        Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
-            "the database {} was migrated by a newer tsunagi (migration {v} is unknown to this \
-             binary); run the newer binary or restore a matching backup",
-            s.path.display()
-        ),
-        Err(e) => Err(e.into()),
-    }
+pub fn migrate(s: &SqliteSettings) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+    // Boxed as `Send` here, where lifetimes are concrete: sqlx's migrator future otherwise trips
+    // the compiler's higher-ranked `Send` inference in callers.
+    Box::pin(async move {
+        if let Some(dir) = s.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options(s)?)
+            .await?;
+        let result = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
+                "the database {} was migrated by a newer tsunagi (migration {v} is unknown to this \
+                 binary); run the newer binary or restore a matching backup",
+                s.path.display()
+            ),
+            Err(e) => Err(e.into()),
+        }
+    })
 }
 
 impl SqliteStore {
@@ -121,8 +127,8 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         Ok(SqliteStore {
-            writer,
-            reader,
+            writer: InstrumentedPool::new("sqlite_writer", writer, s.pool_warn_share),
+            reader: InstrumentedPool::new("sqlite_reader", reader, s.pool_warn_share),
             checkpointer,
         })
     }
@@ -211,7 +217,7 @@ async fn find_by_client_id(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_room(&self, room: NewRoom) -> Result<RoomInfo, StoreError> {
+    async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError> {
         let info = RoomInfo {
             id: room.id.as_str().to_owned(),
             name: room.name,
@@ -221,7 +227,8 @@ impl Store for SqliteStore {
             last_seq: 0,
             created_at: now_rfc3339(),
         };
-        let mut tx = self.writer.begin().await?;
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
         let inserted = timed(
             "room_insert",
             sqlx::query(
@@ -243,10 +250,10 @@ impl Store for SqliteStore {
         let new_value = serde_json::to_value(&info).unwrap_or_default();
         audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
         tx.commit().await?;
-        Ok(info)
+        Ok((info, WritePos::default()))
     }
 
-    async fn room(&self, id: &RoomId) -> Result<Option<RoomInfo>, StoreError> {
+    async fn room(&self, id: &RoomId, _from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
         let row = timed(
             "room_by_id",
             sqlx::query(concat!(
@@ -255,7 +262,7 @@ impl Store for SqliteStore {
                 " FROM rooms WHERE id = ?"
             ))
             .bind(id.as_str())
-            .fetch_optional(&self.reader),
+            .fetch_optional(&mut *self.reader.acquire().await?),
         )
         .await?;
         Ok(row.as_ref().map(room_from_row))
@@ -267,6 +274,7 @@ impl Store for SqliteStore {
         admin: bool,
         cursor: Option<&str>,
         limit: u32,
+        _from: ReadFrom,
     ) -> Result<Vec<RoomInfo>, StoreError> {
         let rows = timed(
             "rooms_list",
@@ -282,14 +290,20 @@ impl Store for SqliteStore {
             .bind(viewer)
             .bind(viewer)
             .bind(limit as i64)
-            .fetch_all(&self.reader),
+            .fetch_all(&mut *self.reader.acquire().await?),
         )
         .await?;
         Ok(rows.iter().map(room_from_row).collect())
     }
 
-    async fn add_member(&self, room: &RoomId, user_id: &str, by: &str) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user_id: &str,
+        by: &str,
+    ) -> Result<WritePos, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
         let done = timed(
             "member_insert",
             sqlx::query(
@@ -308,7 +322,7 @@ impl Store for SqliteStore {
             audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(WritePos::default())
     }
 
     async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
@@ -317,14 +331,18 @@ impl Store for SqliteStore {
             sqlx::query("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?")
                 .bind(room.as_str())
                 .bind(user_id)
-                .fetch_optional(&self.reader),
+                .fetch_optional(&mut *self.reader.acquire().await?),
         )
         .await?;
         Ok(row.is_some())
     }
 
-    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+    async fn append(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<(Vec<Appended>, WritePos), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin().await?;
         let now = now_rfc3339();
         let mut last_seq: HashMap<String, i64> = HashMap::new();
         // (room, user, client_id) → index in `out`, for retries inside one batch
@@ -406,10 +424,15 @@ impl Store for SqliteStore {
             .await?;
         }
         timed("commit", tx.commit()).await?;
-        Ok(out)
+        Ok((out, WritePos::default()))
     }
 
-    async fn history(&self, room: &RoomId, q: HistoryQuery) -> Result<HistoryPage, StoreError> {
+    async fn history(
+        &self,
+        room: &RoomId,
+        q: HistoryQuery,
+        _from: ReadFrom,
+    ) -> Result<HistoryPage, StoreError> {
         let fetch = q.limit as i64 + 1;
         // Newest-first when paging backwards (no cursor, or before_seq only), then reversed.
         let backwards = q.after_seq.is_none();
@@ -437,7 +460,7 @@ impl Store for SqliteStore {
                 .bind(q.after_seq.unwrap_or(0))
                 .bind(q.before_seq.unwrap_or(i64::MAX))
                 .bind(fetch)
-                .fetch_all(&self.reader),
+                .fetch_all(&mut *self.reader.acquire().await?),
         )
         .await?;
         let more = rows.len() as i64 == fetch;
@@ -453,28 +476,22 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        timed("ping", sqlx::query("SELECT 1").execute(&self.reader)).await?;
+        timed(
+            "ping",
+            sqlx::query("SELECT 1").execute(&mut *self.reader.acquire().await?),
+        )
+        .await?;
         Ok(())
     }
 
     fn report_pool_metrics(&self) {
-        for (name, pool) in [
-            ("sqlite_writer", &self.writer),
-            ("sqlite_reader", &self.reader),
-        ] {
-            let size = pool.size() as f64;
-            let idle = pool.num_idle() as f64;
-            metrics::gauge!("tsunagi_db_pool_connections", "pool" => name, "state" => "idle")
-                .set(idle);
-            metrics::gauge!("tsunagi_db_pool_connections", "pool" => name, "state" => "in_use")
-                .set(size - idle);
-            metrics::gauge!("tsunagi_db_pool_size", "pool" => name).set(size);
-        }
+        self.writer.report();
+        self.reader.report();
     }
 
     async fn close(&self) {
         self.checkpointer.abort();
-        self.writer.close().await;
-        self.reader.close().await;
+        self.writer.inner.close().await;
+        self.reader.inner.close().await;
     }
 }

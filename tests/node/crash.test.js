@@ -190,7 +190,7 @@ describe('durability', () => {
     for (let i = 0; i < 5; i++) assert.equal((await h.ack(s, 'send', { room, content: `w${i}` })).ok, true);
     s.close();
     assert.deepEqual(await srv.stop(), { code: 0, signal: null });
-    for (const f of fs.readdirSync(srv.dir)) if (f.startsWith('t.db')) fs.rmSync(path.join(srv.dir, f));
+    srv.wipe();
     await srv.restart();
     const second = await h.createRoom(srv.url, t, room);
     assert.equal(second.last_seq, 0);

@@ -2,7 +2,7 @@
 // Test harness for the tsunagi contract suite (PROTOCOL.md): starts real servers, mints
 // tokens, connects official socket.io-client sockets, and talks HTTP.
 
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
 const net = require('node:net');
@@ -60,6 +60,18 @@ process.on('exit', () => {
   for (const p of liveProcs) { try { p.kill('SIGKILL'); } catch { /* gone */ } }
 });
 
+// With TSUNAGI_TEST_PG=postgres://user@host:port set, every server gets a fresh PostgreSQL
+// database on that server instead of a SQLite file (the same suite runs on both stores).
+const PG = process.env.TSUNAGI_TEST_PG || '';
+let pgDatabases = 0;
+function freshPgDatabase() {
+  const name = `tsunagi_t_${process.pid}_${++pgDatabases}_${Date.now() % 100000}`;
+  const u = new URL(PG);
+  execFileSync('psql', ['-h', u.hostname, '-p', u.port || '5432', '-U', u.username || 'postgres',
+    '-d', 'postgres', '-q', '-c', `CREATE DATABASE ${name}`], { stdio: 'pipe' });
+  return `${PG.replace(/\/+$/, '')}/${name}`;
+}
+
 /**
  * Starts `tsunagi serve` on a free port with a fresh SQLite db in a temp dir.
  * Returns { url, port, dir, proc, stop(), kill9(), restart(), log() }.
@@ -72,7 +84,7 @@ async function startServer({ env = {}, dir } = {}) {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     TSUNAGI_LISTEN: `127.0.0.1:${port}`,
-    TSUNAGI_DATABASE_URL: `sqlite://${path.join(dir, 't.db')}`,
+    TSUNAGI_DATABASE_URL: PG ? freshPgDatabase() : `sqlite://${path.join(dir, 't.db')}`,
     TSUNAGI_JWT_SECRET: SECRET,
     TSUNAGI_LOG: 'warn',
     ...env,
@@ -133,6 +145,20 @@ async function startServer({ env = {}, dir } = {}) {
   server.restart = async () => {
     if (running()) throw new Error('restart of a running server');
     await launch();
+  };
+  /** Empties the stopped server's database, as a restore or a wiped disk would. */
+  server.wipe = () => {
+    if (running()) throw new Error('wipe of a running server');
+    if (PG) {
+      const u = new URL(fullEnv.TSUNAGI_DATABASE_URL);
+      const name = u.pathname.slice(1);
+      const psql = (sql) => execFileSync('psql', ['-h', u.hostname, '-p', u.port || '5432',
+        '-U', u.username || 'postgres', '-d', 'postgres', '-q', '-c', sql], { stdio: 'pipe' });
+      psql(`DROP DATABASE ${name} WITH (FORCE)`);
+      psql(`CREATE DATABASE ${name}`);
+    } else {
+      for (const f of fs.readdirSync(dir)) if (f.startsWith('t.db')) fs.rmSync(path.join(dir, f));
+    }
   };
   server.log = () => { try { return fs.readFileSync(logPath, 'utf8'); } catch { return ''; } };
   /** Stops the server (if running) and removes its directory. For `after` hooks. */

@@ -1,0 +1,606 @@
+//! The scale-out store: a PostgreSQL primary for every write and for reads that must not be
+//! stale, and streaming read replicas for the rest (`replicas.rs`).
+//!
+//! Every connection sets `application_name` (per pool: `<name>-primary`, `<name>-replica-N`),
+//! `statement_timeout` and `TimeZone=UTC` at connect. Seq is assigned under the room row's lock
+//! (`SELECT … FOR UPDATE`), so any number of processes can append to one room without a gap.
+
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, Postgres, Row};
+
+use super::pool::InstrumentedPool;
+use super::timing::timed;
+use super::{
+    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError, WritePos,
+};
+use crate::domain::{Message, RoomId, RoomInfo};
+
+mod replicas;
+
+use replicas::{Replica, Replicas};
+
+/// Pool and routing settings (README, "PostgreSQL").
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub primary_url: String,
+    pub replica_urls: Vec<String>,
+    pub application_name: String,
+    pub pool_size: u32,
+    pub replica_pool_size: u32,
+    pub min_idle: u32,
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+    pub test_before_acquire: bool,
+    pub statement_timeout: Duration,
+    pub pool_warn_share: f64,
+    pub replica_max_lag: Duration,
+    pub replica_check_interval: Duration,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// `X/Y` (PostgreSQL's text form of an LSN) as one number.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+fn connect_options(url: &str, s: &PgSettings, pool: &str) -> Result<PgConnectOptions, StoreError> {
+    let timeout_ms = s.statement_timeout.as_millis().to_string();
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Unavailable(format!("database URL: {e}")))?
+        .application_name(&format!("{}-{pool}", s.application_name))
+        .options([
+            ("statement_timeout", timeout_ms.as_str()),
+            ("TimeZone", "UTC"),
+        ]))
+}
+
+fn pool(
+    url: &str,
+    s: &PgSettings,
+    name: &str,
+    size: u32,
+) -> Result<InstrumentedPool<Postgres>, StoreError> {
+    let inner = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(s.min_idle.min(size))
+        .acquire_timeout(s.acquire_timeout)
+        .idle_timeout(s.idle_timeout)
+        .max_lifetime(s.max_lifetime)
+        .test_before_acquire(s.test_before_acquire)
+        // Connect lazily: a replica (or the primary) that is down at start must not stop tsunagi.
+        .connect_lazy_with(connect_options(url, s, name)?);
+    Ok(InstrumentedPool::new(name, inner, s.pool_warn_share))
+}
+
+/// Runs the embedded migrations on the primary (sqlx holds an advisory lock meanwhile, so
+/// several processes starting together migrate once); refuses a database a newer tsunagi migrated.
+pub fn migrate(s: &PgSettings) -> futures::future::BoxFuture<'_, anyhow::Result<()>> {
+    // Boxed as `Send` here, where lifetimes are concrete: sqlx's migrator future otherwise trips
+    // the compiler's higher-ranked `Send` inference in callers.
+    Box::pin(async move {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(s.acquire_timeout)
+            .connect_with(connect_options(&s.primary_url, s, "migrate")?)
+            .await?;
+        let result = MIGRATOR.run(&pool).await;
+        pool.close().await;
+        match result {
+            Ok(()) => Ok(()),
+            Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
+                "the database was migrated by a newer tsunagi (migration {v} is unknown to this \
+                 binary); run the newer binary or restore a matching backup"
+            ),
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+pub struct PgStore {
+    primary: Arc<InstrumentedPool<Postgres>>,
+    replicas: Arc<Replicas>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+}
+
+macro_rules! room_columns {
+    () => {
+        "id, name, private, owner_id, epoch, last_seq, created_at"
+    };
+}
+macro_rules! message_columns {
+    () => {
+        "id, room_id, seq, user_id, content, client_id, created_at"
+    };
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn room_from_row(r: &PgRow) -> RoomInfo {
+    RoomInfo {
+        id: r.get("id"),
+        name: r.get("name"),
+        private: r.get("private"),
+        owner_id: r.get("owner_id"),
+        epoch: r.get("epoch"),
+        last_seq: r.get("last_seq"),
+        created_at: rfc3339(r.get("created_at")),
+    }
+}
+
+fn message_from_row(r: &PgRow) -> Message {
+    Message {
+        id: r.get("id"),
+        room: r.get("room_id"),
+        seq: r.get("seq"),
+        user_id: r.get("user_id"),
+        content: r.get("content"),
+        client_id: r.get("client_id"),
+        created_at: rfc3339(r.get("created_at")),
+    }
+}
+
+/// A connection error (as opposed to an error in the statement): the server is gone.
+fn is_connection_error(e: &StoreError) -> bool {
+    matches!(e, StoreError::Unavailable(_))
+}
+
+impl PgStore {
+    pub async fn open(s: &PgSettings) -> anyhow::Result<Self> {
+        let primary = Arc::new(pool(&s.primary_url, s, "primary", s.pool_size)?);
+        let replicas = s
+            .replica_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                pool(url, s, &format!("replica-{i}"), s.replica_pool_size)
+                    .map(|p| Arc::new(Replica::new(p)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let replicas = Arc::new(Replicas::new(replicas));
+        let watcher = (!replicas.all.is_empty()).then(|| {
+            tokio::spawn(replicas.clone().watch(
+                primary.clone(),
+                s.replica_check_interval,
+                s.replica_max_lag,
+            ))
+        });
+        Ok(PgStore {
+            primary,
+            replicas,
+            watcher,
+        })
+    }
+
+    async fn commit_position(&self, conn: &mut PgConnection) -> Result<WritePos, StoreError> {
+        let row = timed(
+            "wal_position",
+            sqlx::query("SELECT pg_current_wal_lsn()::text").fetch_one(&mut *conn),
+        )
+        .await?;
+        Ok(WritePos(parse_lsn(&row.get::<String, _>(0)).unwrap_or(0)))
+    }
+
+    /// Runs a read on a replica chosen for `from`, falling back to the primary when none is
+    /// fit or the replica fails (it is then taken out of rotation until a check finds it well).
+    async fn read<T, F>(&self, from: ReadFrom, run: F) -> Result<T, StoreError>
+    where
+        F: for<'c> Fn(
+            &'c mut PgConnection,
+        ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+    {
+        if let ReadFrom::Replica(after) = from
+            && let Some(replica) = self.replicas.pick(after)
+        {
+            metrics::counter!("tsunagi_db_reads_total", "pool" => replica.pool.name.clone())
+                .increment(1);
+            let attempt = async {
+                let mut conn = replica.pool.acquire().await?;
+                run(&mut conn).await
+            };
+            match attempt.await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_connection_error(&e) => replica.mark_down(),
+                Err(e) => return Err(e),
+            }
+        }
+        metrics::counter!("tsunagi_db_reads_total", "pool" => "primary").increment(1);
+        let mut conn = self.primary.acquire().await?;
+        run(&mut conn).await
+    }
+}
+
+async fn audit(
+    conn: &mut PgConnection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    new_value: serde_json::Value,
+) -> Result<(), StoreError> {
+    timed(
+        "audit_insert",
+        sqlx::query(
+            "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
+             VALUES (now(), $1, $2, $3, NULL, $4)",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(sqlx::types::Json(new_value))
+        .execute(&mut *conn),
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError> {
+        let now = Utc::now();
+        let info = RoomInfo {
+            id: room.id.as_str().to_owned(),
+            name: room.name,
+            private: room.private,
+            owner_id: room.owner_id,
+            epoch: uuid::Uuid::new_v4().simple().to_string(),
+            last_seq: 0,
+            created_at: rfc3339(now),
+        };
+        let mut conn = self.primary.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let inserted = timed(
+            "room_insert",
+            sqlx::query(
+                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&info.id)
+            .bind(&info.name)
+            .bind(info.private)
+            .bind(&info.owner_id)
+            .bind(&info.epoch)
+            .bind(now)
+            .execute(&mut *tx),
+        )
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(StoreError::Conflict(format!("room {}", info.id)));
+        }
+        let new_value = serde_json::to_value(&info).unwrap_or_default();
+        audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
+        tx.commit().await?;
+        let pos = self.commit_position(&mut conn).await?;
+        Ok((info, pos))
+    }
+
+    async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(from, move |conn| {
+            let id = id.clone();
+            Box::pin(async move {
+                let row = timed(
+                    "room_by_id",
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        room_columns!(),
+                        " FROM rooms WHERE id = $1"
+                    ))
+                    .bind(id)
+                    .fetch_optional(conn),
+                )
+                .await?;
+                Ok(row.as_ref().map(room_from_row))
+            })
+        })
+        .await
+    }
+
+    async fn list_rooms(
+        &self,
+        viewer: &str,
+        admin: bool,
+        cursor: Option<&str>,
+        limit: u32,
+        from: ReadFrom,
+    ) -> Result<Vec<RoomInfo>, StoreError> {
+        let viewer = viewer.to_owned();
+        let cursor = cursor.unwrap_or("").to_owned();
+        self.read(from, move |conn| {
+            let (viewer, cursor) = (viewer.clone(), cursor.clone());
+            Box::pin(async move {
+                let rows = timed(
+                    "rooms_list",
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        room_columns!(),
+                        " FROM rooms r WHERE r.id > $1 AND ($2 OR NOT r.private OR r.owner_id = $3 \
+                         OR EXISTS (SELECT 1 FROM room_members m \
+                                    WHERE m.room_id = r.id AND m.user_id = $3)) \
+                         ORDER BY r.id LIMIT $4"
+                    ))
+                    .bind(cursor)
+                    .bind(admin)
+                    .bind(viewer)
+                    .bind(limit as i64)
+                    .fetch_all(conn),
+                )
+                .await?;
+                Ok(rows.iter().map(room_from_row).collect())
+            })
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user_id: &str,
+        by: &str,
+    ) -> Result<WritePos, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let done = timed(
+            "member_insert",
+            sqlx::query(
+                "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
+                 VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING",
+            )
+            .bind(room.as_str())
+            .bind(user_id)
+            .bind(by)
+            .execute(&mut *tx),
+        )
+        .await?;
+        if done.rows_affected() > 0 {
+            let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
+            audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
+        }
+        tx.commit().await?;
+        self.commit_position(&mut conn).await
+    }
+
+    async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let row = timed(
+            "member_exists",
+            sqlx::query("SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2")
+                .bind(room.as_str())
+                .bind(user_id)
+                .fetch_optional(&mut *conn),
+        )
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn append(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<(Vec<Appended>, WritePos), StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let mut tx = conn.begin().await?;
+        // Lock the batch's rooms in id order (no deadlock between processes); from here until
+        // commit nobody else appends to them, and every earlier append is visible.
+        let rooms: Vec<String> = batch
+            .iter()
+            .map(|m| m.room.as_str().to_owned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let locked = timed(
+            "rooms_lock",
+            sqlx::query("SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+                .bind(&rooms)
+                .fetch_all(&mut *tx),
+        )
+        .await?;
+        let mut last_seq: HashMap<String, i64> = locked
+            .iter()
+            .map(|r| (r.get("id"), r.get("last_seq")))
+            .collect();
+
+        // Every known (room, user, client_id) of the batch, in one query.
+        let keyed: Vec<&NewMessage> = batch.iter().filter(|m| m.client_id.is_some()).collect();
+        let mut known: HashMap<(String, String, String), Message> = HashMap::new();
+        if !keyed.is_empty() {
+            let rows = timed(
+                "messages_by_client_ids",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages JOIN UNNEST($1::text[], $2::text[], $3::text[]) \
+                     AS k(room_id, user_id, client_id) USING (room_id, user_id, client_id)"
+                ))
+                .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+                .bind(keyed.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+                .bind(
+                    keyed
+                        .iter()
+                        .map(|m| m.client_id.as_deref().unwrap_or(""))
+                        .collect::<Vec<_>>(),
+                )
+                .fetch_all(&mut *tx),
+            )
+            .await?;
+            for r in &rows {
+                let m = message_from_row(r);
+                let key = (
+                    m.room.clone(),
+                    m.user_id.clone(),
+                    m.client_id.clone().unwrap_or_default(),
+                );
+                known.insert(key, m);
+            }
+        }
+
+        let now = Utc::now();
+        let mut out: Vec<Appended> = Vec::with_capacity(batch.len());
+        let mut new_rows: Vec<Message> = Vec::new();
+        for m in batch {
+            let key = m
+                .client_id
+                .as_ref()
+                .map(|c| (m.room.as_str().to_owned(), m.user_id.clone(), c.clone()));
+            if let Some(first) = key.as_ref().and_then(|k| known.get(k)) {
+                out.push(Appended {
+                    message: first.clone(),
+                    created: false,
+                });
+                continue;
+            }
+            let seq = last_seq
+                .get_mut(m.room.as_str())
+                .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
+            *seq += 1;
+            let message = Message {
+                id: uuid::Uuid::now_v7().to_string(),
+                room: m.room.as_str().to_owned(),
+                seq: *seq,
+                user_id: m.user_id,
+                content: m.content,
+                client_id: m.client_id,
+                created_at: rfc3339(now),
+            };
+            if let Some(k) = key {
+                known.insert(k, message.clone());
+            }
+            new_rows.push(message.clone());
+            out.push(Appended {
+                message,
+                created: true,
+            });
+        }
+
+        if !new_rows.is_empty() {
+            timed(
+                "messages_insert",
+                sqlx::query(
+                    "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
+                     SELECT r, s, i, u, c, k, $7 FROM UNNEST($1::text[], $2::int8[], $3::text[], \
+                     $4::text[], $5::text[], $6::text[]) AS t(r, s, i, u, c, k)",
+                )
+                .bind(new_rows.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+                .bind(new_rows.iter().map(|m| m.seq).collect::<Vec<_>>())
+                .bind(new_rows.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
+                .bind(new_rows.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+                .bind(new_rows.iter().map(|m| m.content.as_str()).collect::<Vec<_>>())
+                .bind(new_rows.iter().map(|m| m.client_id.as_deref()).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *tx),
+            )
+            .await?;
+            let (ids, seqs): (Vec<String>, Vec<i64>) = last_seq.into_iter().unzip();
+            timed(
+                "rooms_advance_seq",
+                sqlx::query(
+                    "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s) \
+                     WHERE rooms.id = v.id AND rooms.last_seq < v.s",
+                )
+                .bind(ids)
+                .bind(seqs)
+                .execute(&mut *tx),
+            )
+            .await?;
+        }
+        timed("commit", tx.commit()).await?;
+        let pos = self.commit_position(&mut conn).await?;
+        Ok((out, pos))
+    }
+
+    async fn history(
+        &self,
+        room: &RoomId,
+        q: HistoryQuery,
+        from: ReadFrom,
+    ) -> Result<HistoryPage, StoreError> {
+        let room = room.as_str().to_owned();
+        let fetch = q.limit as i64 + 1;
+        let backwards = q.after_seq.is_none();
+        let rows = self
+            .read(from, move |conn| {
+                let room = room.clone();
+                Box::pin(async move {
+                    let sql = if backwards {
+                        concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
+                             ORDER BY seq DESC LIMIT $4"
+                        )
+                    } else {
+                        concat!(
+                            "SELECT ",
+                            message_columns!(),
+                            " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
+                             ORDER BY seq ASC LIMIT $4"
+                        )
+                    };
+                    let rows = timed(
+                        if backwards {
+                            "history_backward"
+                        } else {
+                            "history_forward"
+                        },
+                        sqlx::query(sql)
+                            .bind(room)
+                            .bind(q.after_seq.unwrap_or(0))
+                            .bind(q.before_seq.unwrap_or(i64::MAX))
+                            .bind(fetch)
+                            .fetch_all(conn),
+                    )
+                    .await?;
+                    Ok(rows.iter().map(message_from_row).collect::<Vec<_>>())
+                })
+            })
+            .await?;
+        let more = rows.len() as i64 == fetch;
+        let mut items: Vec<Message> = rows.into_iter().take(q.limit as usize).collect();
+        if backwards {
+            items.reverse();
+        }
+        Ok(HistoryPage { items, more })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        timed("ping", sqlx::query("SELECT 1").execute(&mut *conn)).await?;
+        Ok(())
+    }
+
+    fn report_pool_metrics(&self) {
+        self.primary.report();
+        for r in &self.replicas.all {
+            r.pool.report();
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(w) = &self.watcher {
+            w.abort();
+        }
+        self.primary.inner.close().await;
+        for r in &self.replicas.all {
+            r.pool.inner.close().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lsn_text() {
+        assert_eq!(super::parse_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(super::parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(super::parse_lsn("nope"), None);
+    }
+}
