@@ -249,7 +249,7 @@ async fn shutdown_commits_what_was_queued_and_returns() {
     }
     // restart on the same database: every acked message is there, gap-free
     let dir = std::mem::replace(&mut app.dir, tempfile::tempdir().unwrap());
-    let again = spawn_app_in(dir, &[]).await;
+    let again = spawn_app_in(dir, &[("TSUNAGI_DATABASE_URL", &app.db)]).await;
     let (status, page) = again
         .request(
             reqwest::Method::GET,

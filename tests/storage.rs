@@ -7,7 +7,9 @@ use tsunagi::config::Config;
 
 #[tokio::test]
 async fn database_migrated_by_a_newer_binary_is_refused() {
-    let mut app = spawn_app(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let mut app = spawn_app_in(dir, &[("TSUNAGI_DATABASE_URL", &db)]).await;
     app.stop().await.unwrap();
     let db = app.dir.path().join("t.db");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))

@@ -15,6 +15,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 pub struct TestApp {
     pub url: String,
+    /// The database URL, to start again on the same data.
+    pub db: String,
     pub dir: tempfile::TempDir,
     pub tokens: Tokens,
     pub http: reqwest::Client,
@@ -27,10 +29,38 @@ pub async fn spawn_app(extra: &[(&str, &str)]) -> TestApp {
     spawn_app_in(dir, extra).await
 }
 
+/// With `TSUNAGI_TEST_PG=postgres://user@host:port` set, apps get a fresh PostgreSQL database
+/// each instead of a SQLite file, so the same tests run on both stores.
+pub fn test_pg() -> Option<String> {
+    std::env::var("TSUNAGI_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates an empty database on the test PostgreSQL server; returns its name.
+pub async fn fresh_pg_database(base: &str) -> String {
+    use sqlx::Connection;
+    let name = format!("tsunagi_r_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    name
+}
+
 pub async fn spawn_app_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> TestApp {
-    let db = format!("sqlite://{}/t.db", dir.path().display());
+    let db = match extra.iter().find(|(k, _)| *k == "TSUNAGI_DATABASE_URL") {
+        Some((_, url)) => url.to_string(),
+        None => match test_pg() {
+            Some(base) => format!("{base}/{}", fresh_pg_database(&base).await),
+            None => format!("sqlite://{}/t.db", dir.path().display()),
+        },
+    };
     let mut env: HashMap<String, String> = HashMap::from([
-        ("TSUNAGI_DATABASE_URL".into(), db),
+        ("TSUNAGI_DATABASE_URL".into(), db.clone()),
         ("TSUNAGI_JWT_SECRET".into(), SECRET.into()),
         ("TSUNAGI_LISTEN".into(), "127.0.0.1:0".into()),
     ]);
@@ -46,6 +76,7 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Tes
     }));
     let app = TestApp {
         url,
+        db,
         dir,
         tokens: Tokens::new(SECRET.as_bytes()),
         http: reqwest::Client::new(),
