@@ -295,10 +295,16 @@ impl Config {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        if !replica_urls.is_empty() {
+        if !replica_urls.is_empty() && !postgres {
             return Err(err(
                 "TSUNAGI_REPLICA_URLS",
                 "replicas need a PostgreSQL primary",
+            ));
+        }
+        if let Some(bad) = replica_urls.iter().find(|u| !u.starts_with("postgres")) {
+            return Err(err(
+                "TSUNAGI_REPLICA_URLS",
+                format!("`{bad}` is not a postgres:// URL"),
             ));
         }
         let redis_url = Some(raw.get("TSUNAGI_REDIS_URL")).filter(|s| !s.trim().is_empty());
@@ -443,6 +449,32 @@ mod tests {
         let e = cfg(&[("TSUNAGI_MAX_MESSAGE_BYTES", "0")]).unwrap_err();
         assert_eq!(e.name, "TSUNAGI_MAX_MESSAGE_BYTES");
         assert!(e.to_string().contains("TSUNAGI_MAX_MESSAGE_BYTES"));
+    }
+
+    #[test]
+    fn postgres_needs_a_secret_and_replicas_need_postgres() {
+        let pg = "postgres://u@h/db";
+        let e = cfg(&[("TSUNAGI_DATABASE_URL", pg)]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_JWT_SECRET");
+        let secret = ("TSUNAGI_JWT_SECRET", "0123456789abcdef0123");
+        let c = cfg(&[
+            ("TSUNAGI_DATABASE_URL", pg),
+            secret,
+            ("TSUNAGI_REPLICA_URLS", "postgres://r1/db, postgres://r2/db"),
+        ])
+        .unwrap();
+        assert_eq!(c.replica_urls, vec!["postgres://r1/db", "postgres://r2/db"]);
+        let e = cfg(&[("TSUNAGI_REPLICA_URLS", "postgres://r1/db")]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_REPLICA_URLS");
+        let e = cfg(&[
+            ("TSUNAGI_DATABASE_URL", pg),
+            secret,
+            ("TSUNAGI_REPLICA_URLS", "mysql://x"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_REPLICA_URLS");
+        let e = cfg(&[("TSUNAGI_DB_TEST_BEFORE_ACQUIRE", "maybe")]).unwrap_err();
+        assert_eq!(e.name, "TSUNAGI_DB_TEST_BEFORE_ACQUIRE");
     }
 
     #[test]

@@ -228,7 +228,9 @@ impl Store for SqliteStore {
             created_at: now_rfc3339(),
         };
         let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin().await?;
+        // IMMEDIATE: take the write lock up front, so another process writing the same file
+        // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let inserted = timed(
             "room_insert",
             sqlx::query(
@@ -303,7 +305,9 @@ impl Store for SqliteStore {
         by: &str,
     ) -> Result<WritePos, StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin().await?;
+        // IMMEDIATE: take the write lock up front, so another process writing the same file
+        // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let done = timed(
             "member_insert",
             sqlx::query(
@@ -342,7 +346,9 @@ impl Store for SqliteStore {
         batch: Vec<NewMessage>,
     ) -> Result<(Vec<Appended>, WritePos), StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin().await?;
+        // IMMEDIATE: take the write lock up front, so another process writing the same file
+        // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_rfc3339();
         let mut last_seq: HashMap<String, i64> = HashMap::new();
         // (room, user, client_id) → index in `out`, for retries inside one batch

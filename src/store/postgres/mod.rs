@@ -64,16 +64,21 @@ fn connect_options(url: &str, s: &PgSettings, pool: &str) -> Result<PgConnectOpt
         ]))
 }
 
+/// A replica that does not hand out a connection quickly is skipped for the primary, which can
+/// serve the read; waiting the full acquire timeout on a stopped replica would stall every read.
+const REPLICA_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(300);
+
 fn pool(
     url: &str,
     s: &PgSettings,
     name: &str,
     size: u32,
+    acquire_timeout: Duration,
 ) -> Result<InstrumentedPool<Postgres>, StoreError> {
     let inner = PgPoolOptions::new()
         .max_connections(size)
         .min_connections(s.min_idle.min(size))
-        .acquire_timeout(s.acquire_timeout)
+        .acquire_timeout(acquire_timeout)
         .idle_timeout(s.idle_timeout)
         .max_lifetime(s.max_lifetime)
         .test_before_acquire(s.test_before_acquire)
@@ -123,6 +128,36 @@ macro_rules! message_columns {
     };
 }
 
+// The hot statements, public so a test can `EXPLAIN` exactly what runs.
+
+/// Newest-first page of a room (join history, `GET …/messages` without `after_seq`).
+pub const HISTORY_BACKWARD: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
+);
+/// Oldest-first page after a seq (`sync`, `GET …/messages?after_seq=`).
+pub const HISTORY_FORWARD: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4"
+);
+/// The idempotency lookup of a batch: (room, user, client_id) triples.
+pub const MESSAGES_BY_CLIENT_IDS: &str = concat!(
+    "SELECT ",
+    message_columns!(),
+    " FROM messages JOIN UNNEST($1::text[], $2::text[], $3::text[]) \
+     AS k(room_id, user_id, client_id) USING (room_id, user_id, client_id)"
+);
+/// Rooms a user may see, keyset-paginated by id.
+pub const ROOMS_LIST: &str = concat!(
+    "SELECT ",
+    room_columns!(),
+    " FROM rooms r WHERE r.id > $1 AND ($2 OR NOT r.private OR r.owner_id = $3 \
+     OR EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = $3)) \
+     ORDER BY r.id LIMIT $4"
+);
+
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
@@ -158,14 +193,27 @@ fn is_connection_error(e: &StoreError) -> bool {
 
 impl PgStore {
     pub async fn open(s: &PgSettings) -> anyhow::Result<Self> {
-        let primary = Arc::new(pool(&s.primary_url, s, "primary", s.pool_size)?);
+        let primary = Arc::new(pool(
+            &s.primary_url,
+            s,
+            "primary",
+            s.pool_size,
+            s.acquire_timeout,
+        )?);
         let replicas = s
             .replica_urls
             .iter()
             .enumerate()
             .map(|(i, url)| {
-                pool(url, s, &format!("replica-{i}"), s.replica_pool_size)
-                    .map(|p| Arc::new(Replica::new(p)))
+                let timeout = s.acquire_timeout.min(REPLICA_ACQUIRE_TIMEOUT);
+                pool(
+                    url,
+                    s,
+                    &format!("replica-{i}"),
+                    s.replica_pool_size,
+                    timeout,
+                )
+                .map(|p| Arc::new(Replica::new(p)))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let replicas = Arc::new(Replicas::new(replicas));
@@ -321,19 +369,12 @@ impl Store for PgStore {
             Box::pin(async move {
                 let rows = timed(
                     "rooms_list",
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        room_columns!(),
-                        " FROM rooms r WHERE r.id > $1 AND ($2 OR NOT r.private OR r.owner_id = $3 \
-                         OR EXISTS (SELECT 1 FROM room_members m \
-                                    WHERE m.room_id = r.id AND m.user_id = $3)) \
-                         ORDER BY r.id LIMIT $4"
-                    ))
-                    .bind(cursor)
-                    .bind(admin)
-                    .bind(viewer)
-                    .bind(limit as i64)
-                    .fetch_all(conn),
+                    sqlx::query(ROOMS_LIST)
+                        .bind(cursor)
+                        .bind(admin)
+                        .bind(viewer)
+                        .bind(limit as i64)
+                        .fetch_all(conn),
                 )
                 .await?;
                 Ok(rows.iter().map(room_from_row).collect())
@@ -415,21 +456,16 @@ impl Store for PgStore {
         if !keyed.is_empty() {
             let rows = timed(
                 "messages_by_client_ids",
-                sqlx::query(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages JOIN UNNEST($1::text[], $2::text[], $3::text[]) \
-                     AS k(room_id, user_id, client_id) USING (room_id, user_id, client_id)"
-                ))
-                .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
-                .bind(keyed.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
-                .bind(
-                    keyed
-                        .iter()
-                        .map(|m| m.client_id.as_deref().unwrap_or(""))
-                        .collect::<Vec<_>>(),
-                )
-                .fetch_all(&mut *tx),
+                sqlx::query(MESSAGES_BY_CLIENT_IDS)
+                    .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+                    .bind(keyed.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+                    .bind(
+                        keyed
+                            .iter()
+                            .map(|m| m.client_id.as_deref().unwrap_or(""))
+                            .collect::<Vec<_>>(),
+                    )
+                    .fetch_all(&mut *tx),
             )
             .await?;
             for r in &rows {
@@ -531,19 +567,9 @@ impl Store for PgStore {
                 let room = room.clone();
                 Box::pin(async move {
                     let sql = if backwards {
-                        concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
-                             ORDER BY seq DESC LIMIT $4"
-                        )
+                        HISTORY_BACKWARD
                     } else {
-                        concat!(
-                            "SELECT ",
-                            message_columns!(),
-                            " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 \
-                             ORDER BY seq ASC LIMIT $4"
-                        )
+                        HISTORY_FORWARD
                     };
                     let rows = timed(
                         if backwards {
