@@ -27,3 +27,48 @@ pub async fn timed<T, F: Future<Output = T>>(statement: &'static str, fut: F) ->
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_statement_logs_its_name_once() {
+        let logs = Captured::default();
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        set_slow_query_threshold_ms(20);
+        timed("fast_one", async {}).await;
+        timed(
+            "slow_one",
+            tokio::time::sleep(std::time::Duration::from_millis(30)),
+        )
+        .await;
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("slow query").count(), 1, "{text}");
+        assert!(
+            text.contains("slow_one") && !text.contains("fast_one"),
+            "{text}"
+        );
+    }
+}
