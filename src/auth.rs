@@ -58,7 +58,7 @@ impl Tokens {
                 }
             })?;
         let c = data.claims;
-        if c.sub.is_empty() || c.sub.chars().count() > 128 {
+        if c.sub.is_empty() || c.sub.chars().count() > 128 || c.sub.contains('\0') {
             return Err(ApiError::Unauthorized(
                 AuthCode::InvalidToken,
                 "the token's sub must be 1 to 128 characters".into(),

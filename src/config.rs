@@ -68,6 +68,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("TSUNAGI_DB_BUSY_TIMEOUT_MS", "5000", "SQLite busy_timeout"),
     (
+        "TSUNAGI_READ_RATE_KIB",
+        "8192",
+        "KiB/s of join/sync history per user over sockets (burst 4x)",
+    ),
+    (
         "TSUNAGI_DB_POOL_SIZE",
         "10",
         "PostgreSQL primary pool: most connections",
@@ -157,6 +162,7 @@ pub struct Config {
     pub send_rate: f64,
     pub send_burst: u32,
     pub typing_rate: f64,
+    pub read_rate_kib: f64,
     pub db_pool_size: u32,
     pub db_read_pool_size: u32,
     pub db_min_idle: u32,
@@ -301,10 +307,11 @@ impl Config {
                 "replicas need a PostgreSQL primary",
             ));
         }
-        if let Some(bad) = replica_urls.iter().find(|u| !u.starts_with("postgres")) {
+        if let Some(i) = replica_urls.iter().position(|u| !u.starts_with("postgres")) {
+            // the URL itself is not repeated: it may carry a password
             return Err(err(
                 "TSUNAGI_REPLICA_URLS",
-                format!("`{bad}` is not a postgres:// URL"),
+                format!("entry {} is not a postgres:// URL", i + 1),
             ));
         }
         let redis_url = Some(raw.get("TSUNAGI_REDIS_URL")).filter(|s| !s.trim().is_empty());
@@ -377,6 +384,7 @@ impl Config {
             send_rate: raw.num("TSUNAGI_SEND_RATE", 0.0, 1_000_000.0)?,
             send_burst: raw.num("TSUNAGI_SEND_BURST", 1, 1_000_000)?,
             typing_rate: raw.num("TSUNAGI_TYPING_RATE", 0.0, 1_000_000.0)?,
+            read_rate_kib: raw.num("TSUNAGI_READ_RATE_KIB", 0.0, 100_000_000.0)?,
             db_pool_size: raw.num("TSUNAGI_DB_POOL_SIZE", 1, 1000)?,
             db_read_pool_size: raw.num("TSUNAGI_DB_READ_POOL_SIZE", 1, 1000)?,
             db_min_idle: raw.num("TSUNAGI_DB_MIN_IDLE", 0, 1000)?,

@@ -26,6 +26,8 @@ pub enum ApiError {
     Reset,
     #[error("{1}")]
     Unauthorized(AuthCode, String),
+    #[error("this method is not allowed on this path")]
+    MethodNotAllowed,
 }
 
 /// The connect / 401 codes of §3 and §5.
@@ -72,6 +74,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Reset => "reset",
             ApiError::Unauthorized(code, _) => code.as_str(),
+            ApiError::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -86,6 +89,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Reset => StatusCode::CONFLICT,
             ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -105,7 +109,7 @@ impl From<crate::store::StoreError> for ApiError {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(what),
             StoreError::NotFound(what) => ApiError::NotFound(what),
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::Statement(_) => {
                 ApiError::Unavailable("storage is unavailable, try again".into())
             }
         }

@@ -17,6 +17,10 @@ pub fn object(v: Option<Value>) -> ApiResult<Object> {
 pub fn opt_str<'a>(p: &'a Object, field: &str) -> ApiResult<Option<&'a str>> {
     match p.get(field) {
         None | Some(Value::Null) => Ok(None),
+        // U+0000 is refused in every field: PostgreSQL text cannot hold it.
+        Some(Value::String(s)) if s.contains('\0') => Err(ApiError::bad_request(format!(
+            "{field} must not contain U+0000"
+        ))),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(ApiError::bad_request(format!("{field} must be a string"))),
     }

@@ -157,7 +157,10 @@ pub async fn run(
         config.typing_rate.ceil() as u32,
     ));
 
-    let ryw = Arc::new(ReadYourWrites::default());
+    let ryw = Arc::new(ReadYourWrites::new(
+        config.replica_max_lag,
+        config.replica_check_interval,
+    ));
     let committer = Committer::start(
         store.clone(),
         bus.clone(),
@@ -171,6 +174,11 @@ pub async fn run(
         store.clone(),
         committer.clone(),
         send_limiter,
+        Arc::new(LocalRateLimiter::new(
+            config.read_rate_kib,
+            // at least two maximal pages at once, so a page is never refused forever
+            (config.read_rate_kib * 4.0).clamp(2048.0, f64::from(u32::MAX)) as u32,
+        )),
         config.max_message_bytes,
     ));
     let hub = Arc::new(Hub::default());

@@ -235,6 +235,11 @@ async fn health_readiness_metrics() {
         app.request(Method::GET, "/healthz", None, None).await.0,
         200
     );
+    let (status, body) = app.request(Method::DELETE, "/healthz", None, None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
     let (status, body) = app.request(Method::GET, "/readyz", None, None).await;
     assert_eq!(
         (status, body["checks"]["database"].as_str()),

@@ -270,3 +270,99 @@ async fn shutdown_commits_what_was_queued_and_returns() {
         assert!(seqs.contains(&s));
     }
 }
+
+#[tokio::test]
+async fn nul_characters_are_bad_requests_everywhere() {
+    let app = spawn_app(&[]).await;
+    let t = app.token("alice");
+    app.create_room(&t, "nul", false).await;
+    let c = app.connect("alice").await;
+    for body in [
+        json!({ "room": "nul", "content": "ok", "client_id": "a\u{0}" }),
+        json!({ "room": "nul", "content": "a\u{0}b" }),
+    ] {
+        let ack = c.call("send", body, WAIT).await.unwrap();
+        assert_eq!(ack["error"]["code"], "bad_request", "{ack}");
+    }
+    let (status, _) = app
+        .request(
+            reqwest::Method::POST,
+            "/api/v1/rooms",
+            Some(&t),
+            Some(json!({"id":"x","name":"a\u{0}"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = app
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/rooms?cursor=%00",
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let ack = c
+        .call(
+            "send",
+            json!({ "room": "nul", "content": "still fine" }),
+            WAIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["ok"], true);
+}
+
+#[tokio::test]
+async fn large_pages_are_cut_to_a_megabyte_and_say_more() {
+    let app = spawn_app(&[("TSUNAGI_SEND_RATE", "0")]).await;
+    let t = app.token("alice");
+    app.create_room(&t, "big", false).await;
+    // each content escapes to ~96 KB of JSON (U+0001 is written \u0001)
+    let content = "\u{1}".repeat(16_000);
+    let c = app.connect("alice").await;
+    for _ in 0..30 {
+        let ack = c
+            .call("send", json!({ "room": "big", "content": content }), WAIT)
+            .await
+            .unwrap();
+        assert_eq!(ack["ok"], true);
+    }
+    let mut since = 0;
+    let mut pages = 0;
+    loop {
+        let r = c
+            .call(
+                "sync",
+                json!({ "room": "big", "since_seq": since, "limit": 500 }),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        let msgs = r["messages"].as_array().unwrap();
+        assert!(!msgs.is_empty());
+        assert!(
+            r.to_string().len() <= (1 << 20) + 4096,
+            "a page of {} bytes",
+            r.to_string().len()
+        );
+        assert_eq!(
+            msgs[0]["seq"],
+            since + 1,
+            "pages follow each other without a gap"
+        );
+        since = msgs.last().unwrap()["seq"].as_i64().unwrap();
+        pages += 1;
+        if r["more"] == false {
+            break;
+        }
+    }
+    assert_eq!((since, pages > 1), (30, true));
+    let ack = join(&c, "big").await;
+    assert_eq!(ack["last_seq"], 30);
+    let history = ack["history"].as_array().unwrap();
+    assert!(
+        history.len() < 30 && history.last().unwrap()["seq"] == 30,
+        "join keeps the newest"
+    );
+}

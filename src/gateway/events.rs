@@ -21,9 +21,12 @@ const JOIN_HISTORY: u32 = 50;
 pub async fn worker(
     state: Arc<AppState>,
     session: Arc<Session>,
-    mut inbox: mpsc::UnboundedReceiver<InboundEvent>,
+    mut inbox: mpsc::Receiver<InboundEvent>,
 ) {
     while let Some(ev) = inbox.recv().await {
+        if session.is_closed() {
+            break;
+        }
         handle(&state, &session, ev).await;
     }
 }
@@ -107,11 +110,14 @@ async fn join(
     let meta = state.rooms.check_access(&session.identity, &room).await?;
     session.begin_join(room.as_str());
     state.hub.add(room.as_str(), session.clone());
-    let history = match state.messages.newest(&meta, JOIN_HISTORY).await {
+    let history = match state
+        .messages
+        .newest(&session.identity, &meta, JOIN_HISTORY)
+        .await
+    {
         Ok(h) => h,
         Err(e) => {
-            state.hub.remove(room.as_str(), &session.sid);
-            session.forget(room.as_str());
+            part(state, session, room.as_str()).await;
             return Err(e);
         }
     };

@@ -14,6 +14,10 @@ pub fn sockets_connected() -> Gauge {
     gauge!("tsunagi_sockets_connected")
 }
 
+pub fn delivery_gaps() -> Counter {
+    counter!("tsunagi_delivery_gap_disconnects_total")
+}
+
 pub fn slow_consumer_disconnects() -> Counter {
     counter!("tsunagi_slow_consumer_disconnects_total")
 }

@@ -34,6 +34,9 @@ use session::{Conn, EngineSocket, InboundEvent, Session};
 use crate::error::{ApiError, AuthCode};
 use crate::server::AppState;
 
+/// Events a session may have waiting to be handled before more are refused `rate_limited`.
+const INBOX_EVENTS: usize = 256;
+
 /// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -120,7 +123,7 @@ impl Gateway {
             }
         };
         let sid = uuid::Uuid::new_v4().simple().to_string();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(INBOX_EVENTS);
         let session = Arc::new(Session::new(sid.clone(), identity, socket.clone(), tx));
         *socket.data.session.lock() = Some(session.clone());
         state.hub.register(session.clone());

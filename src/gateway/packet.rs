@@ -36,6 +36,10 @@ pub struct PacketError(&'static str);
 pub fn decode(s: &str) -> Result<Inbound, PacketError> {
     let bytes = s.as_bytes();
     let kind = *bytes.first().ok_or(PacketError("empty"))?;
+    if !kind.is_ascii_digit() {
+        // also keeps every slice below on a char boundary: it starts after one ASCII byte
+        return Err(PacketError("packet type"));
+    }
     let mut i = 1;
     if kind == b'5' || kind == b'6' {
         let dash = s[i..].find('-').ok_or(PacketError("attachment count"))?;
@@ -183,6 +187,8 @@ mod tests {
             Inbound::Disconnect { nsp: "/".into() }
         );
         assert!(decode("9").is_err());
+        assert!(decode("é").is_err());
+        assert!(decode("4é").is_err());
         assert!(decode("").is_err());
     }
 

@@ -47,7 +47,7 @@ pub struct Session {
     socket: Arc<EngineSocket>,
     rooms: Mutex<HashMap<String, Cursor>>,
     /// Taken at teardown, which ends the session's worker (it holds the receiver).
-    inbox: Mutex<Option<mpsc::UnboundedSender<InboundEvent>>>,
+    inbox: Mutex<Option<mpsc::Sender<InboundEvent>>>,
     evicted: AtomicBool,
     closed: AtomicBool,
 }
@@ -57,7 +57,7 @@ impl Session {
         sid: String,
         identity: Identity,
         socket: Arc<EngineSocket>,
-        inbox: mpsc::UnboundedSender<InboundEvent>,
+        inbox: mpsc::Sender<InboundEvent>,
     ) -> Self {
         Session {
             sid,
@@ -70,15 +70,29 @@ impl Session {
         }
     }
 
-    /// Queues a client event for the worker, in arrival order.
+    /// Queues a client event for the worker, in arrival order. A client that sends faster than
+    /// its events are handled fills the bounded queue; the overflow is answered `rate_limited`
+    /// at once (nothing was done), so memory stays bounded and the client learns to slow down.
     pub fn queue(&self, event: InboundEvent) {
-        if let Some(tx) = self.inbox.lock().as_ref() {
-            tx.send(event).ok();
+        let full = match self.inbox.lock().as_ref() {
+            Some(tx) => match tx.try_send(event) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(ev)) => ev,
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
+            None => return,
+        };
+        if let Some(id) = full.ack {
+            let e = crate::error::ApiError::RateLimited {
+                retry_after_ms: 1000,
+            };
+            let body = serde_json::json!({ "ok": false, "error": e.body() });
+            self.emit(packet::ack(id, &body));
         }
     }
 
-    /// Marks the session gone: its worker stops after the current event, and a join still in
-    /// progress undoes itself (see `events::join`).
+    /// Marks the session gone: its worker stops after the current event (what is still queued is
+    /// dropped unanswered, as if lost in transit), and a join in progress undoes itself.
     pub fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.inbox.lock().take();
@@ -97,6 +111,7 @@ impl Session {
         match self.socket.emit(packet) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
+                m::slow_consumer_disconnects().increment(1);
                 self.evict();
                 false
             }
@@ -115,8 +130,7 @@ impl Session {
         if self.evicted.swap(true, Ordering::AcqRel) {
             return;
         }
-        m::slow_consumer_disconnects().increment(1);
-        tracing::info!(sid = %self.sid, user = %self.identity.user_id, "slow consumer disconnected");
+        tracing::info!(sid = %self.sid, user = %self.identity.user_id, "socket disconnected to resync");
         // Closing the transport (not a Socket.IO DISCONNECT) makes the official client
         // reconnect by itself. Spawned: closing re-enters the engine, and callers hold locks.
         let socket = self.socket.clone();
@@ -172,7 +186,14 @@ impl Session {
             Some(Cursor::Pending(held)) => held.push(msg.clone()),
             Some(Cursor::Active(floor)) if msg.seq > *floor => {
                 if msg.seq > *floor + 1 {
+                    // A message this socket should have had never arrived (a commit whose
+                    // outcome was unknown, reported failed, then found committed). Never skip:
+                    // disconnect, and the client recovers the hole with `sync`.
                     tracing::warn!(room = %msg.room, from = *floor, to = msg.seq, "delivery gap");
+                    m::delivery_gaps().increment(1);
+                    drop(rooms);
+                    self.evict();
+                    return;
                 }
                 *floor = msg.seq;
                 if self.emit(encoded.clone()) {

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject};
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
 use crate::server::AppState;
 
@@ -34,6 +34,9 @@ pub async fn list(
         .get("cursor")
         .map(String::as_str)
         .filter(|c| !c.is_empty());
+    if cursor.is_some_and(|c| c.contains('\0') || c.len() > 256) {
+        return Err(ApiError::bad_request("cursor is not a room id"));
+    }
     let mut items = state.rooms.list(&who, cursor, limit + 1).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);

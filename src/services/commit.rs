@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
 use crate::error::{ApiError, ApiResult};
-use crate::store::{Appended, NewMessage, Store};
+use crate::store::{Appended, NewMessage, Store, WritePos};
 
 enum Job {
     Append {
@@ -81,6 +81,26 @@ impl Committer {
     }
 }
 
+type Waiter = (Instant, oneshot::Sender<ApiResult<Appended>>);
+
+/// Publishes what a commit created (in seq order, before anyone is answered), then answers.
+fn answer(
+    bus: &dyn Bus,
+    ryw: &ReadYourWrites,
+    waiters: Vec<Waiter>,
+    appended: Vec<Appended>,
+    pos: WritePos,
+) {
+    for a in appended.iter().filter(|a| a.created) {
+        bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
+    }
+    for ((queued, reply), a) in waiters.into_iter().zip(appended) {
+        ryw.wrote(&a.message.user_id, pos);
+        metrics::histogram!("tsunagi_send_commit_seconds").record(queued.elapsed().as_secs_f64());
+        reply.send(Ok(a)).ok();
+    }
+}
+
 async fn run(
     mut rx: mpsc::UnboundedReceiver<Job>,
     store: Arc<dyn Store>,
@@ -108,18 +128,19 @@ async fn run(
         }
         if !messages.is_empty() {
             metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64);
-            match store.append(messages).await {
-                Ok((appended, pos)) => {
-                    for a in appended.iter().filter(|a| a.created) {
-                        bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
-                    }
-                    for a in &appended {
-                        ryw.wrote(&a.message.user_id, pos);
-                    }
-                    for ((queued, reply), a) in waiters.into_iter().zip(appended) {
-                        metrics::histogram!("tsunagi_send_commit_seconds")
-                            .record(queued.elapsed().as_secs_f64());
-                        reply.send(Ok(a)).ok();
+            match store.append(&messages).await {
+                Ok((appended, pos)) => answer(&*bus, &ryw, waiters, appended, pos),
+                // A statement error is about the data, not the server: commit the others alone
+                // so one bad message cannot fail its neighbours.
+                Err(e) if !e.is_connection() && messages.len() > 1 => {
+                    tracing::warn!(error = %e, "group commit failed; committing one by one");
+                    for (m, waiter) in messages.chunks(1).zip(waiters) {
+                        match store.append(m).await {
+                            Ok((appended, pos)) => answer(&*bus, &ryw, vec![waiter], appended, pos),
+                            Err(e) => {
+                                waiter.1.send(Err(ApiError::from(e))).ok();
+                            }
+                        }
                     }
                 }
                 Err(e) => {

@@ -17,7 +17,61 @@ pub struct MessagesService {
     store: Arc<dyn Store>,
     committer: Committer,
     send_limiter: Arc<dyn RateLimiter>,
+    /// KiB of history per user and second sent over sockets (join and sync acks), which wait in
+    /// the socket's queue until read: bounds what one client can make the server hold.
+    read_limiter: Arc<dyn RateLimiter>,
     max_message_bytes: usize,
+}
+
+/// The most message JSON one page may carry. Acks wait in a socket's outgoing queue until the
+/// client reads them; a page of 500 maximal messages could be ~50 MB. A cut page says `more`.
+pub const MAX_PAGE_BYTES: usize = 1 << 20;
+
+/// Bytes of `m` as JSON.
+fn json_len(m: &crate::domain::Message) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    serde_json::to_writer(&mut c, m).ok();
+    c.0
+}
+
+/// Cuts `page` to [`MAX_PAGE_BYTES`] (always keeping one message), from the end away from its
+/// paging direction: `keep_newest` pages (newest N, before_seq) drop their oldest items.
+/// Returns the bytes kept.
+pub fn cap_page(page: &mut HistoryPage, keep_newest: bool) -> usize {
+    let mut total = 0;
+    let mut kept = 0;
+    let sizes: Vec<usize> = page.items.iter().map(json_len).collect();
+    let order: Box<dyn Iterator<Item = &usize>> = if keep_newest {
+        Box::new(sizes.iter().rev())
+    } else {
+        Box::new(sizes.iter())
+    };
+    for size in order {
+        if kept > 0 && total + size > MAX_PAGE_BYTES {
+            break;
+        }
+        total += size;
+        kept += 1;
+    }
+    if kept < page.items.len() {
+        page.more = true;
+        if keep_newest {
+            page.items.drain(..page.items.len() - kept);
+        } else {
+            page.items.truncate(kept);
+        }
+    }
+    total
 }
 
 /// What `sync` answers.
@@ -33,6 +87,7 @@ impl MessagesService {
         store: Arc<dyn Store>,
         committer: Committer,
         send_limiter: Arc<dyn RateLimiter>,
+        read_limiter: Arc<dyn RateLimiter>,
         max_message_bytes: usize,
     ) -> Self {
         MessagesService {
@@ -41,6 +96,7 @@ impl MessagesService {
             store,
             committer,
             send_limiter,
+            read_limiter,
             max_message_bytes,
         }
     }
@@ -92,11 +148,18 @@ impl MessagesService {
     ) -> ApiResult<HistoryPage> {
         self.rooms.check_access(who, room).await?;
         let from = self.ryw.read_for(&who.user_id);
-        Ok(self.store.history(room, q, from).await?)
+        let mut page = self.store.history(room, q, from).await?;
+        cap_page(&mut page, q.after_seq.is_none());
+        Ok(page)
     }
 
     /// The newest messages, for a join; the caller has checked access.
-    pub async fn newest(&self, meta: &RoomMeta, limit: u32) -> ApiResult<HistoryPage> {
+    pub async fn newest(
+        &self,
+        who: &Identity,
+        meta: &RoomMeta,
+        limit: u32,
+    ) -> ApiResult<HistoryPage> {
         let q = HistoryQuery {
             after_seq: None,
             before_seq: None,
@@ -104,7 +167,18 @@ impl MessagesService {
         };
         // From the primary: the join's delivery cursor starts at the end of this page, so a
         // stale page would skip messages already delivered to the room.
-        Ok(self.store.history(&meta.id, q, ReadFrom::Primary).await?)
+        let mut page = self.store.history(&meta.id, q, ReadFrom::Primary).await?;
+        let bytes = cap_page(&mut page, true);
+        self.charge_read(who, bytes).await?;
+        Ok(page)
+    }
+
+    async fn charge_read(&self, who: &Identity, bytes: usize) -> ApiResult<()> {
+        let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX);
+        self.read_limiter
+            .check_n(&who.user_id, kib)
+            .await
+            .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })
     }
 
     /// Everything after `since_seq`, or `reset` when the client's position cannot be in this
@@ -128,7 +202,9 @@ impl MessagesService {
             limit,
         };
         // From the primary: `reset` and "nothing missed" must be judged against the truth.
-        let page = self.store.history(room, q, ReadFrom::Primary).await?;
+        let mut page = self.store.history(room, q, ReadFrom::Primary).await?;
+        let bytes = cap_page(&mut page, false);
+        self.charge_read(who, bytes).await?;
         Ok(SyncPage {
             epoch: info.epoch,
             page,

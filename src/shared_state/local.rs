@@ -29,7 +29,12 @@ impl LocalRateLimiter {
         }
     }
 
+    #[cfg(test)]
     fn check_at(&self, key: &str, now: Duration) -> Result<(), u64> {
+        self.check_n_at(key, 1, now)
+    }
+
+    fn check_n_at(&self, key: &str, n: u32, now: Duration) -> Result<(), u64> {
         let Some(interval) = self.interval else {
             return Ok(());
         };
@@ -39,7 +44,7 @@ impl LocalRateLimiter {
             map.retain(|_, tat| *tat > now);
         }
         let tat = map.get(key).copied().unwrap_or(now).max(now);
-        let new_tat = tat + interval;
+        let new_tat = tat + interval * n;
         if new_tat > now + self.tolerance {
             let wait = new_tat - (now + self.tolerance);
             return Err((wait.as_millis() as u64).max(1));
@@ -51,8 +56,8 @@ impl LocalRateLimiter {
 
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
-    async fn check(&self, key: &str) -> Result<(), u64> {
-        self.check_at(key, self.epoch.elapsed())
+    async fn check_n(&self, key: &str, n: u32) -> Result<(), u64> {
+        self.check_n_at(key, n, self.epoch.elapsed())
     }
 }
 
@@ -116,6 +121,20 @@ mod tests {
         assert!(l.check_at("other", t0).is_ok(), "keys are independent");
         assert!(l.check_at("u", t0 + Duration::from_millis(100)).is_ok());
         assert!(l.check_at("u", t0 + Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn units_count_against_the_burst() {
+        let l = LocalRateLimiter::new(1000.0, 4000); // 1000 units/s, 4000 at once
+        let t0 = Duration::from_secs(100);
+        assert!(l.check_n_at("u", 3000, t0).is_ok());
+        assert!(l.check_n_at("u", 1000, t0).is_ok());
+        let wait = l.check_n_at("u", 500, t0).unwrap_err();
+        assert!((499..=501).contains(&wait), "{wait}");
+        assert!(
+            l.check_n_at("u", 500, t0 + Duration::from_millis(500))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ pub mod local;
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// `Ok(())` if allowed (and counted), else `Err(retry_after_ms)`.
-    async fn check(&self, key: &str) -> Result<(), u64>;
+    async fn check(&self, key: &str) -> Result<(), u64> {
+        self.check_n(key, 1).await
+    }
+    /// The same for `n` units at once (bytes read, say).
+    async fn check_n(&self, key: &str, n: u32) -> Result<(), u64>;
 }
 
 /// Who is online in which room. A user is online in a room while any of their connections

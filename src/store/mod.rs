@@ -22,11 +22,27 @@ pub enum StoreError {
     /// The database did not answer, or no connection was free within the acquire timeout.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The database answered with an error for this statement (the server itself is fine).
+    #[error("statement failed: {0}")]
+    Statement(String),
+}
+
+impl StoreError {
+    /// True when the server (not the statement) failed: the connection or pool is the problem.
+    pub fn is_connection(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
+        match e {
+            sqlx::Error::Database(db) => StoreError::Statement(db.to_string()),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. } => StoreError::Statement(e.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
     }
 }
 
@@ -113,8 +129,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<WritePos, StoreError>;
     /// Always on the primary: it decides access.
     async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError>;
-    async fn append(&self, batch: Vec<NewMessage>)
-    -> Result<(Vec<Appended>, WritePos), StoreError>;
+    async fn append(&self, batch: &[NewMessage]) -> Result<(Vec<Appended>, WritePos), StoreError>;
     async fn history(
         &self,
         room: &RoomId,

@@ -341,10 +341,7 @@ impl Store for SqliteStore {
         Ok(row.is_some())
     }
 
-    async fn append(
-        &self,
-        batch: Vec<NewMessage>,
-    ) -> Result<(Vec<Appended>, WritePos), StoreError> {
+    async fn append(&self, batch: &[NewMessage]) -> Result<(Vec<Appended>, WritePos), StoreError> {
         let mut conn = self.writer.acquire().await?;
         // IMMEDIATE: take the write lock up front, so another process writing the same file
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
@@ -365,7 +362,7 @@ impl Store for SqliteStore {
                     });
                     continue;
                 }
-                if let Some(message) = find_by_client_id(&mut tx, &m, cid).await? {
+                if let Some(message) = find_by_client_id(&mut tx, m, cid).await? {
                     out.push(Appended {
                         message,
                         created: false,
@@ -392,9 +389,9 @@ impl Store for SqliteStore {
                 id: uuid::Uuid::now_v7().to_string(),
                 room: m.room.as_str().to_owned(),
                 seq,
-                user_id: m.user_id,
-                content: m.content,
-                client_id: m.client_id,
+                user_id: m.user_id.clone(),
+                content: m.content.clone(),
+                client_id: m.client_id.clone(),
                 created_at: now.clone(),
             };
             timed(

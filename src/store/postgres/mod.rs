@@ -112,6 +112,7 @@ pub fn migrate(s: &PgSettings) -> futures::future::BoxFuture<'_, anyhow::Result<
 }
 
 pub struct PgStore {
+    call_timeout: Duration,
     primary: Arc<InstrumentedPool<Postgres>>,
     replicas: Arc<Replicas>,
     watcher: Option<tokio::task::JoinHandle<()>>,
@@ -186,11 +187,6 @@ fn message_from_row(r: &PgRow) -> Message {
     }
 }
 
-/// A connection error (as opposed to an error in the statement): the server is gone.
-fn is_connection_error(e: &StoreError) -> bool {
-    matches!(e, StoreError::Unavailable(_))
-}
-
 impl PgStore {
     pub async fn open(s: &PgSettings) -> anyhow::Result<Self> {
         let primary = Arc::new(pool(
@@ -224,20 +220,48 @@ impl PgStore {
                 s.replica_max_lag,
             ))
         });
+        // statement_timeout 0 means none on the server; the client side still gives up
+        let statement = if s.statement_timeout.is_zero() {
+            Duration::from_secs(60)
+        } else {
+            s.statement_timeout
+        };
         Ok(PgStore {
+            call_timeout: s.acquire_timeout + statement + Duration::from_secs(2),
             primary,
             replicas,
             watcher,
         })
     }
 
-    async fn commit_position(&self, conn: &mut PgConnection) -> Result<WritePos, StoreError> {
+    /// The primary's WAL position after a commit. If it cannot be read (the commit did happen),
+    /// the position is "beyond everything": that writer's next reads go to the primary.
+    async fn commit_position(&self, conn: &mut PgConnection) -> WritePos {
         let row = timed(
             "wal_position",
             sqlx::query("SELECT pg_current_wal_lsn()::text").fetch_one(&mut *conn),
         )
-        .await?;
-        Ok(WritePos(parse_lsn(&row.get::<String, _>(0)).unwrap_or(0)))
+        .await;
+        row.ok()
+            .and_then(|r| parse_lsn(&r.get::<String, _>(0)))
+            .map(WritePos)
+            .unwrap_or(WritePos(u64::MAX))
+    }
+
+    /// No database call may hang past this, whatever the network does (a partition would
+    /// otherwise hold a task until TCP gives up): the acquire wait, the statement, a margin.
+    fn bounded<'a, T: 'a>(
+        &'a self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'a {
+        let limit = self.call_timeout;
+        async move {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the database did not answer in time".into(),
+                ))
+            })
+        }
     }
 
     /// Runs a read on a replica chosen for `from`, falling back to the primary when none is
@@ -245,27 +269,35 @@ impl PgStore {
     async fn read<T, F>(&self, from: ReadFrom, run: F) -> Result<T, StoreError>
     where
         F: for<'c> Fn(
-            &'c mut PgConnection,
-        ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>,
+                &'c mut PgConnection,
+            ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
+            + Sync,
+        T: Send,
     {
         if let ReadFrom::Replica(after) = from
             && let Some(replica) = self.replicas.pick(after)
         {
             metrics::counter!("tsunagi_db_reads_total", "pool" => replica.pool.name.clone())
                 .increment(1);
-            let attempt = async {
+            let attempt = self.bounded(async {
                 let mut conn = replica.pool.acquire().await?;
                 run(&mut conn).await
-            };
+            });
             match attempt.await {
                 Ok(v) => return Ok(v),
-                Err(e) if is_connection_error(&e) => replica.mark_down(),
-                Err(e) => return Err(e),
+                Err(e) if e.is_connection() => replica.mark_down(),
+                // e.g. a query cancelled by a conflict with recovery: the primary can answer
+                Err(e) => {
+                    tracing::debug!(pool = %replica.pool.name, error = %e, "replica read failed")
+                }
             }
         }
         metrics::counter!("tsunagi_db_reads_total", "pool" => "primary").increment(1);
-        let mut conn = self.primary.acquire().await?;
-        run(&mut conn).await
+        self.bounded(async {
+            let mut conn = self.primary.acquire().await?;
+            run(&mut conn).await
+        })
+        .await
     }
 }
 
@@ -292,9 +324,8 @@ async fn audit(
     Ok(())
 }
 
-#[async_trait]
-impl Store for PgStore {
-    async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError> {
+impl PgStore {
+    async fn create_room_inner(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError> {
         let now = Utc::now();
         let info = RoomInfo {
             id: room.id.as_str().to_owned(),
@@ -328,62 +359,9 @@ impl Store for PgStore {
         let new_value = serde_json::to_value(&info).unwrap_or_default();
         audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
         tx.commit().await?;
-        let pos = self.commit_position(&mut conn).await?;
-        Ok((info, pos))
+        Ok((info, self.commit_position(&mut conn).await))
     }
-
-    async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
-        let id = id.as_str().to_owned();
-        self.read(from, move |conn| {
-            let id = id.clone();
-            Box::pin(async move {
-                let row = timed(
-                    "room_by_id",
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        room_columns!(),
-                        " FROM rooms WHERE id = $1"
-                    ))
-                    .bind(id)
-                    .fetch_optional(conn),
-                )
-                .await?;
-                Ok(row.as_ref().map(room_from_row))
-            })
-        })
-        .await
-    }
-
-    async fn list_rooms(
-        &self,
-        viewer: &str,
-        admin: bool,
-        cursor: Option<&str>,
-        limit: u32,
-        from: ReadFrom,
-    ) -> Result<Vec<RoomInfo>, StoreError> {
-        let viewer = viewer.to_owned();
-        let cursor = cursor.unwrap_or("").to_owned();
-        self.read(from, move |conn| {
-            let (viewer, cursor) = (viewer.clone(), cursor.clone());
-            Box::pin(async move {
-                let rows = timed(
-                    "rooms_list",
-                    sqlx::query(ROOMS_LIST)
-                        .bind(cursor)
-                        .bind(admin)
-                        .bind(viewer)
-                        .bind(limit as i64)
-                        .fetch_all(conn),
-                )
-                .await?;
-                Ok(rows.iter().map(room_from_row).collect())
-            })
-        })
-        .await
-    }
-
-    async fn add_member(
+    async fn add_member_inner(
         &self,
         room: &RoomId,
         user_id: &str,
@@ -408,10 +386,9 @@ impl Store for PgStore {
             audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
         }
         tx.commit().await?;
-        self.commit_position(&mut conn).await
+        Ok(self.commit_position(&mut conn).await)
     }
-
-    async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
+    async fn is_member_inner(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.primary.acquire().await?;
         let row = timed(
             "member_exists",
@@ -423,10 +400,9 @@ impl Store for PgStore {
         .await?;
         Ok(row.is_some())
     }
-
-    async fn append(
+    async fn append_inner(
         &self,
-        batch: Vec<NewMessage>,
+        batch: &[NewMessage],
     ) -> Result<(Vec<Appended>, WritePos), StoreError> {
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
@@ -502,9 +478,9 @@ impl Store for PgStore {
                 id: uuid::Uuid::now_v7().to_string(),
                 room: m.room.as_str().to_owned(),
                 seq: *seq,
-                user_id: m.user_id,
-                content: m.content,
-                client_id: m.client_id,
+                user_id: m.user_id.clone(),
+                content: m.content.clone(),
+                client_id: m.client_id.clone(),
                 created_at: rfc3339(now),
             };
             if let Some(k) = key {
@@ -549,8 +525,87 @@ impl Store for PgStore {
             .await?;
         }
         timed("commit", tx.commit()).await?;
-        let pos = self.commit_position(&mut conn).await?;
-        Ok((out, pos))
+        Ok((out, self.commit_position(&mut conn).await))
+    }
+    async fn ping_inner(&self) -> Result<(), StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        timed("ping", sqlx::query("SELECT 1").execute(&mut *conn)).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError> {
+        self.bounded(self.create_room_inner(room)).await
+    }
+
+    async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
+        let id = id.as_str().to_owned();
+        self.read(from, move |conn| {
+            let id = id.clone();
+            Box::pin(async move {
+                let row = timed(
+                    "room_by_id",
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        room_columns!(),
+                        " FROM rooms WHERE id = $1"
+                    ))
+                    .bind(id)
+                    .fetch_optional(conn),
+                )
+                .await?;
+                Ok(row.as_ref().map(room_from_row))
+            })
+        })
+        .await
+    }
+
+    async fn list_rooms(
+        &self,
+        viewer: &str,
+        admin: bool,
+        cursor: Option<&str>,
+        limit: u32,
+        from: ReadFrom,
+    ) -> Result<Vec<RoomInfo>, StoreError> {
+        let viewer = viewer.to_owned();
+        let cursor = cursor.unwrap_or("").to_owned();
+        self.read(from, move |conn| {
+            let (viewer, cursor) = (viewer.clone(), cursor.clone());
+            Box::pin(async move {
+                let rows = timed(
+                    "rooms_list",
+                    sqlx::query(ROOMS_LIST)
+                        .bind(cursor)
+                        .bind(admin)
+                        .bind(viewer)
+                        .bind(limit as i64)
+                        .fetch_all(conn),
+                )
+                .await?;
+                Ok(rows.iter().map(room_from_row).collect())
+            })
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        room: &RoomId,
+        user_id: &str,
+        by: &str,
+    ) -> Result<WritePos, StoreError> {
+        self.bounded(self.add_member_inner(room, user_id, by)).await
+    }
+
+    async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
+        self.bounded(self.is_member_inner(room, user_id)).await
+    }
+
+    async fn append(&self, batch: &[NewMessage]) -> Result<(Vec<Appended>, WritePos), StoreError> {
+        self.bounded(self.append_inner(batch)).await
     }
 
     async fn history(
@@ -598,9 +653,7 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.primary.acquire().await?;
-        timed("ping", sqlx::query("SELECT 1").execute(&mut *conn)).await?;
-        Ok(())
+        self.bounded(self.ping_inner()).await
     }
 
     fn report_pool_metrics(&self) {
