@@ -85,6 +85,31 @@ pub struct HistoryPage {
     pub more: bool,
 }
 
+impl HistoryQuery {
+    /// Pages without `after_seq` run newest-first in SQL (the newest `limit` before a point).
+    pub fn backwards(&self) -> bool {
+        self.after_seq.is_none()
+    }
+
+    /// Rows to fetch: one past `limit` tells whether there are more.
+    pub fn fetch(&self) -> i64 {
+        i64::from(self.limit) + 1
+    }
+
+    /// The page of `fetched` rows (in SQL order), ascending.
+    pub fn page(&self, mut fetched: Vec<Message>) -> HistoryPage {
+        let more = fetched.len() as i64 == self.fetch();
+        fetched.truncate(self.limit as usize);
+        if self.backwards() {
+            fetched.reverse();
+        }
+        HistoryPage {
+            items: fetched,
+            more,
+        }
+    }
+}
+
 /// A position in the primary's write history (PostgreSQL: the WAL LSN after a commit; SQLite: 0,
 /// every read sees every commit). Writes return it; a read that must see a write passes it back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]

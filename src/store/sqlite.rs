@@ -436,9 +436,9 @@ impl Store for SqliteStore {
         q: HistoryQuery,
         _from: ReadFrom,
     ) -> Result<HistoryPage, StoreError> {
-        let fetch = q.limit as i64 + 1;
+        let fetch = q.fetch();
         // Newest-first when paging backwards (no cursor, or before_seq only), then reversed.
-        let backwards = q.after_seq.is_none();
+        let backwards = q.backwards();
         let sql = if backwards {
             concat!(
                 "SELECT ",
@@ -466,16 +466,7 @@ impl Store for SqliteStore {
                 .fetch_all(&mut *self.reader.acquire().await?),
         )
         .await?;
-        let more = rows.len() as i64 == fetch;
-        let mut items: Vec<Message> = rows
-            .iter()
-            .take(q.limit as usize)
-            .map(message_from_row)
-            .collect();
-        if backwards {
-            items.reverse();
-        }
-        Ok(HistoryPage { items, more })
+        Ok(q.page(rows.iter().map(message_from_row).collect()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -615,8 +615,8 @@ impl Store for PgStore {
         from: ReadFrom,
     ) -> Result<HistoryPage, StoreError> {
         let room = room.as_str().to_owned();
-        let fetch = q.limit as i64 + 1;
-        let backwards = q.after_seq.is_none();
+        let fetch = q.fetch();
+        let backwards = q.backwards();
         let rows = self
             .read(from, move |conn| {
                 let room = room.clone();
@@ -644,12 +644,7 @@ impl Store for PgStore {
                 })
             })
             .await?;
-        let more = rows.len() as i64 == fetch;
-        let mut items: Vec<Message> = rows.into_iter().take(q.limit as usize).collect();
-        if backwards {
-            items.reverse();
-        }
-        Ok(HistoryPage { items, more })
+        Ok(q.page(rows))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
