@@ -9,7 +9,8 @@
 # Two loads run: closed loop (each sender keeps --in-flight sends unacked: the throughput each
 # server reaches) and paced (BENCH_PACED_RATE msgs/s per sender, default 100, 0 skips it: the
 # latency of both at the same offered load). Extra args go to both. JSON lines land in
-# $BENCH_OUT (default target/bench/last.jsonl).
+# $BENCH_OUT (default target/bench/last.jsonl). BENCH_DATABASE_URL=postgres://… runs tsunagi on
+# that (empty) PostgreSQL database instead of a temp SQLite file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +72,7 @@ t_port=$(free_port)
 p_port=$(free_port)
 
 TSUNAGI_LISTEN=127.0.0.1:$t_port \
-  TSUNAGI_DATABASE_URL="sqlite://$tmp/b.db" \
+  TSUNAGI_DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$tmp/b.db}" \
   TSUNAGI_SEND_RATE=0 \
   TSUNAGI_LOG=warn \
   ./target/release/tsunagi serve >"$LOGS/tsunagi.log" 2>&1 &
