@@ -4,6 +4,8 @@
 //! `sqlite.rs` is the embedded implementation, `postgres/` the scale-out one (primary + read
 //! replicas); `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 
 use crate::domain::{Message, RoomId, RoomInfo};
@@ -68,6 +70,67 @@ pub struct Appended {
     pub message: Message,
     /// false when the (user, room, client_id) was already known: `message` is the first one.
     pub created: bool,
+}
+
+/// (room, user, client_id): the idempotency key of a send.
+pub type IdempotencyKey = (String, String, String);
+
+impl NewMessage {
+    pub fn key(&self) -> Option<IdempotencyKey> {
+        self.client_id.as_ref().map(|c| {
+            (
+                self.room.as_str().to_owned(),
+                self.user_id.clone(),
+                c.clone(),
+            )
+        })
+    }
+}
+
+/// The heart of `append`, the same for every store: each message whose key is `known` (stored
+/// earlier, or earlier in this batch) answers with that message; every other one takes the next
+/// seq of its room from `last_seq` (the locked rooms' current values, advanced here). Returns the
+/// answers in batch order and the new rows to insert, in seq order per room.
+pub fn assign_seqs(
+    batch: &[NewMessage],
+    mut known: HashMap<IdempotencyKey, Message>,
+    last_seq: &mut HashMap<String, i64>,
+    created_at: &str,
+) -> Result<(Vec<Appended>, Vec<Message>), StoreError> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut new_rows = Vec::with_capacity(batch.len());
+    for m in batch {
+        let key = m.key();
+        if let Some(first) = key.as_ref().and_then(|k| known.get(k)) {
+            out.push(Appended {
+                message: first.clone(),
+                created: false,
+            });
+            continue;
+        }
+        let seq = last_seq
+            .get_mut(m.room.as_str())
+            .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
+        *seq += 1;
+        let message = Message {
+            id: uuid::Uuid::now_v7().to_string(),
+            room: m.room.as_str().to_owned(),
+            seq: *seq,
+            user_id: m.user_id.clone(),
+            content: m.content.clone(),
+            client_id: m.client_id.clone(),
+            created_at: created_at.to_owned(),
+        };
+        if let Some(k) = key {
+            known.insert(k, message.clone());
+        }
+        new_rows.push(message.clone());
+        out.push(Appended {
+            message,
+            created: true,
+        });
+    }
+    Ok((out, new_rows))
 }
 
 /// Which slice of a room's history to read (PROTOCOL.md §5, `GET …/messages` and `sync`).
@@ -166,4 +229,54 @@ pub trait Store: Send + Sync + 'static {
     /// Publish pool gauges (called periodically by the metrics task).
     fn report_pool_metrics(&self);
     async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new(room: &str, user: &str, cid: Option<&str>) -> NewMessage {
+        NewMessage {
+            room: RoomId::parse(room).unwrap(),
+            user_id: user.into(),
+            content: "x".into(),
+            client_id: cid.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn seqs_follow_each_room_and_retries_take_none() {
+        let batch = [
+            new("a", "u", Some("k")),
+            new("b", "u", None),
+            new("a", "u", Some("k")),   // retry inside the batch
+            new("a", "v", Some("k")),   // another user's key
+            new("a", "u", Some("old")), // stored earlier
+        ];
+        let stored = Message {
+            id: "m0".into(),
+            room: "a".into(),
+            seq: 3,
+            user_id: "u".into(),
+            content: "first".into(),
+            client_id: Some("old".into()),
+            created_at: "t".into(),
+        };
+        let known = HashMap::from([(("a".into(), "u".into(), "old".into()), stored.clone())]);
+        let mut last = HashMap::from([("a".to_owned(), 3), ("b".to_owned(), 7)]);
+        let (out, rows) = assign_seqs(&batch, known, &mut last, "now").unwrap();
+        let seqs: Vec<(i64, bool)> = out.iter().map(|a| (a.message.seq, a.created)).collect();
+        assert_eq!(
+            seqs,
+            vec![(4, true), (8, true), (4, false), (5, true), (3, false)]
+        );
+        assert_eq!(out[4].message, stored);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(
+            last,
+            HashMap::from([("a".to_owned(), 5), ("b".to_owned(), 8)])
+        );
+        let missing = assign_seqs(&[new("zz", "u", None)], HashMap::new(), &mut last, "now");
+        assert!(matches!(missing, Err(StoreError::NotFound(_))));
+    }
 }

@@ -14,7 +14,8 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 use super::pool::InstrumentedPool;
 use super::timing::timed;
 use super::{
-    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError, WritePos,
+    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
+    WritePos, assign_seqs,
 };
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
 
@@ -346,54 +347,30 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock up front, so another process writing the same file
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let now = now_rfc3339();
         let mut last_seq: HashMap<String, i64> = HashMap::new();
-        // (room, user, client_id) → index in `out`, for retries inside one batch
-        let mut in_batch: HashMap<(String, String, String), usize> = HashMap::new();
-        let mut out: Vec<Appended> = Vec::with_capacity(batch.len());
         for m in batch {
-            if let Some(cid) = &m.client_id {
-                let key = (m.room.as_str().to_owned(), m.user_id.clone(), cid.clone());
-                if let Some(&i) = in_batch.get(&key) {
-                    let message = out[i].message.clone();
-                    out.push(Appended {
-                        message,
-                        created: false,
-                    });
-                    continue;
-                }
-                if let Some(message) = find_by_client_id(&mut tx, m, cid).await? {
-                    out.push(Appended {
-                        message,
-                        created: false,
-                    });
-                    continue;
-                }
-                in_batch.insert(key, out.len());
+            if !last_seq.contains_key(m.room.as_str()) {
+                let row = timed(
+                    "room_last_seq",
+                    sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
+                        .bind(m.room.as_str())
+                        .fetch_optional(&mut *tx),
+                )
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
+                last_seq.insert(m.room.as_str().to_owned(), row.get(0));
             }
-            let seq = match last_seq.get(m.room.as_str()) {
-                Some(s) => s + 1,
-                None => {
-                    let row = timed(
-                        "room_last_seq",
-                        sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
-                            .bind(m.room.as_str())
-                            .fetch_optional(&mut *tx),
-                    )
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
-                    row.get::<i64, _>(0) + 1
-                }
-            };
-            let message = Message {
-                id: uuid::Uuid::now_v7().to_string(),
-                room: m.room.as_str().to_owned(),
-                seq,
-                user_id: m.user_id.clone(),
-                content: m.content.clone(),
-                client_id: m.client_id.clone(),
-                created_at: now.clone(),
-            };
+        }
+        let mut known = HashMap::new();
+        for (m, key) in batch.iter().filter_map(|m| m.key().map(|k| (m, k))) {
+            if !known.contains_key(&key)
+                && let Some(first) = find_by_client_id(&mut tx, m, &key.2).await?
+            {
+                known.insert(key, first);
+            }
+        }
+        let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
+        for message in &new_rows {
             timed(
                 "message_insert",
                 sqlx::query(
@@ -410,11 +387,6 @@ impl Store for SqliteStore {
                 .execute(&mut *tx),
             )
             .await?;
-            last_seq.insert(message.room.clone(), seq);
-            out.push(Appended {
-                message,
-                created: true,
-            });
         }
         for (room, seq) in &last_seq {
             timed(

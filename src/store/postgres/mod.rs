@@ -18,7 +18,8 @@ use sqlx::{Connection, PgConnection, Postgres, Row};
 use super::pool::InstrumentedPool;
 use super::timing::timed;
 use super::{
-    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError, WritePos,
+    Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
+    StoreError, WritePos, assign_seqs,
 };
 use crate::domain::{Message, RoomId, RoomInfo};
 
@@ -428,7 +429,7 @@ impl PgStore {
 
         // Every known (room, user, client_id) of the batch, in one query.
         let keyed: Vec<&NewMessage> = batch.iter().filter(|m| m.client_id.is_some()).collect();
-        let mut known: HashMap<(String, String, String), Message> = HashMap::new();
+        let mut known: HashMap<IdempotencyKey, Message> = HashMap::new();
         if !keyed.is_empty() {
             let rows = timed(
                 "messages_by_client_ids",
@@ -456,42 +457,7 @@ impl PgStore {
         }
 
         let now = Utc::now();
-        let mut out: Vec<Appended> = Vec::with_capacity(batch.len());
-        let mut new_rows: Vec<Message> = Vec::new();
-        for m in batch {
-            let key = m
-                .client_id
-                .as_ref()
-                .map(|c| (m.room.as_str().to_owned(), m.user_id.clone(), c.clone()));
-            if let Some(first) = key.as_ref().and_then(|k| known.get(k)) {
-                out.push(Appended {
-                    message: first.clone(),
-                    created: false,
-                });
-                continue;
-            }
-            let seq = last_seq
-                .get_mut(m.room.as_str())
-                .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
-            *seq += 1;
-            let message = Message {
-                id: uuid::Uuid::now_v7().to_string(),
-                room: m.room.as_str().to_owned(),
-                seq: *seq,
-                user_id: m.user_id.clone(),
-                content: m.content.clone(),
-                client_id: m.client_id.clone(),
-                created_at: rfc3339(now),
-            };
-            if let Some(k) = key {
-                known.insert(k, message.clone());
-            }
-            new_rows.push(message.clone());
-            out.push(Appended {
-                message,
-                created: true,
-            });
-        }
+        let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &rfc3339(now))?;
 
         if !new_rows.is_empty() {
             timed(
