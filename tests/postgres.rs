@@ -589,3 +589,53 @@ async fn tls_to_the_database_with_sslmode_require() {
     .collect();
     assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and its replica: run by scripts/test"]
+async fn replica_over_tls_with_sslmode_verify_full() {
+    pg_replica("up");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/pg-replica");
+    let out = Command::new("bash")
+        .arg(script)
+        .arg("tls-ca")
+        .output()
+        .unwrap();
+    let ca = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(std::path::Path::new(&ca).exists(), "no CA at {ca}");
+    let db = fresh_pg_database(&primary_base()).await;
+    connect_until(&format!("{}/{db}", replica_base()), Duration::from_secs(30)).await;
+    let primary = format!("{}/{db}", primary_base());
+    let replica = format!(
+        "{}/{db}?sslmode=verify-full&sslrootcert={ca}",
+        replica_base()
+    );
+    let app = spawn_app(&[
+        ("TSUNAGI_DATABASE_URL", &primary),
+        ("TSUNAGI_REPLICA_URLS", &replica),
+        ("TSUNAGI_REPLICA_CHECK_MS", "100"),
+    ])
+    .await;
+    app.create_room(&app.token("w"), "tls", false).await;
+    wait_replica_healthy(&app, true).await;
+    let reader = app.token("reader");
+    let before = metric(&app, "tsunagi_db_reads_total{pool=\"replica-0\"}").await;
+    let (status, _) = app
+        .request(Method::GET, "/api/v1/rooms", Some(&reader), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(metric(&app, "tsunagi_db_reads_total{pool=\"replica-0\"}").await > before);
+    let mut conn = PgConnection::connect(&format!("{}/{db}", replica_base()))
+        .await
+        .unwrap();
+    let ssl: Vec<bool> = sqlx::query(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = current_database() AND a.application_name = 'tsunagi-replica-0'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
+}
