@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -20,6 +20,9 @@ use crate::store::pool::InstrumentedPool;
 pub struct Replica {
     pub pool: InstrumentedPool<Postgres>,
     healthy: AtomicBool,
+    /// Probes in a row that got no answer; one alone (a slow handshake on a busy machine) does
+    /// not take a replica out of rotation; a failed read does that at once.
+    unanswered: AtomicU32,
     replay: AtomicU64,
     /// (primary WAL position, when it was seen), newest last.
     samples: Mutex<VecDeque<(u64, Instant)>>,
@@ -30,6 +33,7 @@ impl Replica {
         Replica {
             pool,
             healthy: AtomicBool::new(false),
+            unanswered: AtomicU32::new(0),
             replay: AtomicU64::new(0),
             samples: Mutex::new(VecDeque::new()),
         }
@@ -69,11 +73,17 @@ impl Replica {
         let (healthy, lag) =
             match tokio::time::timeout(max_lag.max(Duration::from_secs(1)), probe).await {
                 Ok(Some((true, Some(replay)))) => {
+                    self.unanswered.store(0, Ordering::Relaxed);
                     self.replay.store(replay, Ordering::Release);
                     let lag = self.lag(primary_lsn, replay, now);
                     (lag <= max_lag, lag)
                 }
-                _ => (false, Duration::MAX),
+                // a primary promoted from it, or not a standby at all: out at once
+                Ok(Some(_)) => (false, Duration::MAX),
+                _ => {
+                    let misses = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+                    (misses < 2 && self.is_healthy(), Duration::MAX)
+                }
             };
         let was = self.healthy.swap(healthy, Ordering::AcqRel);
         if was != healthy {
