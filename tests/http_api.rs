@@ -249,15 +249,7 @@ async fn health_readiness_metrics() {
     c.call("presence", json!({"room":"none"}), WAIT)
         .await
         .unwrap();
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     for name in [
         "tsunagi_sockets_connected",
         "tsunagi_events_in_total",

@@ -59,6 +59,22 @@ impl Drop for Restore {
     }
 }
 
+/// Whether each connection `application_name` has open to the database at `url` uses TLS.
+async fn tls_of_connections(url: &str, application_name: &str) -> Vec<bool> {
+    let mut conn = PgConnection::connect(url).await.unwrap();
+    sqlx::query(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.datname = current_database() AND a.application_name = $1",
+    )
+    .bind(application_name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
 /// A tsunagi on a fresh database of the primary, reading from the replica.
 async fn spawn_replicated(extra: &[(&str, &str)]) -> (TestApp, String) {
     pg_replica("up"); // a no-op when it runs; brings it back after an earlier failure
@@ -78,16 +94,9 @@ async fn spawn_replicated(extra: &[(&str, &str)]) -> (TestApp, String) {
 }
 
 async fn metric(app: &TestApp, name_and_labels: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
+    app.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find(|l| l.starts_with(name_and_labels))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
@@ -578,19 +587,7 @@ async fn tls_to_the_database_with_sslmode_require() {
     let url = format!("{}/{db}?sslmode=require", primary_base());
     let app = spawn_app(&[("TSUNAGI_DATABASE_URL", &url)]).await;
     app.create_room(&app.token("a"), "tls", false).await;
-    let mut conn = PgConnection::connect(&format!("{}/{db}", primary_base()))
-        .await
-        .unwrap();
-    let ssl: Vec<bool> = sqlx::query(
-        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-         WHERE a.datname = current_database() AND a.application_name = 'tsunagi-primary'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
+    let ssl = tls_of_connections(&format!("{}/{db}", primary_base()), "tsunagi-primary").await;
     assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
 }
 
@@ -641,18 +638,6 @@ async fn replica_over_tls_with_sslmode_verify_full() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut conn = PgConnection::connect(&format!("{}/{db}", replica_base()))
-        .await
-        .unwrap();
-    let ssl: Vec<bool> = sqlx::query(
-        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
-         WHERE a.datname = current_database() AND a.application_name = 'tsunagi-replica-0'",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
+    let ssl = tls_of_connections(&format!("{}/{db}", replica_base()), "tsunagi-replica-0").await;
     assert!(!ssl.is_empty() && ssl.iter().all(|s| *s), "{ssl:?}");
 }

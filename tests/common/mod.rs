@@ -123,6 +123,17 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let res = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        res.text().await.unwrap()
+    }
+
     pub async fn create_room(&self, token: &str, id: &str, private: bool) -> Value {
         let body = json!({ "id": id, "private": private });
         let (status, info) = self
