@@ -147,6 +147,61 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "10",
         "longest wait for in-flight work at SIGTERM",
     ),
+    (
+        "TSUNAGI_REDIS_PREFIX",
+        "tsunagi",
+        "prefix of every Redis key and channel",
+    ),
+    (
+        "TSUNAGI_REDIS_TIMEOUT_MS",
+        "250",
+        "longest wait for one Redis command, then the store is used",
+    ),
+    (
+        "TSUNAGI_CACHE_L1_CAPACITY",
+        "100000",
+        "entries per in-process cache",
+    ),
+    (
+        "TSUNAGI_CACHE_L1_TTL_S",
+        "60",
+        "in-process cache entry lifetime",
+    ),
+    (
+        "TSUNAGI_CACHE_L2_TTL_S",
+        "600",
+        "Redis cache entry lifetime",
+    ),
+    (
+        "TSUNAGI_CACHE_NEGATIVE_TTL_MS",
+        "5000",
+        "how long a missing user or room is remembered",
+    ),
+    (
+        "TSUNAGI_TOKEN_TTL_S",
+        "86400",
+        "lifetime of tokens issued by register and login",
+    ),
+    (
+        "TSUNAGI_LOGIN_RATE",
+        "10",
+        "login attempts per minute per login name (burst the same); 0 = off",
+    ),
+    (
+        "TSUNAGI_MAX_METADATA_BYTES",
+        "4096",
+        "largest user or room metadata object, as JSON bytes",
+    ),
+    (
+        "TSUNAGI_ARGON2_MEMORY_KIB",
+        "19456",
+        "argon2id memory cost of password hashes",
+    ),
+    (
+        "TSUNAGI_ARGON2_ITERATIONS",
+        "2",
+        "argon2id time cost of password hashes",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -181,6 +236,17 @@ pub struct Config {
     pub group_commit_max: usize,
     pub socket_buffer: usize,
     pub shutdown_timeout: Duration,
+    pub redis_prefix: String,
+    pub redis_timeout: Duration,
+    pub cache_l1_capacity: u64,
+    pub cache_l1_ttl: Duration,
+    pub cache_l2_ttl: Duration,
+    pub cache_negative_ttl: Duration,
+    pub token_ttl_secs: u64,
+    pub login_rate_per_min: f64,
+    pub max_metadata_bytes: usize,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +432,16 @@ impl Config {
                 format!("`{sync}`: use full or normal"),
             ));
         }
+        let redis_prefix = raw.get("TSUNAGI_REDIS_PREFIX");
+        let prefix_ok = !redis_prefix.is_empty()
+            && redis_prefix.len() <= 64
+            && !redis_prefix.contains(|c: char| c.is_whitespace() || c.is_control());
+        if !prefix_ok {
+            return Err(err(
+                "TSUNAGI_REDIS_PREFIX",
+                "must be 1 to 64 bytes without spaces",
+            ));
+        }
         let ms = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_millis)
         };
@@ -403,6 +479,17 @@ impl Config {
             group_commit_max: raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)?,
             socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
+            redis_prefix,
+            redis_timeout: ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000)?,
+            cache_l1_capacity: raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)?,
+            cache_l1_ttl: secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)?,
+            cache_l2_ttl: secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)?,
+            cache_negative_ttl: ms("TSUNAGI_CACHE_NEGATIVE_TTL_MS", 1, 3_600_000)?,
+            token_ttl_secs: raw.num("TSUNAGI_TOKEN_TTL_S", 60, 31_536_000)?,
+            login_rate_per_min: raw.num("TSUNAGI_LOGIN_RATE", 0.0, 1_000_000.0)?,
+            max_metadata_bytes: raw.num("TSUNAGI_MAX_METADATA_BYTES", 2, 1024 * 1024)?,
+            argon2_memory_kib: raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)?,
+            argon2_iterations: raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)?,
         })
     }
 

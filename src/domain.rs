@@ -6,9 +6,22 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 
 /// ROOM = 1 to 64 of `a-z 0-9 _ -`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct RoomId(String);
+
+impl TryFrom<String> for RoomId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        RoomId::parse(&s).map_err(|e| e.to_string())
+    }
+}
+
+impl From<RoomId> for String {
+    fn from(r: RoomId) -> String {
+        r.0
+    }
+}
 
 impl RoomId {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
@@ -96,6 +109,8 @@ pub struct RoomInfo {
     pub epoch: String,
     pub last_seq: i64,
     pub created_at: String,
+    /// An open JSON object the application keeps with the room, or null.
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// Timestamps are RFC 3339 in UTC with milliseconds, so they sort as text too.

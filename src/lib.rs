@@ -11,13 +11,16 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod password;
 pub mod payload;
+pub mod redis_conn;
 pub mod server;
 pub mod services;
 pub mod shared_state;

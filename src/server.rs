@@ -14,13 +14,20 @@ use tokio::net::TcpListener;
 use crate::auth::{Tokens, load_or_create_secret};
 use crate::bus::Bus;
 use crate::bus::local::LocalBus;
+use crate::bus::redis::RedisBus;
+use crate::cache::layered::LayeredCache;
+use crate::cache::redis::RedisCache;
+use crate::cache::{CacheSettings, Invalidate, RemoteCache};
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::hub::Hub;
+use crate::password::Passwords;
+use crate::redis_conn::RedisConn;
 use crate::services::commit::Committer;
 use crate::services::messages::MessagesService;
 use crate::services::rooms::RoomsService;
 use crate::services::ryw::ReadYourWrites;
+use crate::services::users::UsersService;
 use crate::shared_state::local::{LocalPresence, LocalRateLimiter};
 use crate::shared_state::{Presence, RateLimiter};
 use crate::store::Store;
@@ -36,6 +43,10 @@ pub struct AppState {
     pub presence: Arc<dyn Presence>,
     pub typing_limiter: Arc<dyn RateLimiter>,
     pub rooms: Arc<RoomsService>,
+    pub users: Arc<UsersService>,
+    /// Every cache, for the bus listener and the admin stats.
+    pub caches: Vec<Arc<dyn Invalidate>>,
+    pub redis: Option<Arc<RedisConn>>,
     pub messages: Arc<MessagesService>,
     pub committer: Committer,
     pub hub: Arc<Hub>,
@@ -148,7 +159,48 @@ pub async fn run(
     let metrics = metrics_handle();
     let tokens = Tokens::new(jwt_secret(&config)?.as_bytes());
     let store = open_store(&config).await?;
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::default());
+    let redis = match &config.redis_url {
+        Some(url) => Some(Arc::new(RedisConn::open(
+            url,
+            &config.redis_prefix,
+            config.redis_timeout,
+        )?)),
+        None => None,
+    };
+    let bus: Arc<dyn Bus> = match &redis {
+        Some(conn) => RedisBus::start(conn.clone()),
+        None => Arc::new(LocalBus::default()),
+    };
+    let l2: Option<Arc<dyn RemoteCache>> = redis
+        .as_ref()
+        .map(|c| Arc::new(RedisCache::new(c.clone())) as Arc<dyn RemoteCache>);
+    let cache_settings = CacheSettings {
+        l1_capacity: config.cache_l1_capacity,
+        l1_ttl: config.cache_l1_ttl,
+        l2_ttl: config.cache_l2_ttl,
+        negative_ttl: config.cache_negative_ttl,
+    };
+    let user_cache = Arc::new(LayeredCache::new(
+        "users",
+        cache_settings.clone(),
+        l2.clone(),
+        bus.clone(),
+    ));
+    let room_cache = Arc::new(LayeredCache::new(
+        "rooms",
+        cache_settings.clone(),
+        l2.clone(),
+        bus.clone(),
+    ));
+    let member_cache = Arc::new(LayeredCache::new(
+        "members",
+        cache_settings,
+        l2,
+        bus.clone(),
+    ));
+    let caches: Vec<Arc<dyn Invalidate>> =
+        vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
+    tokio::spawn(crate::cache::listen(caches.clone(), bus.subscribe()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let send_limiter: Arc<dyn RateLimiter> =
         Arc::new(LocalRateLimiter::new(config.send_rate, config.send_burst));
@@ -167,7 +219,24 @@ pub async fn run(
         ryw.clone(),
         config.group_commit_max,
     );
-    let rooms = Arc::new(RoomsService::new(store.clone(), ryw.clone()));
+    let rooms = Arc::new(RoomsService::new(
+        store.clone(),
+        ryw.clone(),
+        room_cache,
+        member_cache,
+    ));
+    let login_limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::new(
+        config.login_rate_per_min / 60.0,
+        config.login_rate_per_min.ceil().max(1.0) as u32,
+    ));
+    let users = Arc::new(UsersService::new(
+        store.clone(),
+        ryw.clone(),
+        user_cache,
+        Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?,
+        login_limiter,
+        config.max_metadata_bytes,
+    ));
     let messages = Arc::new(MessagesService::new(
         rooms.clone(),
         ryw,
@@ -195,6 +264,9 @@ pub async fn run(
         presence,
         typing_limiter,
         rooms,
+        users,
+        caches,
+        redis,
         messages,
         committer: committer.clone(),
         hub,

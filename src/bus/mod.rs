@@ -1,16 +1,18 @@
 //! The bus: how committed messages, typing and presence reach every instance's sockets.
 //!
 //! Layout: the [`Bus`] trait and its events here; the in-process bus in `local.rs`.
-//! A Redis bus slots in beside it (scale-out issue).
+//! `redis.rs` carries the cross-instance events through Redis pub/sub.
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::domain::Message;
 
 pub mod local;
+pub mod redis;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BusEvent {
@@ -25,6 +27,19 @@ pub enum BusEvent {
         online: bool,
         origin: String,
     },
+    /// Drop `key` from the in-process layer of cache `cache` (a write committed somewhere).
+    Invalidate { cache: String, key: String },
+    /// Drop every in-process cache entry: invalidations may have been missed (the
+    /// cross-instance link was down).
+    InvalidateAll,
+}
+
+impl BusEvent {
+    /// Events that must reach the other instances. Messages, typing and presence stay local
+    /// until the cross-instance message path exists (the scale-out issue).
+    pub fn crosses_instances(&self) -> bool {
+        matches!(self, BusEvent::Invalidate { .. } | BusEvent::InvalidateAll)
+    }
 }
 
 /// Obligations of every implementation:
@@ -35,7 +50,22 @@ pub enum BusEvent {
 /// - Typing and presence are best effort: never stored, may be lost.
 /// - `publish` never waits on a remote system: local subscribers get the event even when the
 ///   cross-instance transport is down.
+/// - `publish_confirmed` resolves once the event has been handed to every other instance's
+///   transport (Redis accepted the PUBLISH), or says it could not be.
+/// - `healthy` is false while events from other instances may be missed; when it turns true
+///   again, an `InvalidateAll` is delivered locally.
 pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: BusEvent);
     fn subscribe(&self) -> mpsc::UnboundedReceiver<BusEvent>;
+    fn publish_confirmed(&self, event: BusEvent) -> BoxFuture<'_, bool> {
+        self.publish(event);
+        Box::pin(async { true })
+    }
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// Figures for the admin stats.
+    fn stats(&self) -> serde_json::Value {
+        serde_json::json!({ "kind": "local" })
+    }
 }

@@ -39,6 +39,10 @@ impl Hub {
         rooms
     }
 
+    pub fn session_count(&self) -> usize {
+        self.sessions.read().len()
+    }
+
     pub fn all_sessions(&self) -> Vec<Arc<Session>> {
         self.sessions.read().values().cloned().collect()
     }
@@ -107,6 +111,8 @@ impl Hub {
                     }
                 }
             }
+            // for the caches (src/cache), not for sockets
+            BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => {}
         }
     }
 

@@ -60,3 +60,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
         payload::object(Some(value)).map(JsonObject)
     }
 }
+
+/// The `cursor` query parameter of a keyset listing: absent or empty means the start.
+pub fn cursor_param(
+    q: &std::collections::HashMap<String, String>,
+) -> Result<Option<&str>, ApiError> {
+    match q.get("cursor").map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(c) if c.contains('\0') || c.chars().count() > 256 => {
+            Err(ApiError::bad_request("cursor is not one this API gave out"))
+        }
+        Some(c) => Ok(Some(c)),
+    }
+}

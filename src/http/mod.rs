@@ -1,7 +1,7 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
+//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
 
 use std::sync::Arc;
 
@@ -14,17 +14,28 @@ use axum::routing::{get, post};
 use crate::error::ApiError;
 use crate::server::AppState;
 
+mod admin;
 mod extract;
 mod messages;
 mod ops;
 mod rooms;
+mod users;
 mod web;
 
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.max_message_bytes * 6 + 64 * 1024;
     Router::new()
         .route("/api/v1/rooms", post(rooms::create).get(rooms::list))
-        .route("/api/v1/rooms/{id}/members", post(rooms::add_member))
+        .route(
+            "/api/v1/rooms/{id}/members",
+            post(rooms::add_member).get(rooms::members),
+        )
+        .route("/api/v1/auth/register", post(users::register))
+        .route("/api/v1/auth/login", post(users::login))
+        .route("/api/v1/users", get(users::list))
+        .route("/api/v1/users/{id}", get(users::get).patch(users::patch))
+        .route("/api/v1/admin/audit", get(admin::audit))
+        .route("/api/v1/admin/stats", get(admin::stats))
         .route(
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),

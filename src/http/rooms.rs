@@ -7,10 +7,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject};
-use crate::error::{ApiError, ApiResult};
+use super::extract::{Caller, JsonObject, cursor_param};
+use crate::error::ApiResult;
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
 use crate::server::AppState;
+use crate::services::users::{opt_metadata, user_view};
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -20,7 +21,11 @@ pub async fn create(
     let id = req_str(&body, "id")?;
     let name = opt_str(&body, "name")?.map(str::to_owned);
     let private = opt_bool(&body, "private")?.unwrap_or(false);
-    let info = state.rooms.create(&who, id, name, private).await?;
+    let metadata = opt_metadata(&body, state.config.max_metadata_bytes)?;
+    let info = state
+        .rooms
+        .create(&who, id, name, private, metadata)
+        .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
@@ -30,13 +35,7 @@ pub async fn list(
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
     let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
-    let cursor = q
-        .get("cursor")
-        .map(String::as_str)
-        .filter(|c| !c.is_empty());
-    if cursor.is_some_and(|c| c.contains('\0') || c.len() > 256) {
-        return Err(ApiError::bad_request("cursor is not a room id"));
-    }
+    let cursor = cursor_param(&q)?;
     let mut items = state.rooms.list(&who, cursor, limit + 1).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
@@ -56,4 +55,35 @@ pub async fn add_member(
     let user_id = req_str(&body, "user_id")?;
     state.rooms.add_member(&who, &id, user_id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /rooms/{id}/members?limit=&cursor=`: `{ items: [{ user_id, added_by, added_at, user:
+/// USER|null }], next_cursor }`, by user id; accounts come from the same query (no N+1).
+pub async fn members(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
+    let cursor = cursor_param(&q)?;
+    let mut rows = state.rooms.members(&who, &id, cursor, limit + 1).await?;
+    let next_cursor = if rows.len() > limit as usize {
+        rows.truncate(limit as usize);
+        rows.last().map(|m| m.user_id.clone())
+    } else {
+        None
+    };
+    let items: Vec<_> = rows
+        .iter()
+        .map(|m| {
+            json!({
+                "user_id": m.user_id,
+                "added_by": m.added_by,
+                "added_at": m.added_at,
+                "user": m.user.as_ref().map(|u| user_view(u, &who)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }

@@ -1,9 +1,11 @@
-//! Services: the rules of rooms and messages, shared by the Socket.IO gateway and HTTP.
+//! Services: the rules of rooms, messages and accounts, shared by the Socket.IO gateway and HTTP.
 //!
 //! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
-//! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes).
+//! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
+//! `users.rs` (accounts, read through the layered cache).
 
 pub mod commit;
 pub mod messages;
 pub mod rooms;
 pub mod ryw;
+pub mod users;

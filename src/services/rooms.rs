@@ -1,18 +1,20 @@
 //! Rooms and who may read and write them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use moka::future::Cache;
+use serde::{Deserialize, Serialize};
 
 use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
+use crate::cache::Versioned;
+use crate::cache::layered::LayeredCache;
 use crate::domain::{RoomId, RoomInfo, check_user_id};
 use crate::error::{ApiError, ApiResult};
+use crate::store::users::MemberRow;
 use crate::store::{NewRoom, ReadFrom, Store};
 
-/// What access checks need of a room; fixed once the room exists, so it is cached.
-#[derive(Debug, Clone)]
+/// What access checks need of a room; fixed once the room exists, so it caches well.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoomMeta {
     pub id: RoomId,
     pub private: bool,
@@ -20,30 +22,49 @@ pub struct RoomMeta {
     pub epoch: String,
 }
 
+impl Versioned for RoomMeta {
+    fn version(&self) -> i64 {
+        1 // never changes; a missing room is version 0
+    }
+}
+
+/// "This user is a member of this room"; its absence is cached as the negative entry. (A field,
+/// not a unit struct: a unit serializes as `null`, which reads back as the negative entry.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Membership {
+    pub member: bool,
+}
+
+impl Versioned for Membership {
+    fn version(&self) -> i64 {
+        1
+    }
+}
+
 pub struct RoomsService {
     store: Arc<dyn Store>,
     ryw: Arc<ReadYourWrites>,
-    // Only rooms that exist are cached: a room created on another instance must not stay
-    // "missing" here.
-    meta: Cache<RoomId, Arc<RoomMeta>>,
-    // Membership only grows (no removal endpoint), so a stale `false` only delays access by the
-    // TTL at most, and this instance's own additions invalidate it at once.
-    members: Cache<(RoomId, String), bool>,
+    pub meta_cache: Arc<LayeredCache<RoomMeta>>,
+    pub member_cache: Arc<LayeredCache<Membership>>,
+}
+
+/// Room ids hold no `:`, so this key is unambiguous.
+fn member_key(room: &RoomId, user_id: &str) -> String {
+    format!("{room}:{user_id}")
 }
 
 impl RoomsService {
-    pub fn new(store: Arc<dyn Store>, ryw: Arc<ReadYourWrites>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        ryw: Arc<ReadYourWrites>,
+        meta_cache: Arc<LayeredCache<RoomMeta>>,
+        member_cache: Arc<LayeredCache<Membership>>,
+    ) -> Self {
         RoomsService {
             store,
             ryw,
-            meta: Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(Duration::from_secs(300))
-                .build(),
-            members: Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(30))
-                .build(),
+            meta_cache,
+            member_cache,
         }
     }
 
@@ -53,6 +74,7 @@ impl RoomsService {
         id: &str,
         name: Option<String>,
         private: bool,
+        metadata: Option<serde_json::Value>,
     ) -> ApiResult<RoomInfo> {
         let id = RoomId::parse(id)?;
         let name = match name {
@@ -69,10 +91,18 @@ impl RoomsService {
                 name,
                 private,
                 owner_id: who.user_id.clone(),
+                metadata,
             })
             .await?;
         self.ryw.wrote(&who.user_id, pos);
-        self.meta.invalidate(&id).await;
+        let meta = RoomMeta {
+            id: id.clone(),
+            private: info.private,
+            owner_id: info.owner_id.clone(),
+            epoch: info.epoch.clone(),
+        };
+        // a "no such room" remembered anywhere must go
+        self.meta_cache.written(id.as_str(), Some(&meta)).await;
         Ok(info)
     }
 
@@ -91,22 +121,19 @@ impl RoomsService {
 
     /// The room, or `not_found`.
     pub async fn meta(&self, room: &RoomId) -> ApiResult<Arc<RoomMeta>> {
-        if let Some(m) = self.meta.get(room).await {
-            return Ok(m);
-        }
-        let info = self
-            .store
-            .room(room, ReadFrom::Primary)
+        let load = || async {
+            let info = self.store.room(room, ReadFrom::Primary).await?;
+            Ok(info.map(|info| RoomMeta {
+                id: room.clone(),
+                private: info.private,
+                owner_id: info.owner_id,
+                epoch: info.epoch,
+            }))
+        };
+        self.meta_cache
+            .get(room.as_str(), load)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))?;
-        let meta = Arc::new(RoomMeta {
-            id: room.clone(),
-            private: info.private,
-            owner_id: info.owner_id,
-            epoch: info.epoch,
-        });
-        self.meta.insert(room.clone(), meta.clone()).await;
-        Ok(meta)
+            .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))
     }
 
     /// Fresh room info (last_seq moves), or `not_found`.
@@ -124,16 +151,12 @@ impl RoomsService {
         if !meta.private || who.admin || meta.owner_id == who.user_id {
             return Ok(meta);
         }
-        let key = (room.clone(), who.user_id.clone());
-        let member = match self.members.get(&key).await {
-            Some(m) => m,
-            None => {
-                let m = self.store.is_member(room, &who.user_id).await?;
-                self.members.insert(key, m).await;
-                m
-            }
+        let load = || async {
+            let member = self.store.is_member(room, &who.user_id).await?;
+            Ok(member.then_some(Membership { member: true }))
         };
-        if member {
+        let key = member_key(room, &who.user_id);
+        if self.member_cache.get(&key, load).await?.is_some() {
             Ok(meta)
         } else {
             Err(ApiError::forbidden(format!("room {room} is private")))
@@ -152,7 +175,26 @@ impl RoomsService {
         }
         let pos = self.store.add_member(&room, user_id, &who.user_id).await?;
         self.ryw.wrote(&who.user_id, pos);
-        self.members.invalidate(&(room, user_id.to_owned())).await;
+        self.member_cache
+            .written(
+                &member_key(&room, user_id),
+                Some(&Membership { member: true }),
+            )
+            .await;
         Ok(())
+    }
+
+    /// `GET /rooms/{id}/members`: whoever may read the room; accounts joined in one query.
+    pub async fn members(
+        &self,
+        who: &Identity,
+        room: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> ApiResult<Vec<MemberRow>> {
+        let room = RoomId::parse(room)?;
+        self.check_access(who, &room).await?;
+        let from = self.ryw.read_for(&who.user_id);
+        Ok(self.store.list_members(&room, cursor, limit, from).await?)
     }
 }

@@ -14,6 +14,7 @@ pub mod pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod timing;
+pub mod users;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -53,6 +54,7 @@ pub struct NewRoom {
     pub name: String,
     pub private: bool,
     pub owner_id: String,
+    pub metadata: Option<serde_json::Value>,
 }
 
 /// One message to append. Validation (room exists, access, content) is done before.
@@ -197,7 +199,7 @@ pub enum ReadFrom {
 /// - Every failure to reach the database is [`StoreError::Unavailable`], returned within the
 ///   configured acquire timeout.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: users::UserStore {
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;
     /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.
@@ -228,6 +230,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Publish pool gauges (called periodically by the metrics task).
     fn report_pool_metrics(&self);
+    /// Each pool's size, idle, in use and waiting, for the admin stats.
+    fn pool_stats(&self) -> serde_json::Value;
     async fn close(&self);
 }
 

@@ -98,6 +98,19 @@ impl<DB: Database> InstrumentedPool<DB> {
             .set(self.waiting.load(Ordering::Relaxed) as f64);
     }
 
+    /// The same figures as `report`, for the admin stats.
+    pub fn stats(&self) -> serde_json::Value {
+        let (in_use, idle) = self.in_use();
+        serde_json::json!({
+            "name": self.name,
+            "size": self.inner.size(),
+            "max": self.inner.options().get_max_connections(),
+            "idle": idle,
+            "in_use": in_use,
+            "waiting": self.waiting.load(Ordering::Relaxed),
+        })
+    }
+
     pub fn acquire_timeout(&self) -> Duration {
         self.inner.options().get_acquire_timeout()
     }

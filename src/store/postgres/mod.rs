@@ -24,6 +24,7 @@ use super::{
 use crate::domain::{Message, RoomId, RoomInfo};
 
 mod replicas;
+mod users;
 
 use replicas::{Replica, Replicas};
 
@@ -121,7 +122,7 @@ pub struct PgStore {
 
 macro_rules! room_columns {
     () => {
-        "id, name, private, owner_id, epoch, last_seq, created_at"
+        "id, name, private, owner_id, epoch, last_seq, created_at, metadata"
     };
 }
 macro_rules! message_columns {
@@ -172,6 +173,9 @@ fn room_from_row(r: &PgRow) -> RoomInfo {
         owner_id: r.get("owner_id"),
         epoch: r.get("epoch"),
         last_seq: r.get("last_seq"),
+        metadata: r
+            .get::<Option<sqlx::types::Json<serde_json::Value>>, _>("metadata")
+            .map(|m| m.0),
         created_at: rfc3339(r.get("created_at")),
     }
 }
@@ -307,17 +311,19 @@ async fn audit(
     actor: &str,
     action: &str,
     target: &str,
+    old_value: Option<serde_json::Value>,
     new_value: serde_json::Value,
 ) -> Result<(), StoreError> {
     timed(
         "audit_insert",
         sqlx::query(
             "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
-             VALUES (now(), $1, $2, $3, NULL, $4)",
+             VALUES (now(), $1, $2, $3, $4, $5)",
         )
         .bind(actor)
         .bind(action)
         .bind(target)
+        .bind(old_value.map(sqlx::types::Json))
         .bind(sqlx::types::Json(new_value))
         .execute(&mut *conn),
     )
@@ -335,6 +341,7 @@ impl PgStore {
             owner_id: room.owner_id,
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             last_seq: 0,
+            metadata: room.metadata,
             created_at: rfc3339(now),
         };
         let mut conn = self.primary.acquire().await?;
@@ -342,8 +349,8 @@ impl PgStore {
         let inserted = timed(
             "room_insert",
             sqlx::query(
-                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
+                 metadata) VALUES ($1, $2, $3, $4, $5, 0, $6, $7) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&info.id)
             .bind(&info.name)
@@ -351,6 +358,7 @@ impl PgStore {
             .bind(&info.owner_id)
             .bind(&info.epoch)
             .bind(now)
+            .bind(info.metadata.clone().map(sqlx::types::Json))
             .execute(&mut *tx),
         )
         .await?;
@@ -358,7 +366,16 @@ impl PgStore {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
         let new_value = serde_json::to_value(&info).unwrap_or_default();
-        audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
+        let target = format!("room:{}", info.id);
+        audit(
+            &mut tx,
+            &info.owner_id,
+            "room.create",
+            &target,
+            None,
+            new_value,
+        )
+        .await?;
         tx.commit().await?;
         Ok((info, self.commit_position(&mut conn).await))
     }
@@ -384,7 +401,8 @@ impl PgStore {
         .await?;
         if done.rows_affected() > 0 {
             let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
-            audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
+            let target = format!("room:{room}");
+            audit(&mut tx, by, "room.member_add", &target, None, new_value).await?;
         }
         tx.commit().await?;
         Ok(self.commit_position(&mut conn).await)
@@ -622,6 +640,12 @@ impl Store for PgStore {
         for r in &self.replicas.all {
             r.pool.report();
         }
+    }
+
+    fn pool_stats(&self) -> serde_json::Value {
+        let mut pools = vec![self.primary.stats()];
+        pools.extend(self.replicas.all.iter().map(|r| r.pool.stats()));
+        serde_json::Value::Array(pools)
     }
 
     async fn close(&self) {

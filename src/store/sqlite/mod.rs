@@ -33,6 +33,8 @@ pub struct SqliteSettings {
     pub pool_warn_share: f64,
 }
 
+mod users;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
@@ -138,7 +140,7 @@ impl SqliteStore {
 // Macros, not consts: sqlx takes only literal SQL, and `concat!` keeps these literal.
 macro_rules! room_columns {
     () => {
-        "id, name, private, owner_id, epoch, last_seq, created_at"
+        "id, name, private, owner_id, epoch, last_seq, created_at, metadata"
     };
 }
 macro_rules! message_columns {
@@ -155,6 +157,9 @@ fn room_from_row(r: &sqlx::sqlite::SqliteRow) -> RoomInfo {
         owner_id: r.get("owner_id"),
         epoch: r.get("epoch"),
         last_seq: r.get("last_seq"),
+        metadata: r
+            .get::<Option<String>, _>("metadata")
+            .and_then(|m| serde_json::from_str(&m).ok()),
         created_at: r.get("created_at"),
     }
 }
@@ -171,23 +176,26 @@ fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
     }
 }
 
+/// One audit row, inside the caller's transaction.
 async fn audit(
     conn: &mut SqliteConnection,
     actor: &str,
     action: &str,
     target: &str,
+    old_value: Option<serde_json::Value>,
     new_value: serde_json::Value,
 ) -> Result<(), StoreError> {
     timed(
         "audit_insert",
         sqlx::query(
             "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
-             VALUES (?, ?, ?, ?, NULL, ?)",
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(now_rfc3339())
         .bind(actor)
         .bind(action)
         .bind(target)
+        .bind(old_value.map(|v| v.to_string()))
         .bind(new_value.to_string())
         .execute(&mut *conn),
     )
@@ -226,6 +234,7 @@ impl Store for SqliteStore {
             owner_id: room.owner_id,
             epoch: uuid::Uuid::new_v4().simple().to_string(),
             last_seq: 0,
+            metadata: room.metadata,
             created_at: now_rfc3339(),
         };
         let mut conn = self.writer.acquire().await?;
@@ -235,8 +244,8 @@ impl Store for SqliteStore {
         let inserted = timed(
             "room_insert",
             sqlx::query(
-                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at) \
-                 VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
+                 metadata) VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
             )
             .bind(&info.id)
             .bind(&info.name)
@@ -244,6 +253,7 @@ impl Store for SqliteStore {
             .bind(&info.owner_id)
             .bind(&info.epoch)
             .bind(&info.created_at)
+            .bind(info.metadata.as_ref().map(|m| m.to_string()))
             .execute(&mut *tx),
         )
         .await?;
@@ -251,7 +261,16 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
         let new_value = serde_json::to_value(&info).unwrap_or_default();
-        audit(&mut tx, &info.owner_id, "room.create", &info.id, new_value).await?;
+        let target = format!("room:{}", info.id);
+        audit(
+            &mut tx,
+            &info.owner_id,
+            "room.create",
+            &target,
+            None,
+            new_value,
+        )
+        .await?;
         tx.commit().await?;
         Ok((info, WritePos::default()))
     }
@@ -324,7 +343,8 @@ impl Store for SqliteStore {
         .await?;
         if done.rows_affected() > 0 {
             let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
-            audit(&mut tx, by, "room.member_add", room.as_str(), new_value).await?;
+            let target = format!("room:{room}");
+            audit(&mut tx, by, "room.member_add", &target, None, new_value).await?;
         }
         tx.commit().await?;
         Ok(WritePos::default())
@@ -453,6 +473,10 @@ impl Store for SqliteStore {
     fn report_pool_metrics(&self) {
         self.writer.report();
         self.reader.report();
+    }
+
+    fn pool_stats(&self) -> serde_json::Value {
+        serde_json::json!([self.writer.stats(), self.reader.stats()])
     }
 
     async fn close(&self) {

@@ -1,0 +1,251 @@
+//! The two-layer read-through cache (see the module docs of `cache` for its consistency rules).
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use moka::Expiry;
+use moka::future::Cache;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{CacheSettings, Invalidate, RemoteCache, Versioned};
+use crate::bus::{Bus, BusEvent};
+use crate::store::StoreError;
+
+/// `None` is a remembered "no such row".
+type Slot<V> = Option<Arc<V>>;
+
+/// Stripes of write generations: a fill that started before a write to a key of its stripe
+/// is not trusted (a false positive only costs one extra load).
+const STRIPES: usize = 64;
+
+#[derive(Default)]
+struct Counters {
+    l1_hits: AtomicU64,
+    l1_misses: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_errors: AtomicU64,
+    loads: AtomicU64,
+}
+
+struct SlotExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl<V> Expiry<String, Slot<V>> for SlotExpiry {
+    fn expire_after_create(&self, _: &String, v: &Slot<V>, _: Instant) -> Option<Duration> {
+        Some(if v.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+pub struct LayeredCache<V> {
+    name: &'static str,
+    l1: Cache<String, Slot<V>>,
+    l2: Option<Arc<dyn RemoteCache>>,
+    bus: Arc<dyn Bus>,
+    settings: CacheSettings,
+    generations: Vec<AtomicU64>,
+    hasher: std::collections::hash_map::RandomState,
+    counters: Counters,
+}
+
+fn count(name: &'static str, layer: &'static str, result: &'static str) {
+    metrics::counter!("tsunagi_cache_requests_total", "cache" => name, "layer" => layer, "result" => result)
+        .increment(1);
+}
+
+impl<V> LayeredCache<V> {
+    fn generation(&self, key: &str) -> &AtomicU64 {
+        &self.generations[self.hasher.hash_one(key) as usize % STRIPES]
+    }
+}
+
+impl<V> LayeredCache<V>
+where
+    V: Versioned + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    pub fn new(
+        name: &'static str,
+        settings: CacheSettings,
+        l2: Option<Arc<dyn RemoteCache>>,
+        bus: Arc<dyn Bus>,
+    ) -> Self {
+        let l1 = Cache::builder()
+            .max_capacity(settings.l1_capacity)
+            .expire_after(SlotExpiry {
+                positive: settings.l1_ttl,
+                negative: settings.negative_ttl.min(settings.l1_ttl),
+            })
+            .build();
+        LayeredCache {
+            name,
+            l1,
+            l2,
+            bus,
+            settings,
+            generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            hasher: Default::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The value under `key`: from L1, else L2, else `load` (the store). Concurrent misses of
+    /// one key on this instance share one fill.
+    pub async fn get<F, Fut>(&self, key: &str, load: F) -> Result<Option<Arc<V>>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<V>, StoreError>>,
+    {
+        if !self.bus.healthy() {
+            // Invalidations may be missed right now: L1 could be stale, so skip it.
+            return self.fill(key, &load).await;
+        }
+        for _ in 0..3 {
+            let generation = self.generation(key).load(Ordering::Acquire);
+            let entry = self
+                .l1
+                .entry_by_ref(key)
+                .or_try_insert_with(self.fill(key, &load))
+                .await
+                .map_err(|e| (*e).clone())?;
+            if entry.is_fresh() {
+                self.counters.l1_misses.fetch_add(1, Ordering::Relaxed);
+                count(self.name, "l1", "miss");
+            } else {
+                self.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+                count(self.name, "l1", "hit");
+            }
+            if self.generation(key).load(Ordering::Acquire) == generation {
+                return Ok(entry.into_value());
+            }
+            // A write landed while this value was being read: it may predate the write.
+            self.l1.invalidate(key).await;
+        }
+        self.fill(key, &load).await
+    }
+
+    /// L2, else the store (then written to L2).
+    async fn fill<F, Fut>(&self, key: &str, load: &F) -> Result<Slot<V>, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<Option<V>, StoreError>>,
+    {
+        if let Some(l2) = &self.l2 {
+            match l2.get(self.name, key).await {
+                Ok(Some((_, text))) => match serde_json::from_str::<Option<V>>(&text) {
+                    Ok(v) => {
+                        self.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+                        count(self.name, "l2", "hit");
+                        return Ok(v.map(Arc::new));
+                    }
+                    Err(e) => tracing::warn!(cache = self.name, error = %e, "undecodable L2 entry"),
+                },
+                Ok(None) => {
+                    self.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
+                    count(self.name, "l2", "miss");
+                }
+                Err(e) => self.l2_failed(&e),
+            }
+        }
+        self.counters.loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tsunagi_cache_loads_total", "cache" => self.name).increment(1);
+        let value = load().await?;
+        self.put_l2(key, value.as_ref()).await;
+        Ok(value.map(Arc::new))
+    }
+
+    fn l2_failed(&self, e: &super::CacheError) {
+        self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tsunagi_cache_errors_total", "cache" => self.name, "layer" => "l2")
+            .increment(1);
+        tracing::debug!(cache = self.name, error = %e, "L2 unavailable; using the store");
+    }
+
+    async fn put_l2(&self, key: &str, value: Option<&V>) {
+        let Some(l2) = &self.l2 else { return };
+        let (version, ttl) = match value {
+            Some(v) => (v.version(), self.settings.l2_ttl),
+            None => (0, self.settings.negative_ttl),
+        };
+        let Ok(text) = serde_json::to_string(&value) else {
+            return;
+        };
+        if let Err(e) = l2.put(self.name, key, version, &text, ttl).await {
+            self.l2_failed(&e);
+        }
+    }
+
+    /// After a write to `key` committed: the new value to L2, the key out of every instance's
+    /// L1. Returns once the other instances' invalidation was handed to the bus (or could not be).
+    pub async fn written(&self, key: &str, value: Option<&V>) {
+        self.generation(key).fetch_add(1, Ordering::AcqRel);
+        self.l1.invalidate(key).await;
+        self.put_l2(key, value).await;
+        let event = BusEvent::Invalidate {
+            cache: self.name.to_owned(),
+            key: key.to_owned(),
+        };
+        if !self.bus.publish_confirmed(event).await {
+            metrics::counter!("tsunagi_cache_invalidation_failures_total", "cache" => self.name)
+                .increment(1);
+            tracing::warn!(
+                cache = self.name,
+                "invalidation not confirmed by the bus; other instances drop the key when their \
+                 link returns or by their L1 TTL"
+            );
+        }
+    }
+}
+
+impl<V> Invalidate for LayeredCache<V>
+where
+    V: Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn invalidate(&self, key: &str) -> BoxFuture<'_, ()> {
+        self.generation(key).fetch_add(1, Ordering::AcqRel);
+        let key = key.to_owned();
+        Box::pin(async move { self.l1.invalidate(&key).await })
+    }
+
+    fn invalidate_all(&self) {
+        for g in &self.generations {
+            g.fetch_add(1, Ordering::AcqRel);
+        }
+        self.l1.invalidate_all();
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let c = &self.counters;
+        let ratio = |hits: &AtomicU64, misses: &AtomicU64| {
+            let (h, m) = (hits.load(Ordering::Relaxed), misses.load(Ordering::Relaxed));
+            serde_json::json!({
+                "hits": h,
+                "misses": m,
+                "hit_ratio": if h + m == 0 { 0.0 } else { h as f64 / (h + m) as f64 },
+            })
+        };
+        let mut l2 = ratio(&c.l2_hits, &c.l2_misses);
+        l2["errors"] = c.l2_errors.load(Ordering::Relaxed).into();
+        l2["enabled"] = self.l2.is_some().into();
+        let mut l1 = ratio(&c.l1_hits, &c.l1_misses);
+        l1["entries"] = self.l1.entry_count().into();
+        serde_json::json!({
+            "l1": l1,
+            "l2": l2,
+            "loads": c.loads.load(Ordering::Relaxed),
+        })
+    }
+}

@@ -1,0 +1,90 @@
+//! Read-through caches of users and room facts: L1 in process (moka), L2 in Redis when
+//! configured, invalidated on every instance through the bus.
+//!
+//! Layout: the interfaces here ([`RemoteCache`] for L2, [`Versioned`] for cached values,
+//! [`Invalidate`] for the bus listener); the two-layer cache in `layered.rs`; the Redis L2 in
+//! `redis.rs`.
+//!
+//! Consistency, in short (README "Caching" has the long form):
+//! - a write commits to the store first, then writes the new value through to L2 (kept only if
+//!   its version is higher than what L2 holds, so a slow fill of an older value cannot win),
+//!   drops the key from its own L1, and publishes an invalidation that the writer waits for Redis
+//!   to accept before it answers;
+//! - every instance drops the key from L1 when the invalidation arrives; a fill that raced with it
+//!   is detected (a per-key generation) and not kept;
+//! - while an instance's link to the bus is down, it does not read its L1 at all, and clears it
+//!   when the link returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::bus::BusEvent;
+
+pub mod layered;
+pub mod redis;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cache: {0}")]
+pub struct CacheError(pub String);
+
+/// The shared layer (L2). Values carry a version; a lower or equal version never replaces a
+/// stored one, so concurrent fills and write-throughs settle on the newest value.
+#[async_trait]
+pub trait RemoteCache: Send + Sync + 'static {
+    /// `(version, value)` or nothing.
+    async fn get(&self, cache: &str, key: &str) -> Result<Option<(i64, String)>, CacheError>;
+    /// Stores `value` under `version` unless the same or a higher version is stored.
+    async fn put(
+        &self,
+        cache: &str,
+        key: &str,
+        version: i64,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError>;
+}
+
+/// A cached value's version: it grows with every change of the underlying row.
+pub trait Versioned {
+    fn version(&self) -> i64;
+}
+
+/// What the bus listener needs of a cache, whatever it holds.
+pub trait Invalidate: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    fn invalidate(&self, key: &str) -> BoxFuture<'_, ()>;
+    fn invalidate_all(&self);
+    fn stats(&self) -> serde_json::Value;
+}
+
+/// Applies the bus's invalidations to `caches` until the bus closes.
+pub async fn listen(
+    caches: Vec<Arc<dyn Invalidate>>,
+    mut events: mpsc::UnboundedReceiver<BusEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            BusEvent::Invalidate { cache, key } => {
+                if let Some(c) = caches.iter().find(|c| c.name() == cache) {
+                    c.invalidate(&key).await;
+                }
+            }
+            BusEvent::InvalidateAll => caches.iter().for_each(|c| c.invalidate_all()),
+            _ => {}
+        }
+    }
+}
+
+/// Per-layer settings.
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub l1_capacity: u64,
+    pub l1_ttl: Duration,
+    pub l2_ttl: Duration,
+    /// How long "there is no such row" is remembered (both layers).
+    pub negative_ttl: Duration,
+}

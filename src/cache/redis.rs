@@ -1,0 +1,81 @@
+//! The L2 cache in Redis: `<prefix>:cache:<cache>:<key>` holds `<version>\n<json>` with a TTL.
+//! Writes go through a script that keeps the higher version, so an old value read by a slow
+//! fill cannot overwrite a newer one written through after a commit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CacheError, RemoteCache};
+use crate::redis_conn::RedisConn;
+
+const PUT_IF_NEWER: &str = r"
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local v = tonumber(string.match(cur, '^(%-?%d+)\n'))
+  if v and v >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '\n' .. ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+pub struct RedisCache {
+    conn: Arc<RedisConn>,
+    put_if_newer: redis::Script,
+}
+
+impl RedisCache {
+    pub fn new(conn: Arc<RedisConn>) -> Self {
+        RedisCache {
+            conn,
+            put_if_newer: redis::Script::new(PUT_IF_NEWER),
+        }
+    }
+
+    fn key(&self, cache: &str, key: &str) -> String {
+        self.conn.key(&format!("cache:{cache}:{key}"))
+    }
+}
+
+#[async_trait]
+impl RemoteCache for RedisCache {
+    async fn get(&self, cache: &str, key: &str) -> Result<Option<(i64, String)>, CacheError> {
+        let k = self.key(cache, key);
+        let raw: Option<String> = self
+            .conn
+            .run(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
+            .await
+            .map_err(CacheError)?;
+        Ok(raw.and_then(|r| {
+            let (version, value) = r.split_once('\n')?;
+            Some((version.parse().ok()?, value.to_owned()))
+        }))
+    }
+
+    async fn put(
+        &self,
+        cache: &str,
+        key: &str,
+        version: i64,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let k = self.key(cache, key);
+        let script = &self.put_if_newer;
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        self.conn
+            .run(|mut c| async move {
+                script
+                    .key(k)
+                    .arg(version)
+                    .arg(value)
+                    .arg(ttl_ms)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await
+            .map(|_| ())
+            .map_err(CacheError)
+    }
+}

@@ -1,0 +1,80 @@
+//! `/api/v1/admin/*`: the audit log and the figures an operator looks at, for admins only.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::extract::Caller;
+use crate::auth::Identity;
+use crate::error::{ApiError, ApiResult};
+use crate::payload::query_int;
+use crate::server::AppState;
+use crate::store::users::AuditQuery;
+
+fn require_admin(who: &Identity) -> ApiResult<()> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("admins only"))
+    }
+}
+
+fn filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> {
+    match q.get(name).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() > 256 || v.contains('\0') => Err(ApiError::bad_request(
+            format!("{name} must be at most 256 characters"),
+        )),
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}
+
+/// `GET /admin/audit?actor=&target=&cursor=&limit=`: newest first. Targets are `user:<id>` and
+/// `room:<id>`.
+pub async fn audit(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
+    let before_id = query_int(q.get("cursor"), "cursor", 1, i64::MAX)?;
+    let query = AuditQuery {
+        actor: filter(&q, "actor")?,
+        target: filter(&q, "target")?,
+        before_id,
+        limit: limit + 1,
+    };
+    require_admin(&who)?;
+    let mut items = state.store.audit_log(&query).await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|e| e.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+/// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus.
+pub async fn stats(
+    State(state): State<Arc<AppState>>,
+    Caller(who): Caller,
+) -> ApiResult<impl IntoResponse> {
+    require_admin(&who)?;
+    let caches: serde_json::Map<String, serde_json::Value> = state
+        .caches
+        .iter()
+        .map(|c| (c.name().to_owned(), c.stats()))
+        .collect();
+    Ok(Json(json!({
+        "pools": state.store.pool_stats(),
+        "caches": caches,
+        "sockets": { "connected": state.hub.session_count() },
+        "bus": state.bus.stats(),
+        "redis": { "configured": state.redis.is_some() },
+    })))
+}

@@ -1,0 +1,162 @@
+//! The accounts part of the store: users, room member listings, the audit log.
+//!
+//! Every mutation writes its audit row in the same transaction as the change, so a change that
+//! rolls back leaves no audit row, and an audit row always describes a change that happened.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{ReadFrom, StoreError, WritePos};
+use crate::domain::RoomId;
+
+/// A user row. `password_hash` never leaves the services: the public shape is built from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub display_name: String,
+    pub bio: String,
+    pub role: String,
+    pub metadata: Value,
+    /// +1 on every update (the L2 cache keeps the highest version it has seen).
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl UserRecord {
+    /// What the audit log keeps of a user: everything but the hash.
+    pub fn audit_value(&self) -> Value {
+        serde_json::json!({
+            "id": self.id, "username": self.username, "email": self.email,
+            "display_name": self.display_name, "bio": self.bio, "role": self.role,
+            "metadata": self.metadata, "version": self.version,
+        })
+    }
+}
+
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub display_name: String,
+}
+
+/// Fields to change; `None` leaves a field as it is. Validated before.
+#[derive(Debug, Default, Clone)]
+pub struct UserPatch {
+    pub display_name: Option<String>,
+    pub bio: Option<String>,
+    pub email: Option<String>,
+    pub role: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+impl UserPatch {
+    /// `old` with this patch applied (version and time are the store's to set).
+    pub fn apply(&self, old: &UserRecord) -> UserRecord {
+        let mut new = old.clone();
+        if let Some(v) = &self.display_name {
+            new.display_name = v.clone();
+        }
+        if let Some(v) = &self.bio {
+            new.bio = v.clone();
+        }
+        if let Some(v) = &self.email {
+            new.email = v.clone();
+        }
+        if let Some(v) = &self.role {
+            new.role = v.clone();
+        }
+        if let Some(v) = &self.metadata {
+            new.metadata = v.clone();
+        }
+        new.version = old.version + 1;
+        new
+    }
+}
+
+/// One member of a room with their account, when they have one here (tokens minted by the
+/// application's own backend name users tsunagi has no row for).
+#[derive(Debug, Clone)]
+pub struct MemberRow {
+    pub user_id: String,
+    pub added_by: String,
+    pub added_at: String,
+    pub user: Option<UserRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: String,
+    #[serde(rename = "actor")]
+    pub actor_id: String,
+    pub action: String,
+    pub target: String,
+    #[serde(rename = "old")]
+    pub old_value: Option<Value>,
+    #[serde(rename = "new")]
+    pub new_value: Option<Value>,
+}
+
+/// Newest first; `before_id` is the keyset cursor.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// The unique constraint a user write hit, named for the 409 message.
+pub fn user_conflict(db_message: &str) -> StoreError {
+    if db_message.contains("email") {
+        StoreError::Conflict("a user with this email".into())
+    } else {
+        StoreError::Conflict("a user with this username".into())
+    }
+}
+
+/// Audit targets: `user:<id>`, `room:<id>`.
+pub fn user_target(id: &str) -> String {
+    format!("user:{id}")
+}
+
+/// Obligations: as [`super::Store`]; in addition every mutation audits in its own transaction,
+/// and a unique violation is [`StoreError::Conflict`] naming the field.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    async fn create_user(&self, user: NewUser) -> Result<(UserRecord, WritePos), StoreError>;
+    /// Always on the primary: a cache fill must not read a lagging replica.
+    async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// By username (any case) or, when `login` holds an `@`, by email. On the primary.
+    async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError>;
+    /// Applies `patch` as `actor`; `NotFound` if there is no such user.
+    async fn update_user(
+        &self,
+        id: &str,
+        patch: &UserPatch,
+        actor: &str,
+    ) -> Result<(UserRecord, WritePos), StoreError>;
+    /// Newest first, ids below `before_id`.
+    async fn list_users(
+        &self,
+        before_id: Option<&str>,
+        limit: u32,
+        from: ReadFrom,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+    /// A room's members by user id after `after_user`, each with their account, in one query.
+    async fn list_members(
+        &self,
+        room: &RoomId,
+        after_user: Option<&str>,
+        limit: u32,
+        from: ReadFrom,
+    ) -> Result<Vec<MemberRow>, StoreError>;
+    async fn audit_log(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+}
