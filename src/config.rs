@@ -381,11 +381,14 @@ impl Config {
             ));
         }
         let redis_url = Some(raw.get("TSUNAGI_REDIS_URL")).filter(|s| !s.trim().is_empty());
-        if redis_url.is_some() {
-            return Err(err(
-                "TSUNAGI_REDIS_URL",
-                "Redis is not supported by this build yet; leave it empty",
-            ));
+        if let Some(url) = &redis_url {
+            let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+            if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
+                return Err(err(
+                    "TSUNAGI_REDIS_URL",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
         }
         let jwt_secret = Some(raw.get("TSUNAGI_JWT_SECRET")).filter(|s| !s.is_empty());
         if let Some(s) = &jwt_secret

@@ -154,7 +154,8 @@ impl RedisBus {
                 }
                 _ = heartbeat.tick() => {
                     // A half-open TCP connection delivers nothing and reports nothing: ping it.
-                    match tokio::time::timeout(limit, sink.ping::<String>()).await {
+                    // (In subscribed mode the reply is an array, not "PONG".)
+                    match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         _ => return Err("ping unanswered".into()),
                     }
