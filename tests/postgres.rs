@@ -518,6 +518,12 @@ async fn hot_queries_use_indexes_on_a_large_table() {
         "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
          SELECT 'r' || (g % 200 + 1), g / 200 + 1, 'id' || g, 'u' || (g % 50), 'hello', 'c' || g, now() \
          FROM generate_series(0, 399999) g",
+        "INSERT INTO users (id, username, email, password_hash, display_name, created_at, updated_at) \
+         SELECT 'user-' || lpad(g::text, 6, '0'), 'Name' || g, 'n' || g || '@x.io', 'h', 'N', now(), now() \
+         FROM generate_series(1, 100000) g",
+        "INSERT INTO audit_log (at, actor_id, action, target, new_value) \
+         SELECT now(), 'u' || (g % 500), 'room.member_add', 'room:r' || (g % 200 + 1), '{}' \
+         FROM generate_series(1, 100000) g",
         "ANALYZE",
     ] {
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -565,6 +571,43 @@ async fn hot_queries_use_indexes_on_a_large_table() {
         .await
         .unwrap();
     checked.push(("rooms_list", rooms));
+    use tsunagi::store::postgres::users::{
+        AUDIT_BY_ACTOR, AUDIT_BY_TARGET, MEMBERS_WITH_USERS, USER_BY_USERNAME, USERS_BEFORE,
+    };
+    let members = sqlx::query(sqlx::AssertSqlSafe(explain(MEMBERS_WITH_USERS)))
+        .bind("r7")
+        .bind("m1000")
+        .bind(51i64)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    checked.push(("members_with_users", members));
+    let users = sqlx::query(sqlx::AssertSqlSafe(explain(USERS_BEFORE)))
+        .bind(51i64)
+        .bind("user-050000")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    checked.push(("users_before", users));
+    let login = sqlx::query(sqlx::AssertSqlSafe(explain(USER_BY_USERNAME)))
+        .bind("Name77")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    checked.push(("user_by_username", login));
+    for (name, sql, arg) in [
+        ("audit_by_target", AUDIT_BY_TARGET, "room:r7"),
+        ("audit_by_actor", AUDIT_BY_ACTOR, "u7"),
+    ] {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(explain(sql)))
+            .bind(i64::MAX)
+            .bind(51i64)
+            .bind(arg)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        checked.push((name, rows));
+    }
     for (name, rows) in checked {
         let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(0)).collect();
         let plan = plan.join("\n");
@@ -576,6 +619,12 @@ async fn hot_queries_use_indexes_on_a_large_table() {
             !plan.contains("Seq Scan on room_members"),
             "{name} scans members:\n{plan}"
         );
+        for table in ["users", "audit_log"] {
+            assert!(
+                !plan.contains(&format!("Seq Scan on {table}")),
+                "{name} scans {table}:\n{plan}"
+            );
+        }
         assert!(plan.contains("Index"), "{name} uses no index:\n{plan}");
     }
 }

@@ -24,7 +24,7 @@ use super::{
 use crate::domain::{Message, RoomId, RoomInfo};
 
 mod replicas;
-mod users;
+pub mod users;
 
 use replicas::{Replica, Replicas};
 

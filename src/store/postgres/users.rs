@@ -55,7 +55,32 @@ macro_rules! audit_select {
     };
 }
 
-/// A room's members with their accounts, in one query (public for the `EXPLAIN` test).
+// The statements of hot or large-table paths, public so a test can `EXPLAIN` exactly what runs.
+
+/// Newest users first (the first page).
+pub const USERS_NEWEST: &str = concat!(
+    "SELECT ",
+    user_columns!(""),
+    " FROM users ORDER BY id DESC LIMIT $1"
+);
+/// Newest users first, below a keyset cursor.
+pub const USERS_BEFORE: &str = concat!(
+    "SELECT ",
+    user_columns!(""),
+    " FROM users WHERE id < $2 ORDER BY id DESC LIMIT $1"
+);
+/// A login by username, whatever its case (the expression index on `lower(username)`).
+pub const USER_BY_USERNAME: &str = concat!(
+    "SELECT ",
+    user_columns!(""),
+    " FROM users WHERE lower(username) = lower($1)"
+);
+/// The audit log of one target, newest first.
+pub const AUDIT_BY_TARGET: &str = audit_select!("AND target = $3");
+/// The audit log of one actor, newest first.
+pub const AUDIT_BY_ACTOR: &str = audit_select!("AND actor_id = $3");
+
+/// A room's members with their accounts, in one query.
 pub const MEMBERS_WITH_USERS: &str = concat!(
     "SELECT m.user_id AS member_id, m.added_by, m.added_at, u.id AS user_row, ",
     user_columns!("u."),
@@ -150,12 +175,7 @@ impl PgStore {
             let sql = concat!("SELECT ", user_columns!(""), " FROM users WHERE email = $1");
             user_where(&mut conn, "user_by_email", sql, &login.to_lowercase()).await
         } else {
-            let sql = concat!(
-                "SELECT ",
-                user_columns!(""),
-                " FROM users WHERE lower(username) = lower($1)"
-            );
-            user_where(&mut conn, "user_by_username", sql, login).await
+            user_where(&mut conn, "user_by_username", USER_BY_USERNAME, login).await
         }
     }
 
@@ -243,18 +263,11 @@ impl UserStore for PgStore {
         self.read(from, move |conn| {
             let before = before.clone();
             Box::pin(async move {
-                let rows = timed(
-                    "users_list",
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        user_columns!(""),
-                        " FROM users WHERE ($1::text IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
-                    ))
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .fetch_all(conn),
-                )
-                .await?;
+                let query = match before {
+                    None => sqlx::query(USERS_NEWEST).bind(i64::from(limit)),
+                    Some(b) => sqlx::query(USERS_BEFORE).bind(i64::from(limit)).bind(b),
+                };
+                let rows = timed("users_list", query.fetch_all(conn)).await?;
                 Ok(rows.iter().map(user_from_row).collect())
             })
         })
@@ -304,8 +317,8 @@ impl UserStore for PgStore {
         self.bounded(async move {
             let sql = match (&q.actor, &q.target) {
                 (None, None) => audit_select!(""),
-                (Some(_), None) => audit_select!("AND actor_id = $3"),
-                (None, Some(_)) => audit_select!("AND target = $3"),
+                (Some(_), None) => AUDIT_BY_ACTOR,
+                (None, Some(_)) => AUDIT_BY_TARGET,
                 (Some(_), Some(_)) => audit_select!("AND actor_id = $3 AND target = $4"),
             };
             let mut query = sqlx::query(sql)
