@@ -16,11 +16,17 @@ use crate::bus::{Bus, BusEvent};
 use crate::store::StoreError;
 
 /// `None` is a remembered "no such row".
-type Slot<V> = Option<Arc<V>>;
+type Value<V> = Option<Arc<V>>;
 
-/// Stripes of write generations: a fill that started before a write to a key of its stripe
-/// is not trusted (a false positive only costs one extra load).
-const STRIPES: usize = 64;
+/// An L1 entry: the value and the write generation of its key's stripe when the fill that read
+/// it began. An entry whose generation is no longer current may predate a write: it is never
+/// served. (Checking on read closes every race between a fill and an invalidation, whichever
+/// order they land in.)
+type Slot<V> = (u64, Value<V>);
+
+/// Stripes of write generations; a write to another key of the same stripe only costs one
+/// extra load of this one.
+const STRIPES: usize = 1024;
 
 #[derive(Default)]
 struct Counters {
@@ -39,7 +45,7 @@ struct SlotExpiry {
 
 impl<V> Expiry<String, Slot<V>> for SlotExpiry {
     fn expire_after_create(&self, _: &String, v: &Slot<V>, _: Instant) -> Option<Duration> {
-        Some(if v.is_some() {
+        Some(if v.1.is_some() {
             self.positive
         } else {
             self.negative
@@ -110,31 +116,37 @@ where
             return self.fill(key, &load).await;
         }
         for _ in 0..3 {
-            let generation = self.generation(key).load(Ordering::Acquire);
+            let stripe = self.generation(key);
+            let fill = async {
+                let generation = stripe.load(Ordering::Acquire);
+                Ok::<_, StoreError>((generation, self.fill(key, &load).await?))
+            };
             let entry = self
                 .l1
                 .entry_by_ref(key)
-                .or_try_insert_with(self.fill(key, &load))
+                .or_try_insert_with(fill)
                 .await
                 .map_err(|e| (*e).clone())?;
-            if entry.is_fresh() {
-                self.counters.l1_misses.fetch_add(1, Ordering::Relaxed);
-                count(self.name, "l1", "miss");
-            } else {
-                self.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
-                count(self.name, "l1", "hit");
+            let fresh = entry.is_fresh();
+            let (generation, value) = entry.into_value();
+            if generation == stripe.load(Ordering::Acquire) {
+                let (counter, result) = if fresh {
+                    (&self.counters.l1_misses, "miss")
+                } else {
+                    (&self.counters.l1_hits, "hit")
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                count(self.name, "l1", result);
+                return Ok(value);
             }
-            if self.generation(key).load(Ordering::Acquire) == generation {
-                return Ok(entry.into_value());
-            }
-            // A write landed while this value was being read: it may predate the write.
+            // Read before a write to this key (or its stripe) landed: drop it and read again.
             self.l1.invalidate(key).await;
         }
         self.fill(key, &load).await
     }
 
     /// L2, else the store (then written to L2).
-    async fn fill<F, Fut>(&self, key: &str, load: &F) -> Result<Slot<V>, StoreError>
+    async fn fill<F, Fut>(&self, key: &str, load: &F) -> Result<Value<V>, StoreError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<V>, StoreError>>,
@@ -247,5 +259,100 @@ where
             "l2": l2,
             "loads": c.loads.load(Ordering::Relaxed),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use serde::Deserialize;
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::bus::local::LocalBus;
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Row(i64);
+
+    impl Versioned for Row {
+        fn version(&self) -> i64 {
+            self.0
+        }
+    }
+
+    fn cache() -> Arc<LayeredCache<Row>> {
+        let settings = CacheSettings {
+            l1_capacity: 100,
+            l1_ttl: Duration::from_secs(60),
+            l2_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+        };
+        Arc::new(LayeredCache::new(
+            "test",
+            settings,
+            None,
+            Arc::new(LocalBus::default()),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_fill_that_raced_with_an_invalidation_is_never_served() {
+        let cache = cache();
+        let stored = Arc::new(AtomicU64::new(1));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Notify::new());
+        let loader = {
+            let (stored, loads, release) = (stored.clone(), loads.clone(), release.clone());
+            move || {
+                let (stored, loads, release) = (stored.clone(), loads.clone(), release.clone());
+                async move {
+                    let seen = stored.load(Ordering::SeqCst) as i64; // read the "row" first
+                    if loads.fetch_add(1, Ordering::SeqCst) == 0 {
+                        release.notified().await; // the first fill is slow
+                    }
+                    Ok(Some(Row(seen)))
+                }
+            }
+        };
+        let slow = {
+            let (cache, loader) = (cache.clone(), loader.clone());
+            tokio::spawn(async move { cache.get("k", loader).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await; // the slow fill has read version 1
+        stored.store(2, Ordering::SeqCst); // a write commits…
+        cache.invalidate("k").await; // …and its invalidation arrives before the fill ends
+        release.notify_one();
+        // The slow caller notices its value predates the write and reads again.
+        let first = slow.await.unwrap().unwrap().unwrap();
+        assert_eq!(*first, Row(2));
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        let next = cache.get("k", loader).await.unwrap().unwrap();
+        assert_eq!(*next, Row(2), "the raced fill was served from L1");
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            2,
+            "a current entry is served from L1"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_share_one_load_and_not_found_is_remembered() {
+        let cache = cache();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let loader = || {
+            let loads = loads.clone();
+            async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok::<Option<Row>, StoreError>(None)
+            }
+        };
+        let gets = (0..50).map(|_| cache.get("missing", loader));
+        for got in futures::future::join_all(gets).await {
+            assert!(got.unwrap().is_none());
+        }
+        assert!(cache.get("missing", loader).await.unwrap().is_none());
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
     }
 }
