@@ -158,6 +158,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "longest wait for one Redis command, then the store is used",
     ),
     (
+        "TSUNAGI_BUS_ACK_TIMEOUT_MS",
+        "1000",
+        "longest wait of a write for the other instances to confirm a cache invalidation",
+    ),
+    (
         "TSUNAGI_CACHE_L1_CAPACITY",
         "100000",
         "entries per in-process cache",
@@ -238,6 +243,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
+    pub bus_ack_timeout: Duration,
     pub cache_l1_capacity: u64,
     pub cache_l1_ttl: Duration,
     pub cache_l2_ttl: Duration,
@@ -484,6 +490,7 @@ impl Config {
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
             redis_prefix,
             redis_timeout: ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000)?,
+            bus_ack_timeout: ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 60_000)?,
             cache_l1_capacity: raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)?,
             cache_l1_ttl: secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)?,
             cache_l2_ttl: secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)?,

@@ -168,7 +168,7 @@ pub async fn run(
         None => None,
     };
     let bus: Arc<dyn Bus> = match &redis {
-        Some(conn) => RedisBus::start(conn.clone()),
+        Some(conn) => RedisBus::start(conn.clone(), config.bus_ack_timeout),
         None => Arc::new(LocalBus::default()),
     };
     let l2: Option<Arc<dyn RemoteCache>> = redis
@@ -200,6 +200,7 @@ pub async fn run(
     ));
     let caches: Vec<Arc<dyn Invalidate>> =
         vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
+    bus.on_invalidation(crate::cache::handler(caches.clone()));
     tokio::spawn(crate::cache::listen(caches.clone(), bus.subscribe()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
     let send_limiter: Arc<dyn RateLimiter> =

@@ -213,6 +213,40 @@ async fn a_write_on_one_instance_is_seen_at_once_on_another() {
         assert_eq!(seen["bio"], bio.as_str(), "round {i}");
     }
 
+    // Every invalidation was confirmed by B before A answered.
+    let bus = &stats(&a).await["bus"];
+    assert_eq!(bus["ack_timeouts"], 0, "{bus}");
+    assert!(bus["published"].as_u64().unwrap() >= 20, "{bus}");
+
+    // A write-through to L2 that failed (simulated: the previous version put back by hand) must
+    // not be served by an instance that heard of the newer version on the bus.
+    let (_, old) = get_user(&b, &token, &id).await;
+    let (status, _) = a
+        .request(
+            Method::PATCH,
+            &format!("/api/v1/users/{id}"),
+            Some(&token),
+            Some(json!({ "bio": "the newest" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut stale = old.clone();
+    stale["password_hash"] = "x".into();
+    stale["version"] = 21.into();
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}:cache:users:{id}"))
+        .arg(format!("21\n{stale}"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (_, seen) = get_user(&b, &token, &id).await;
+    assert_eq!(seen["bio"], "the newest");
+
     // Membership: B remembers a refusal, A adds the member, B admits them at once.
     let owner = a.token("owner");
     a.create_room(&owner, "club", true).await;

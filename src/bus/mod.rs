@@ -27,8 +27,13 @@ pub enum BusEvent {
         online: bool,
         origin: String,
     },
-    /// Drop `key` from the in-process layer of cache `cache` (a write committed somewhere).
-    Invalidate { cache: String, key: String },
+    /// Drop `key` from the in-process layer of cache `cache`: a write committed somewhere and
+    /// the row is now at `version` (an L2 value older than that is not to be trusted).
+    Invalidate {
+        cache: String,
+        key: String,
+        version: i64,
+    },
     /// Drop every in-process cache entry: invalidations may have been missed (the
     /// cross-instance link was down).
     InvalidateAll,
@@ -42,6 +47,9 @@ impl BusEvent {
     }
 }
 
+/// Applies an `Invalidate` or `InvalidateAll` event to this instance's caches.
+pub type InvalidationHandler = Arc<dyn Fn(BusEvent) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// Obligations of every implementation:
 /// - Each subscriber receives every `Message` of every room, at least once, in `seq` order per
 ///   room, with no gap: an implementation that can lose or reorder (Redis pub/sub) must detect a
@@ -50,8 +58,8 @@ impl BusEvent {
 /// - Typing and presence are best effort: never stored, may be lost.
 /// - `publish` never waits on a remote system: local subscribers get the event even when the
 ///   cross-instance transport is down.
-/// - `publish_confirmed` resolves once the event has been handed to every other instance's
-///   transport (Redis accepted the PUBLISH), or says it could not be.
+/// - `publish_confirmed` resolves once every other live instance has applied the event (through
+///   its invalidation handler), or says it could not confirm that within a bound.
 /// - `healthy` is false while events from other instances may be missed; when it turns true
 ///   again, an `InvalidateAll` is delivered locally.
 pub trait Bus: Send + Sync + 'static {
@@ -61,6 +69,9 @@ pub trait Bus: Send + Sync + 'static {
         self.publish(event);
         Box::pin(async { true })
     }
+    /// Where invalidations from other instances are applied before they are acknowledged
+    /// (set once at start; the in-process bus has no other instances).
+    fn on_invalidation(&self, _handler: InvalidationHandler) {}
     fn healthy(&self) -> bool {
         true
     }

@@ -1,28 +1,38 @@
 //! The bus across instances through Redis pub/sub on `<prefix>:bus`.
 //!
 //! Every event is delivered to this instance's subscribers at once (never waiting on Redis);
-//! events that cross instances (`BusEvent::crosses_instances`) are also published, and
-//! events from other instances are delivered here as they arrive. Pub/sub is at most once: a
-//! subscriber that was disconnected may have missed events, so the bus reports itself unhealthy
-//! meanwhile and delivers `InvalidateAll` when it is subscribed again.
+//! events that cross instances (`BusEvent::crosses_instances`) are also published, and events
+//! from other instances are delivered here as they arrive. Pub/sub is at most once: a subscriber
+//! that was disconnected may have missed events, so the bus reports itself unhealthy meanwhile
+//! and delivers `InvalidateAll` when it is subscribed again.
+//!
+//! Confirmed publishes (cache invalidations): each receiving instance applies the event through
+//! its invalidation handler *in the subscriber task*, then acknowledges on
+//! `<prefix>:ack:<origin>`; the publisher waits for as many acks as Redis reported receivers
+//! (less itself), up to a bound. So when a write answers, every live instance has dropped the
+//! old value.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::local::LocalBus;
-use super::{Bus, BusEvent};
+use super::{Bus, BusEvent, InvalidationHandler};
 use crate::redis_conn::RedisConn;
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     /// The publishing instance: it has delivered the event locally already.
     origin: String,
+    /// Set when the origin waits for acknowledgements of this event.
+    ack: Option<u64>,
     event: BusEvent,
 }
 
@@ -32,6 +42,30 @@ struct Counters {
     publish_errors: AtomicU64,
     received: AtomicU64,
     reconnects: AtomicU64,
+    ack_timeouts: AtomicU64,
+}
+
+/// A confirmed publish waiting for its acks.
+struct Pending {
+    acked: usize,
+    /// Known once PUBLISH has answered (acks can arrive before that).
+    expected: Option<usize>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Pending {
+    fn settle(&mut self) {
+        if self.expected.is_some_and(|e| self.acked >= e)
+            && let Some(done) = self.done.take()
+        {
+            done.send(()).ok();
+        }
+    }
+}
+
+enum Outgoing {
+    Event(BusEvent),
+    Ack { origin: String, id: u64 },
 }
 
 pub struct RedisBus {
@@ -39,44 +73,57 @@ pub struct RedisBus {
     conn: Arc<RedisConn>,
     channel: String,
     instance: String,
+    ack_channel: String,
     healthy: AtomicBool,
     counters: Counters,
-    /// Fire-and-forget publishes, sent in order by one task.
-    outbox: mpsc::UnboundedSender<BusEvent>,
+    /// Fire-and-forget publishes and acks, sent in order by one task.
+    outbox: mpsc::UnboundedSender<Outgoing>,
+    next_id: AtomicU64,
+    pending: Mutex<HashMap<u64, Pending>>,
+    handler: OnceLock<InvalidationHandler>,
+    ack_wait: Duration,
 }
 
 impl RedisBus {
-    /// Starts the subscriber task; the bus is unhealthy until it has subscribed.
-    pub fn start(conn: Arc<RedisConn>) -> Arc<Self> {
+    /// Starts the subscriber task; the bus is unhealthy until it has subscribed. A confirmed
+    /// publish waits at most `ack_wait` for the other instances' acknowledgements.
+    pub fn start(conn: Arc<RedisConn>, ack_wait: Duration) -> Arc<Self> {
         let (outbox, mut outbox_rx) = mpsc::unbounded_channel();
+        let instance = uuid::Uuid::new_v4().simple().to_string();
         let bus = Arc::new(RedisBus {
             local: LocalBus::default(),
             channel: conn.key("bus"),
+            ack_channel: conn.key(&format!("ack:{instance}")),
             conn,
-            instance: uuid::Uuid::new_v4().simple().to_string(),
+            instance,
             healthy: AtomicBool::new(false),
             counters: Counters::default(),
             outbox,
+            next_id: AtomicU64::new(1),
+            pending: Mutex::new(HashMap::new()),
+            handler: OnceLock::new(),
+            ack_wait,
         });
         tokio::spawn(bus.clone().subscriber());
         let publisher = bus.clone();
         tokio::spawn(async move {
-            while let Some(event) = outbox_rx.recv().await {
-                publisher.publish_remote(&event).await;
+            while let Some(out) = outbox_rx.recv().await {
+                match out {
+                    Outgoing::Event(event) => {
+                        publisher.publish_remote(&event, None).await;
+                    }
+                    Outgoing::Ack { origin, id } => {
+                        let channel = publisher.conn.key(&format!("ack:{origin}"));
+                        publisher.publish_raw(channel, id.to_string()).await.ok();
+                    }
+                }
             }
         });
         bus
     }
 
-    async fn publish_remote(&self, event: &BusEvent) -> bool {
-        let payload = serde_json::to_string(&Envelope {
-            origin: self.instance.clone(),
-            event: event.clone(),
-        })
-        .expect("bus events serialize");
-        let channel = self.channel.clone();
-        let sent = self
-            .conn
+    async fn publish_raw(&self, channel: String, payload: String) -> Result<usize, String> {
+        self.conn
             .run(|mut c| async move {
                 redis::cmd("PUBLISH")
                     .arg(channel)
@@ -84,19 +131,67 @@ impl RedisBus {
                     .query_async::<i64>(&mut c)
                     .await
             })
-            .await;
-        match sent {
-            Ok(_) => {
+            .await
+            .map(|n| n.max(0) as usize)
+    }
+
+    /// PUBLISH on the bus channel; the number of instances that received it.
+    async fn publish_remote(&self, event: &BusEvent, ack: Option<u64>) -> Option<usize> {
+        let payload = serde_json::to_string(&Envelope {
+            origin: self.instance.clone(),
+            ack,
+            event: event.clone(),
+        })
+        .expect("bus events serialize");
+        match self.publish_raw(self.channel.clone(), payload).await {
+            Ok(receivers) => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tsunagi_bus_published_total").increment(1);
-                true
+                Some(receivers)
             }
             Err(e) => {
                 self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("tsunagi_bus_publish_errors_total").increment(1);
                 tracing::warn!(error = %e, "bus: publish to Redis failed");
-                false
+                None
             }
+        }
+    }
+
+    /// Publishes `event` and waits until every other subscribed instance has applied it.
+    async fn publish_and_wait(&self, event: &BusEvent) -> bool {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, all_acked) = oneshot::channel();
+        self.pending.lock().insert(
+            id,
+            Pending {
+                acked: 0,
+                expected: None,
+                done: Some(done),
+            },
+        );
+        let Some(receivers) = self.publish_remote(event, Some(id)).await else {
+            self.pending.lock().remove(&id);
+            return false;
+        };
+        if let Some(p) = self.pending.lock().get_mut(&id) {
+            // our own subscription received it too and does not ack
+            p.expected = Some(receivers.saturating_sub(1));
+            p.settle();
+        }
+        let acked = tokio::time::timeout(self.ack_wait, all_acked).await.is_ok();
+        self.pending.lock().remove(&id);
+        if !acked {
+            self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("tsunagi_bus_ack_timeouts_total").increment(1);
+        }
+        acked
+    }
+
+    fn acknowledged(&self, id: u64) {
+        if let Some(p) = self.pending.lock().get_mut(&id) {
+            p.acked += 1;
+            p.settle();
         }
     }
 
@@ -128,7 +223,8 @@ impl RedisBus {
             .map_err(|_| "connect timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = pubsub.split();
-        tokio::time::timeout(limit, sink.subscribe(&self.channel))
+        let channels = [self.channel.as_str(), self.ack_channel.as_str()];
+        tokio::time::timeout(limit, sink.subscribe(&channels[..]))
             .await
             .map_err(|_| "subscribe timed out".to_owned())?
             .map_err(|e| e.to_string())?;
@@ -142,12 +238,14 @@ impl RedisBus {
                 msg = stream.next() => {
                     let Some(msg) = msg else { return Err("connection closed".into()) };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    match serde_json::from_str::<Envelope>(&payload) {
-                        Ok(env) if env.origin != self.instance => {
-                            self.counters.received.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("tsunagi_bus_received_total").increment(1);
-                            self.local.publish(env.event);
+                    if msg.get_channel_name() == self.ack_channel {
+                        if let Ok(id) = payload.parse() {
+                            self.acknowledged(id);
                         }
+                        continue;
+                    }
+                    match serde_json::from_str::<Envelope>(&payload) {
+                        Ok(env) if env.origin != self.instance => self.received(env).await,
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "bus: undecodable event"),
                     }
@@ -163,13 +261,34 @@ impl RedisBus {
             }
         }
     }
+
+    /// An event from another instance: invalidations are applied here, before the ack, so the
+    /// publisher's wait means "applied"; the rest goes to the local subscribers.
+    async fn received(&self, env: Envelope) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("tsunagi_bus_received_total").increment(1);
+        match (self.handler.get(), &env.event) {
+            (Some(apply), BusEvent::Invalidate { .. } | BusEvent::InvalidateAll) => {
+                apply(env.event).await;
+            }
+            _ => self.local.publish(env.event),
+        }
+        if let Some(id) = env.ack {
+            self.outbox
+                .send(Outgoing::Ack {
+                    origin: env.origin,
+                    id,
+                })
+                .ok();
+        }
+    }
 }
 
 impl Bus for RedisBus {
     fn publish(&self, event: BusEvent) {
         self.local.publish(event.clone());
         if event.crosses_instances() {
-            self.outbox.send(event).ok();
+            self.outbox.send(Outgoing::Event(event)).ok();
         }
     }
 
@@ -179,7 +298,11 @@ impl Bus for RedisBus {
 
     fn publish_confirmed(&self, event: BusEvent) -> BoxFuture<'_, bool> {
         self.local.publish(event.clone());
-        Box::pin(async move { !event.crosses_instances() || self.publish_remote(&event).await })
+        Box::pin(async move { !event.crosses_instances() || self.publish_and_wait(&event).await })
+    }
+
+    fn on_invalidation(&self, handler: InvalidationHandler) {
+        self.handler.set(handler).ok();
     }
 
     fn healthy(&self) -> bool {
@@ -195,6 +318,7 @@ impl Bus for RedisBus {
             "publish_errors": c.publish_errors.load(Ordering::Relaxed),
             "received": c.received.load(Ordering::Relaxed),
             "reconnects": c.reconnects.load(Ordering::Relaxed),
+            "ack_timeouts": c.ack_timeouts.load(Ordering::Relaxed),
         })
     }
 }

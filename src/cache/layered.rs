@@ -60,6 +60,9 @@ pub struct LayeredCache<V> {
     bus: Arc<dyn Bus>,
     settings: CacheSettings,
     generations: Vec<AtomicU64>,
+    /// The newest version announced per key (for as long as L2 keeps entries): an L2 value below
+    /// it is stale, left behind by a write-through that failed while the invalidation got out.
+    floors: moka::sync::Cache<String, i64>,
     hasher: std::collections::hash_map::RandomState,
     counters: Counters,
 }
@@ -70,6 +73,16 @@ fn count(name: &'static str, layer: &'static str, result: &'static str) {
 }
 
 impl<V> LayeredCache<V> {
+    fn floor(&self, key: &str) -> i64 {
+        self.floors.get(key).unwrap_or(0)
+    }
+
+    fn raise_floor(&self, key: &str, version: i64) {
+        if self.l2.is_some() && version > self.floor(key) {
+            self.floors.insert(key.to_owned(), version);
+        }
+    }
+
     fn generation(&self, key: &str) -> &AtomicU64 {
         &self.generations[self.hasher.hash_one(key) as usize % STRIPES]
     }
@@ -85,6 +98,7 @@ where
         l2: Option<Arc<dyn RemoteCache>>,
         bus: Arc<dyn Bus>,
     ) -> Self {
+        let l2_ttl = settings.l2_ttl;
         let l1 = Cache::builder()
             .max_capacity(settings.l1_capacity)
             .expire_after(SlotExpiry {
@@ -99,6 +113,10 @@ where
             bus,
             settings,
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            floors: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(l2_ttl)
+                .build(),
             hasher: Default::default(),
             counters: Counters::default(),
         }
@@ -153,6 +171,11 @@ where
     {
         if let Some(l2) = &self.l2 {
             match l2.get(self.name, key).await {
+                Ok(Some((version, _))) if version < self.floor(key) => {
+                    // older than a write announced on the bus: the write-through to L2 failed
+                    self.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
+                    count(self.name, "l2", "miss");
+                }
                 Ok(Some((_, text))) => match serde_json::from_str::<Option<V>>(&text) {
                     Ok(v) => {
                         self.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
@@ -199,12 +222,15 @@ where
     /// After a write to `key` committed: the new value to L2, the key out of every instance's
     /// L1. Returns once the other instances' invalidation was handed to the bus (or could not be).
     pub async fn written(&self, key: &str, value: Option<&V>) {
+        let version = value.map_or(0, Versioned::version);
+        self.raise_floor(key, version);
         self.generation(key).fetch_add(1, Ordering::AcqRel);
         self.l1.invalidate(key).await;
         self.put_l2(key, value).await;
         let event = BusEvent::Invalidate {
             cache: self.name.to_owned(),
             key: key.to_owned(),
+            version,
         };
         if !self.bus.publish_confirmed(event).await {
             metrics::counter!("tsunagi_cache_invalidation_failures_total", "cache" => self.name)
@@ -226,7 +252,8 @@ where
         self.name
     }
 
-    fn invalidate(&self, key: &str) -> BoxFuture<'_, ()> {
+    fn invalidate(&self, key: &str, version: i64) -> BoxFuture<'_, ()> {
+        self.raise_floor(key, version);
         self.generation(key).fetch_add(1, Ordering::AcqRel);
         let key = key.to_owned();
         Box::pin(async move { self.l1.invalidate(&key).await })
@@ -321,7 +348,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await; // the slow fill has read version 1
         stored.store(2, Ordering::SeqCst); // a write commits…
-        cache.invalidate("k").await; // …and its invalidation arrives before the fill ends
+        cache.invalidate("k", 2).await; // …and its invalidation arrives before the fill ends
         release.notify_one();
         // The slow caller notices its value predates the write and reads again.
         let first = slow.await.unwrap().unwrap().unwrap();

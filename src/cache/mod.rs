@@ -8,10 +8,10 @@
 //! Consistency, in short (README "Caching" has the long form):
 //! - a write commits to the store first, then writes the new value through to L2 (kept only if
 //!   its version is higher than what L2 holds, so a slow fill of an older value cannot win),
-//!   drops the key from its own L1, and publishes an invalidation that the writer waits for Redis
-//!   to accept before it answers;
-//! - every instance drops the key from L1 when the invalidation arrives; a fill that raced with it
-//!   is detected (a per-key generation) and not kept;
+//!   drops the key from its own L1, and publishes an invalidation that every other instance
+//!   applies and acknowledges before the write answers (`bus::redis`);
+//! - an L1 entry carries the write generation its fill began at and is not served once stale, so
+//!   a fill that raced with an invalidation never wins;
 //! - while an instance's link to the bus is down, it does not read its L1 at all, and clears it
 //!   when the link returns.
 
@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::bus::BusEvent;
+use crate::bus::{BusEvent, InvalidationHandler};
 
 pub mod layered;
 pub mod redis;
@@ -56,26 +56,45 @@ pub trait Versioned {
 /// What the bus listener needs of a cache, whatever it holds.
 pub trait Invalidate: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    fn invalidate(&self, key: &str) -> BoxFuture<'_, ()>;
+    /// Drops `key` from L1; the row is now at `version` or later.
+    fn invalidate(&self, key: &str, version: i64) -> BoxFuture<'_, ()>;
     fn invalidate_all(&self);
     fn stats(&self) -> serde_json::Value;
 }
 
-/// Applies the bus's invalidations to `caches` until the bus closes.
+/// Applies one invalidation event to `caches` (other events are ignored).
+pub async fn apply(caches: &[Arc<dyn Invalidate>], event: BusEvent) {
+    match event {
+        BusEvent::Invalidate {
+            cache,
+            key,
+            version,
+        } => {
+            if let Some(c) = caches.iter().find(|c| c.name() == cache) {
+                c.invalidate(&key, version).await;
+            }
+        }
+        BusEvent::InvalidateAll => caches.iter().for_each(|c| c.invalidate_all()),
+        _ => {}
+    }
+}
+
+/// The bus's handler for invalidations from other instances.
+pub fn handler(caches: Vec<Arc<dyn Invalidate>>) -> InvalidationHandler {
+    let caches = Arc::new(caches);
+    Arc::new(move |event| {
+        let caches = caches.clone();
+        Box::pin(async move { apply(&caches, event).await })
+    })
+}
+
+/// Applies the invalidations published on this instance's bus until it closes.
 pub async fn listen(
     caches: Vec<Arc<dyn Invalidate>>,
     mut events: mpsc::UnboundedReceiver<BusEvent>,
 ) {
     while let Some(event) = events.recv().await {
-        match event {
-            BusEvent::Invalidate { cache, key } => {
-                if let Some(c) = caches.iter().find(|c| c.name() == cache) {
-                    c.invalidate(&key).await;
-                }
-            }
-            BusEvent::InvalidateAll => caches.iter().for_each(|c| c.invalidate_all()),
-            _ => {}
-        }
+        apply(&caches, event).await;
     }
 }
 
