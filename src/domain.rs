@@ -109,7 +109,9 @@ pub struct RoomInfo {
     pub epoch: String,
     pub last_seq: i64,
     pub created_at: String,
-    /// An open JSON object the application keeps with the room, or null.
+    /// An open JSON object the application keeps with the room; left out when none was given,
+    /// so ROOM-INFO stays exactly the contract's shape for rooms without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
 }
 

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiResult};
 
 pub struct Passwords {
     argon: Argon2<'static>,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     /// A hash of a random password: what an unknown login is verified against.
     dummy: String,
 }
@@ -129,15 +129,22 @@ impl Passwords {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Arc::new(Passwords {
             argon,
-            permits: Semaphore::new(cores),
+            permits: Arc::new(Semaphore::new(cores)),
             dummy,
         }))
     }
 
     pub async fn hash(self: &Arc<Self>, password: String) -> ApiResult<String> {
-        let _permit = self.permits.acquire().await.expect("never closed");
+        // The permit moves into the job: a cancelled request does not free the core early.
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             me.argon
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
@@ -151,9 +158,15 @@ impl Passwords {
     /// True if `password` matches `hash`; with no hash (unknown user), spends the same time
     /// and answers false.
     pub async fn verify(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
-        let _permit = self.permits.acquire().await.expect("never closed");
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let known = hash.is_some();
             let stored = hash.unwrap_or_else(|| me.dummy.clone());
             let Ok(parsed) = PasswordHash::new(&stored) else {

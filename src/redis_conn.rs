@@ -3,7 +3,8 @@
 //! timeout so a Redis outage costs a request milliseconds, never a hang.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -12,7 +13,15 @@ pub struct RedisConn {
     manager: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    /// A circuit breaker: after a failed call, calls fail at once until this instant (ms since
+    /// `epoch`), so an outage costs each request nothing instead of a timeout per Redis call.
+    open_until_ms: AtomicU64,
+    epoch: Instant,
 }
+
+/// How long the breaker stays open after a failure; `/readyz` and the bus's own connection
+/// notice the recovery meanwhile.
+const BREAKER_OPEN: Duration = Duration::from_millis(1000);
 
 impl RedisConn {
     /// Connects lazily: tsunagi starts (and serves from the store) while Redis is down.
@@ -29,6 +38,8 @@ impl RedisConn {
             manager,
             prefix: prefix.to_owned(),
             timeout,
+            open_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         })
     }
 
@@ -45,22 +56,52 @@ impl RedisConn {
         format!("{}:{rest}", self.prefix)
     }
 
-    /// Runs `f` on the shared connection, giving up after the configured timeout.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Runs `f` on the shared connection, giving up after the configured timeout; fails at once
+    /// while the breaker is open.
     pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        match tokio::time::timeout(self.timeout, f(self.manager.clone())).await {
+        if self.now_ms() < self.open_until_ms.load(Ordering::Relaxed) {
+            return Err("Redis is unavailable (recent failure)".into());
+        }
+        self.call(f).await
+    }
+
+    /// Like `run`, past the breaker: for what must be tried every time (the bus's publishes of
+    /// invalidations, whose loss would leave other instances stale).
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = match tokio::time::timeout(self.timeout, f(self.manager.clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("Redis did not answer in time".into()),
+        };
+        if result.is_err() {
+            let until = self.now_ms() + BREAKER_OPEN.as_millis() as u64;
+            self.open_until_ms.store(until, Ordering::Relaxed);
+        } else {
+            self.open_until_ms.store(0, Ordering::Relaxed);
         }
+        result
     }
 
-    /// For `/readyz`.
+    /// Redis answered on another connection (the bus subscribed again): close the breaker.
+    pub fn reachable(&self) {
+        self.open_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// For `/readyz`: always asks Redis (past the breaker), and closes the breaker on success.
     pub async fn ping(&self) -> Result<(), String> {
-        self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await
             .map(|_| ())
     }

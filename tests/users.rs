@@ -192,8 +192,10 @@ async fn a_write_on_one_instance_is_seen_at_once_on_another() {
     let url = redis_url();
     let prefix = fresh_prefix();
     let r = Some((url.as_str(), prefix.as_str()));
-    let a = app(None, r, &[]).await;
-    let b = app(Some(&shared_db(&a)), r, &[]).await;
+    // a generous ack bound: the assertion below is about correctness, not a loaded machine's speed
+    let slow_ok = [("TSUNAGI_BUS_ACK_TIMEOUT_MS", "5000")];
+    let a = app(None, r, &slow_ok).await;
+    let b = app(Some(&shared_db(&a)), r, &slow_ok).await;
     let (id, token) = register(&a, "roamer").await;
     for i in 0..20 {
         let (status, _) = get_user(&b, &token, &id).await; // B caches the current value
@@ -236,7 +238,6 @@ async fn a_write_on_one_instance_is_seen_at_once_on_another() {
         .await
         .unwrap();
     let mut stale = old.clone();
-    stale["password_hash"] = "x".into();
     stale["version"] = 21.into();
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}:cache:users:{id}"))

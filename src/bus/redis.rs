@@ -9,7 +9,7 @@
 //! Confirmed publishes (cache invalidations): each receiving instance applies the event through
 //! its invalidation handler *in the subscriber task*, then acknowledges on
 //! `<prefix>:ack:<origin>`; the publisher waits for as many acks as Redis reported receivers
-//! (less itself), up to a bound. So when a write answers, every live instance has dropped the
+//! (its own subscription acks locally), up to a bound. So when a write answers, every live instance has dropped the
 //! old value.
 
 use std::collections::HashMap;
@@ -60,6 +60,17 @@ impl Pending {
         {
             done.send(()).ok();
         }
+    }
+}
+
+struct PendingGuard<'a> {
+    bus: &'a RedisBus,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.bus.pending.lock().remove(&self.id);
     }
 }
 
@@ -124,7 +135,7 @@ impl RedisBus {
 
     async fn publish_raw(&self, channel: String, payload: String) -> Result<usize, String> {
         self.conn
-            .run(|mut c| async move {
+            .call(|mut c| async move {
                 redis::cmd("PUBLISH")
                     .arg(channel)
                     .arg(payload)
@@ -170,17 +181,17 @@ impl RedisBus {
                 done: Some(done),
             },
         );
+        // removes the entry however this future ends, cancelled included
+        let _forget = PendingGuard { bus: self, id };
         let Some(receivers) = self.publish_remote(event, Some(id)).await else {
-            self.pending.lock().remove(&id);
             return false;
         };
         if let Some(p) = self.pending.lock().get_mut(&id) {
-            // our own subscription received it too and does not ack
-            p.expected = Some(receivers.saturating_sub(1));
+            // every receiver acks, our own subscription included (when it is live)
+            p.expected = Some(receivers);
             p.settle();
         }
         let acked = tokio::time::timeout(self.ack_wait, all_acked).await.is_ok();
-        self.pending.lock().remove(&id);
         if !acked {
             self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("tsunagi_bus_ack_timeouts_total").increment(1);
@@ -228,8 +239,13 @@ impl RedisBus {
             .await
             .map_err(|_| "subscribe timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        // Anything published while we were away is lost: start from empty in-process caches.
-        self.local.publish(BusEvent::InvalidateAll);
+        // Anything published while we were away is lost: start from empty in-process caches,
+        // applied before the bus reports healthy (and L1 is read again).
+        match self.handler.get() {
+            Some(apply) => apply(BusEvent::InvalidateAll).await,
+            None => self.local.publish(BusEvent::InvalidateAll),
+        }
+        self.conn.reachable();
         self.set_healthy(true);
         tracing::info!("bus: subscribed to Redis");
         let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
@@ -246,6 +262,9 @@ impl RedisBus {
                     }
                     match serde_json::from_str::<Envelope>(&payload) {
                         Ok(env) if env.origin != self.instance => self.received(env).await,
+                        // Our own event came back: we count as one of its receivers (Redis
+                        // counts us only while our subscription is live).
+                        Ok(Envelope { ack: Some(id), .. }) => self.acknowledged(id),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "bus: undecodable event"),
                     }

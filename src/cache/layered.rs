@@ -73,14 +73,27 @@ fn count(name: &'static str, layer: &'static str, result: &'static str) {
 }
 
 impl<V> LayeredCache<V> {
+    /// L2, unless the link to Redis is known to be down (then the store answers at once).
+    fn l2_usable(&self) -> Option<&Arc<dyn RemoteCache>> {
+        self.l2.as_ref().filter(|_| self.bus.healthy())
+    }
+
     fn floor(&self, key: &str) -> i64 {
         self.floors.get(key).unwrap_or(0)
     }
 
     fn raise_floor(&self, key: &str, version: i64) {
-        if self.l2.is_some() && version > self.floor(key) {
-            self.floors.insert(key.to_owned(), version);
+        use moka::ops::compute::Op;
+        if self.l2.is_none() || version <= 0 {
+            return;
         }
+        // atomic per key: two concurrent raises keep the higher
+        self.floors
+            .entry_by_ref(key)
+            .and_compute_with(|cur| match cur {
+                Some(e) if *e.value() >= version => Op::Nop,
+                _ => Op::Put(version),
+            });
     }
 
     fn generation(&self, key: &str) -> &AtomicU64 {
@@ -169,7 +182,7 @@ where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<Option<V>, StoreError>>,
     {
-        if let Some(l2) = &self.l2 {
+        if let Some(l2) = self.l2_usable() {
             match l2.get(self.name, key).await {
                 Ok(Some((version, _))) if version < self.floor(key) => {
                     // older than a write announced on the bus: the write-through to L2 failed
@@ -182,7 +195,13 @@ where
                         count(self.name, "l2", "hit");
                         return Ok(v.map(Arc::new));
                     }
-                    Err(e) => tracing::warn!(cache = self.name, error = %e, "undecodable L2 entry"),
+                    Err(e) => {
+                        // e.g. written by another release: drop it, or no refill could replace it
+                        tracing::warn!(cache = self.name, error = %e, "undecodable L2 entry");
+                        if let Err(e) = l2.delete(self.name, key).await {
+                            self.l2_failed(&e);
+                        }
+                    }
                 },
                 Ok(None) => {
                     self.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
@@ -206,7 +225,7 @@ where
     }
 
     async fn put_l2(&self, key: &str, value: Option<&V>) {
-        let Some(l2) = &self.l2 else { return };
+        let Some(l2) = self.l2_usable() else { return };
         let (version, ttl) = match value {
             Some(v) => (v.version(), self.settings.l2_ttl),
             None => (0, self.settings.negative_ttl),
@@ -219,8 +238,53 @@ where
         }
     }
 
+    /// Runs `write`, a store mutation of `key`, to its end even if the caller goes away (a
+    /// commit must never skip its invalidation), then updates the caches: `value` of the result
+    /// on success; on a failure that leaves the outcome unknown (the connection broke, maybe
+    /// after COMMIT) the key is dropped everywhere.
+    pub async fn write<T, W>(
+        self: &Arc<Self>,
+        key: String,
+        write: W,
+        value: fn(&T) -> V,
+    ) -> Result<T, StoreError>
+    where
+        W: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let cache = self.clone();
+        tokio::spawn(async move {
+            let result = write.await;
+            match &result {
+                Ok(done) => cache.written(&key, Some(&value(done))).await,
+                Err(e) if e.is_connection() => cache.forget(&key).await,
+                Err(_) => {}
+            }
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("write task: {e}"))))
+    }
+
+    /// Drops `key` from every layer on every instance (its current value is unknown).
+    pub async fn forget(&self, key: &str) {
+        self.generation(key).fetch_add(1, Ordering::AcqRel);
+        self.l1.invalidate(key).await;
+        if let Some(l2) = self.l2_usable()
+            && let Err(e) = l2.delete(self.name, key).await
+        {
+            self.l2_failed(&e);
+        }
+        let event = BusEvent::Invalidate {
+            cache: self.name.to_owned(),
+            key: key.to_owned(),
+            version: 0,
+        };
+        self.bus.publish_confirmed(event).await;
+    }
+
     /// After a write to `key` committed: the new value to L2, the key out of every instance's
-    /// L1. Returns once the other instances' invalidation was handed to the bus (or could not be).
+    /// L1. Returns once the other instances have dropped it (or that could not be confirmed).
     pub async fn written(&self, key: &str, value: Option<&V>) {
         let version = value.map_or(0, Versioned::version);
         self.raise_floor(key, version);

@@ -37,6 +37,7 @@ pub struct CacheError(pub String);
 pub trait RemoteCache: Send + Sync + 'static {
     /// `(version, value)` or nothing.
     async fn get(&self, cache: &str, key: &str) -> Result<Option<(i64, String)>, CacheError>;
+    async fn delete(&self, cache: &str, key: &str) -> Result<(), CacheError>;
     /// Stores `value` under `version` unless the same or a higher version is stored.
     async fn put(
         &self,

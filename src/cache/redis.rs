@@ -53,6 +53,15 @@ impl RemoteCache for RedisCache {
         }))
     }
 
+    async fn delete(&self, cache: &str, key: &str) -> Result<(), CacheError> {
+        let k = self.key(cache, key);
+        self.conn
+            .run(|mut c| async move { redis::cmd("DEL").arg(k).query_async::<i64>(&mut c).await })
+            .await
+            .map(|_| ())
+            .map_err(CacheError)
+    }
+
     async fn put(
         &self,
         cache: &str,

@@ -8,9 +8,11 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject, cursor_param};
+use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
 use crate::server::AppState;
+use crate::services::rooms::check_room_name;
 use crate::services::users::{opt_metadata, user_view};
 
 pub async fn create(
@@ -21,6 +23,9 @@ pub async fn create(
     let id = req_str(&body, "id")?;
     let name = opt_str(&body, "name")?.map(str::to_owned);
     let private = opt_bool(&body, "private")?.unwrap_or(false);
+    // every bad_request (the id, the name) before too_large (the metadata)
+    RoomId::parse(id)?;
+    check_room_name(name.as_deref())?;
     let metadata = opt_metadata(&body, state.config.max_metadata_bytes)?;
     let info = state
         .rooms

@@ -48,6 +48,16 @@ pub struct RoomsService {
     pub member_cache: Arc<LayeredCache<Membership>>,
 }
 
+/// A room's name: at most 200 characters (empty or absent: the id).
+pub fn check_room_name(name: Option<&str>) -> ApiResult<()> {
+    match name {
+        Some(n) if n.chars().count() > 200 => {
+            Err(ApiError::bad_request("name must be at most 200 characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Room ids hold no `:`, so this key is unambiguous.
 fn member_key(room: &RoomId, user_id: &str) -> String {
     format!("{room}:{user_id}")
@@ -77,32 +87,33 @@ impl RoomsService {
         metadata: Option<serde_json::Value>,
     ) -> ApiResult<RoomInfo> {
         let id = RoomId::parse(id)?;
-        let name = match name {
-            Some(n) if n.chars().count() > 200 => {
-                return Err(ApiError::bad_request("name must be at most 200 characters"));
-            }
-            Some(n) if !n.is_empty() => n,
-            _ => id.as_str().to_owned(),
-        };
-        let (info, pos) = self
-            .store
-            .create_room(NewRoom {
-                id: id.clone(),
-                name,
-                private,
-                owner_id: who.user_id.clone(),
-                metadata,
-            })
-            .await?;
-        self.ryw.wrote(&who.user_id, pos);
-        let meta = RoomMeta {
+        check_room_name(name.as_deref())?;
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| id.as_str().to_owned());
+        let store = self.store.clone();
+        let room = NewRoom {
             id: id.clone(),
-            private: info.private,
-            owner_id: info.owner_id.clone(),
-            epoch: info.epoch.clone(),
+            name,
+            private,
+            owner_id: who.user_id.clone(),
+            metadata,
         };
         // a "no such room" remembered anywhere must go
-        self.meta_cache.written(id.as_str(), Some(&meta)).await;
+        let (info, pos) = self
+            .meta_cache
+            .write(
+                id.as_str().to_owned(),
+                async move { store.create_room(room).await },
+                |(info, _)| RoomMeta {
+                    id: RoomId::parse(&info.id).expect("a stored room id is valid"),
+                    private: info.private,
+                    owner_id: info.owner_id.clone(),
+                    epoch: info.epoch.clone(),
+                },
+            )
+            .await?;
+        self.ryw.wrote(&who.user_id, pos);
         Ok(info)
     }
 
@@ -173,14 +184,18 @@ impl RoomsService {
                 "only the room's owner or an admin adds members",
             ));
         }
-        let pos = self.store.add_member(&room, user_id, &who.user_id).await?;
+        let (store, by, member) = (self.store.clone(), who.user_id.clone(), user_id.to_owned());
+        let write = {
+            let room = room.clone();
+            async move { store.add_member(&room, &member, &by).await }
+        };
+        let pos = self
+            .member_cache
+            .write(member_key(&room, user_id), write, |_| Membership {
+                member: true,
+            })
+            .await?;
         self.ryw.wrote(&who.user_id, pos);
-        self.member_cache
-            .written(
-                &member_key(&room, user_id),
-                Some(&Membership { member: true }),
-            )
-            .await;
         Ok(())
     }
 

@@ -150,19 +150,24 @@ impl UsersService {
         };
         check_policy(password, username, &email)?;
         let password_hash = self.passwords.hash(password.to_owned()).await?;
+        let new = NewUser {
+            id: uuid::Uuid::now_v7().to_string(),
+            username: username.to_owned(),
+            email,
+            password_hash,
+            display_name,
+        };
+        let store = self.store.clone();
+        // replaces a remembered "no such user" anywhere
         let (user, pos) = self
-            .store
-            .create_user(NewUser {
-                id: uuid::Uuid::now_v7().to_string(),
-                username: username.to_owned(),
-                email,
-                password_hash,
-                display_name,
-            })
+            .cache
+            .write(
+                new.id.clone(),
+                async move { store.create_user(new).await },
+                |r| r.0.clone(),
+            )
             .await?;
         self.ryw.wrote(&user.id, pos);
-        // replaces a remembered "no such user" anywhere
-        self.cache.written(&user.id, Some(&user)).await;
         Ok(user)
     }
 
@@ -227,13 +232,14 @@ impl UsersService {
         if patch.role.is_some() && !who.admin {
             return Err(ApiError::forbidden("only an admin changes roles"));
         }
-        let unchanged = patch.apply(&current);
-        if UserPatch::default().apply(&current) == unchanged {
-            return Ok((*current).clone()); // nothing to change, nothing to audit
-        }
-        let (user, pos) = self.store.update_user(id, &patch, &who.user_id).await?;
+        drop(current);
+        let (store, key, actor) = (self.store.clone(), id.to_owned(), who.user_id.clone());
+        let write = async move { store.update_user(&key, &patch, &actor).await };
+        let (user, pos) = self
+            .cache
+            .write(id.to_owned(), write, |r| r.0.clone())
+            .await?;
         self.ryw.wrote(&who.user_id, pos);
-        self.cache.written(id, Some(&user)).await;
         Ok(user)
     }
 

@@ -16,6 +16,9 @@ pub struct UserRecord {
     pub id: String,
     pub username: String,
     pub email: String,
+    /// Never serialized: the L2 cache (Redis) must not hold password hashes. A record read back
+    /// from L2 has it empty; login reads the primary.
+    #[serde(skip_serializing, default)]
     pub password_hash: String,
     pub display_name: String,
     pub bio: String,
@@ -57,6 +60,11 @@ pub struct UserPatch {
 }
 
 impl UserPatch {
+    /// Whether applying this patch to `old` changes anything (if not: no update, no audit row).
+    pub fn changes(&self, old: &UserRecord) -> bool {
+        self.apply(old) != UserPatch::default().apply(old)
+    }
+
     /// `old` with this patch applied (version and time are the store's to set).
     pub fn apply(&self, old: &UserRecord) -> UserRecord {
         let mut new = old.clone();

@@ -195,6 +195,9 @@ impl PgStore {
         let old = user_where(&mut tx, "user_by_id_for_update", sql, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+        if !patch.changes(&old) {
+            return Ok((old, WritePos::default())); // nothing changes: no update, no audit row
+        }
         let now = Utc::now();
         let mut new = patch.apply(&old);
         new.updated_at = rfc3339(now);

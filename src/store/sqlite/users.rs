@@ -195,6 +195,9 @@ impl UserStore for SqliteStore {
         .await?
         .map(|r| user_from_row(&r))
         .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+        if !patch.changes(&old) {
+            return Ok((old, WritePos::default())); // nothing changes: no update, no audit row
+        }
         let mut new = patch.apply(&old);
         new.updated_at = now_rfc3339();
         // The audit row goes first: if the update then fails (a taken email), both roll back.
