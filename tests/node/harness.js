@@ -84,7 +84,8 @@ async function startServer({ env = {}, dir } = {}) {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     TSUNAGI_LISTEN: `127.0.0.1:${port}`,
-    TSUNAGI_DATABASE_URL: PG ? freshPgDatabase() : `sqlite://${path.join(dir, 't.db')}`,
+    TSUNAGI_DATABASE_URL: env.TSUNAGI_DATABASE_URL
+      || (PG ? freshPgDatabase() : `sqlite://${path.join(dir, 't.db')}`),
     TSUNAGI_JWT_SECRET: SECRET,
     TSUNAGI_LOG: 'warn',
     ...env,
@@ -171,6 +172,31 @@ async function startServer({ env = {}, dir } = {}) {
   return server;
 }
 
+/**
+ * Starts `n` servers on ONE database (a fresh PostgreSQL database with TSUNAGI_TEST_PG, else one
+ * SQLite file in a shared temp dir), one after the other (no concurrent migrations), each with
+ * its own port and log dir, all with the same `env` (e.g. one Redis URL and prefix; the JWT
+ * secret is the harness's for all). Returns the array of servers with `destroy()`.
+ */
+async function startCluster(n, { env = {} } = {}) {
+  const shared = fs.mkdtempSync(path.join(os.tmpdir(), 'tsunagi-shared-'));
+  const databaseUrl = PG ? freshPgDatabase() : `sqlite://${path.join(shared, 't.db')}`;
+  const servers = [];
+  servers.destroy = async () => {
+    for (const s of servers) await s.destroy();
+    fs.rmSync(shared, { recursive: true, force: true });
+  };
+  try {
+    for (let i = 0; i < n; i++) {
+      servers.push(await startServer({ env: { ...env, TSUNAGI_DATABASE_URL: databaseUrl } }));
+    }
+  } catch (e) {
+    await servers.destroy();
+    throw e;
+  }
+  return servers;
+}
+
 // ---------------------------------------------------------------- http
 
 /** HTTP JSON helper → { status, body, headers, text }. `body` is parsed JSON when possible. */
@@ -214,6 +240,39 @@ async function fullHistory(base, token, room) {
     after = r.body.items[r.body.items.length - 1].seq;
   }
   return all;
+}
+
+// ---------------------------------------------------------------- accounts
+
+/** POST /api/v1/auth/register → the raw { status, body, ... } (no assertion). */
+const register = (base, body) => http(base, 'POST', '/api/v1/auth/register', null, body);
+
+/** POST /api/v1/auth/login { login, password } → the raw { status, body, ... }. */
+const login = (base, loginName, password) =>
+  http(base, 'POST', '/api/v1/auth/login', null, { login: loginName, password });
+
+let accounts = 0;
+/**
+ * Registers a fresh account (asserting 201) and returns { user, token, password, username, email }.
+ * `fields` overrides the generated username / email / password.
+ */
+async function registerUser(base, fields = {}) {
+  const n = ++accounts;
+  const username = fields.username || `user_${process.pid % 100000}_${n}`;
+  const body = {
+    username,
+    email: `${username.toLowerCase()}.mail@example.com`,
+    password: `Correct-Horse-Battery-${n}-${crypto.randomBytes(3).toString('hex')}`,
+    ...fields,
+  };
+  const r = await register(base, body);
+  if (r.status !== 201) throw new Error(`register ${username}: ${r.status} ${r.text}`);
+  return { ...r.body, password: body.password, username: body.username, email: body.email };
+}
+
+/** The claims of a JWT (no verification). */
+function jwtClaims(token) {
+  return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8'));
 }
 
 // ---------------------------------------------------------------- sockets
@@ -409,7 +468,8 @@ const roomId = (prefix = 'r') => `${prefix}-${process.pid}-${++counter}`;
 
 module.exports = {
   BIN, SECRET, sleep, freePort, mintToken, userToken, adminToken,
-  startServer, http, createRoom, addMember, fullHistory,
+  startServer, startCluster, http, createRoom, addMember, fullHistory,
+  register, login, registerUser, jwtClaims,
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
 };
