@@ -454,6 +454,20 @@ impl Config {
         let ms = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_millis)
         };
+        let redis_timeout = ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000)?;
+        let bus_ack_timeout = ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 600_000)?;
+        // A peer cut off from Redis must notice (heartbeat + one Redis timeout) and stop reading
+        // its L1 before a writer stops waiting for that peer's ack.
+        let detection = crate::bus::redis::HEARTBEAT + redis_timeout * 2;
+        if bus_ack_timeout < detection {
+            return Err(err(
+                "TSUNAGI_BUS_ACK_TIMEOUT_MS",
+                format!(
+                    "must be at least {} ms (250 + 2 x TSUNAGI_REDIS_TIMEOUT_MS)",
+                    detection.as_millis()
+                ),
+            ));
+        }
         let secs = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_secs)
         };
@@ -489,8 +503,8 @@ impl Config {
             socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
             redis_prefix,
-            redis_timeout: ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000)?,
-            bus_ack_timeout: ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 60_000)?,
+            redis_timeout,
+            bus_ack_timeout,
             cache_l1_capacity: raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)?,
             cache_l1_ttl: secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)?,
             cache_l2_ttl: secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)?,

@@ -353,7 +353,15 @@ impl OwnRedis {
     fn start(port: u16, dir: tempfile::TempDir) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            // keeps its data across a restart, like a real Redis after a network outage
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -443,10 +451,17 @@ async fn with_redis_down_reads_fall_through_to_the_store() {
     let (_, fresh) = register(&b, "newcomer").await;
     assert!(!fresh.is_empty());
 
-    // Redis returns: B subscribes again, starts from an empty L1, and follows A's writes.
+    // Redis returns with its data (the user's old version still in L2). A makes L2 and B forget
+    // what it wrote meanwhile; B starts from an empty L1 and follows A's writes again.
     let _redis = OwnRedis::start(port, dir);
     wait_bus_connected(&b, true).await;
     wait_bus_connected(&a, true).await;
+    for _ in 0..200 {
+        if stats(&a).await["caches"]["users"]["l2"]["awaiting_repair"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let (status, user) = get_user(&b, &token, &id).await;
     assert_eq!((status, user["bio"].as_str()), (200, Some("while down")));
     patch("after").await;

@@ -63,6 +63,9 @@ impl Pending {
     }
 }
 
+/// How often the subscription is pinged.
+pub const HEARTBEAT: Duration = Duration::from_millis(250);
+
 struct PendingGuard<'a> {
     bus: &'a RedisBus,
     id: u64,
@@ -248,7 +251,10 @@ impl RedisBus {
         self.conn.reachable();
         self.set_healthy(true);
         tracing::info!("bus: subscribed to Redis");
-        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        // Detects a dead link within HEARTBEAT + the Redis timeout, which config keeps below
+        // the ack timeout: an instance cut off from Redis stops reading its L1 before a writer
+        // stops waiting for its ack.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
         loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -272,7 +278,7 @@ impl RedisBus {
                 _ = heartbeat.tick() => {
                     // A half-open TCP connection delivers nothing and reports nothing: ping it.
                     // (In subscribed mode the reply is an array, not "PONG".)
-                    match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
+                    match tokio::time::timeout(self.conn.timeout(), sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
                         _ => return Err("ping unanswered".into()),
                     }

@@ -1,5 +1,6 @@
 //! The two-layer read-through cache (see the module docs of `cache` for its consistency rules).
 
+use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,9 @@ type Slot<V> = (u64, Value<V>);
 /// Stripes of write generations; a write to another key of the same stripe only costs one
 /// extra load of this one.
 const STRIPES: usize = 1024;
+
+/// Keys remembered for repair after a Redis outage; past it, this cache's L2 is cleared instead.
+const DIRTY_MAX: usize = 10_000;
 
 #[derive(Default)]
 struct Counters {
@@ -63,6 +67,8 @@ pub struct LayeredCache<V> {
     /// The newest version announced per key (for as long as L2 keeps entries): an L2 value below
     /// it is stale, left behind by a write-through that failed while the invalidation got out.
     floors: moka::sync::Cache<String, i64>,
+    /// Keys written while L2 or the bus could not be told, and whether more were dropped.
+    dirty: parking_lot::Mutex<(HashSet<String>, bool)>,
     hasher: std::collections::hash_map::RandomState,
     counters: Counters,
 }
@@ -126,6 +132,7 @@ where
             bus,
             settings,
             generations: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            dirty: Default::default(),
             floors: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(l2_ttl)
@@ -224,17 +231,40 @@ where
         tracing::debug!(cache = self.name, error = %e, "L2 unavailable; using the store");
     }
 
-    async fn put_l2(&self, key: &str, value: Option<&V>) {
-        let Some(l2) = self.l2_usable() else { return };
+    /// False when L2 exists but did not take the value (down, or the link is known down).
+    async fn put_l2(&self, key: &str, value: Option<&V>) -> bool {
+        if self.l2.is_none() {
+            return true;
+        }
+        let Some(l2) = self.l2_usable() else {
+            return false;
+        };
         let (version, ttl) = match value {
             Some(v) => (v.version(), self.settings.l2_ttl),
             None => (0, self.settings.negative_ttl),
         };
         let Ok(text) = serde_json::to_string(&value) else {
-            return;
+            return false;
         };
-        if let Err(e) = l2.put(self.name, key, version, &text, ttl).await {
-            self.l2_failed(&e);
+        match l2.put(self.name, key, version, &text, ttl).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.l2_failed(&e);
+                false
+            }
+        }
+    }
+
+    /// `key` was written while Redis could not be told: repaired when the link returns.
+    fn mark_dirty(&self, key: &str) {
+        if self.l2.is_none() {
+            return;
+        }
+        let mut dirty = self.dirty.lock();
+        if dirty.0.len() < DIRTY_MAX {
+            dirty.0.insert(key.to_owned());
+        } else {
+            dirty.1 = true;
         }
     }
 
@@ -270,17 +300,23 @@ where
     pub async fn forget(&self, key: &str) {
         self.generation(key).fetch_add(1, Ordering::AcqRel);
         self.l1.invalidate(key).await;
-        if let Some(l2) = self.l2_usable()
-            && let Err(e) = l2.delete(self.name, key).await
-        {
-            self.l2_failed(&e);
+        if !self.drop_everywhere(key).await {
+            self.mark_dirty(key);
         }
+    }
+
+    /// Deletes `key` from L2 and has every instance drop it from L1; true if both happened.
+    async fn drop_everywhere(&self, key: &str) -> bool {
+        let deleted = match self.l2_usable() {
+            Some(l2) => l2.delete(self.name, key).await.is_ok(),
+            None => self.l2.is_none(),
+        };
         let event = BusEvent::Invalidate {
             cache: self.name.to_owned(),
             key: key.to_owned(),
-            version: 0,
+            version: self.floor(key),
         };
-        self.bus.publish_confirmed(event).await;
+        self.bus.publish_confirmed(event).await && deleted
     }
 
     /// After a write to `key` committed: the new value to L2, the key out of every instance's
@@ -290,13 +326,17 @@ where
         self.raise_floor(key, version);
         self.generation(key).fetch_add(1, Ordering::AcqRel);
         self.l1.invalidate(key).await;
-        self.put_l2(key, value).await;
+        let stored = self.put_l2(key, value).await;
         let event = BusEvent::Invalidate {
             cache: self.name.to_owned(),
             key: key.to_owned(),
             version,
         };
-        if !self.bus.publish_confirmed(event).await {
+        let confirmed = self.bus.publish_confirmed(event).await;
+        if !stored || !confirmed {
+            self.mark_dirty(key);
+        }
+        if !confirmed {
             metrics::counter!("tsunagi_cache_invalidation_failures_total", "cache" => self.name)
                 .increment(1);
             tracing::warn!(
@@ -310,7 +350,7 @@ where
 
 impl<V> Invalidate for LayeredCache<V>
 where
-    V: Send + Sync + 'static,
+    V: Versioned + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn name(&self) -> &'static str {
         self.name
@@ -321,6 +361,42 @@ where
         self.generation(key).fetch_add(1, Ordering::AcqRel);
         let key = key.to_owned();
         Box::pin(async move { self.l1.invalidate(&key).await })
+    }
+
+    fn repair(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let (keys, overflowed) = {
+                let mut dirty = self.dirty.lock();
+                (std::mem::take(&mut dirty.0), std::mem::take(&mut dirty.1))
+            };
+            let Some(l2) = self.l2.clone() else { return };
+            if keys.is_empty() && !overflowed {
+                return;
+            }
+            // called as the link returns: give the bus a moment to report healthy
+            for _ in 0..100 {
+                if self.bus.healthy() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if overflowed {
+                match l2.clear(self.name).await {
+                    Ok(n) => {
+                        tracing::info!(cache = self.name, entries = n, "L2 cleared after an outage")
+                    }
+                    Err(e) => {
+                        self.l2_failed(&e);
+                        self.dirty.lock().1 = true;
+                    }
+                }
+            }
+            for key in keys {
+                if !self.drop_everywhere(&key).await {
+                    self.mark_dirty(&key);
+                }
+            }
+        })
     }
 
     fn invalidate_all(&self) {
@@ -345,6 +421,7 @@ where
         l2["enabled"] = self.l2.is_some().into();
         let mut l1 = ratio(&c.l1_hits, &c.l1_misses);
         l1["entries"] = self.l1.entry_count().into();
+        l2["awaiting_repair"] = self.dirty.lock().0.len().into();
         serde_json::json!({
             "l1": l1,
             "l2": l2,

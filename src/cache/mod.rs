@@ -38,6 +38,8 @@ pub trait RemoteCache: Send + Sync + 'static {
     /// `(version, value)` or nothing.
     async fn get(&self, cache: &str, key: &str) -> Result<Option<(i64, String)>, CacheError>;
     async fn delete(&self, cache: &str, key: &str) -> Result<(), CacheError>;
+    /// Deletes every entry of `cache` (SCAN, never KEYS); how many.
+    async fn clear(&self, cache: &str) -> Result<u64, CacheError>;
     /// Stores `value` under `version` unless the same or a higher version is stored.
     async fn put(
         &self,
@@ -60,6 +62,9 @@ pub trait Invalidate: Send + Sync + 'static {
     /// Drops `key` from L1; the row is now at `version` or later.
     fn invalidate(&self, key: &str, version: i64) -> BoxFuture<'_, ()>;
     fn invalidate_all(&self);
+    /// After the link to Redis returns: makes L2 and the other instances forget the keys this
+    /// instance wrote while they could not be told.
+    fn repair(self: Arc<Self>) -> BoxFuture<'static, ()>;
     fn stats(&self) -> serde_json::Value;
 }
 
@@ -80,12 +85,21 @@ pub async fn apply(caches: &[Arc<dyn Invalidate>], event: BusEvent) {
     }
 }
 
-/// The bus's handler for invalidations from other instances.
+/// The bus's handler for invalidations from other instances, and for `InvalidateAll` when its
+/// link returns (then each cache also repairs what it wrote meanwhile, in the background).
 pub fn handler(caches: Vec<Arc<dyn Invalidate>>) -> InvalidationHandler {
     let caches = Arc::new(caches);
     Arc::new(move |event| {
         let caches = caches.clone();
-        Box::pin(async move { apply(&caches, event).await })
+        Box::pin(async move {
+            let reconnected = matches!(event, BusEvent::InvalidateAll);
+            apply(&caches, event).await;
+            if reconnected {
+                for c in caches.iter() {
+                    tokio::spawn(c.clone().repair());
+                }
+            }
+        })
     })
 }
 

@@ -62,6 +62,45 @@ impl RemoteCache for RedisCache {
             .map_err(CacheError)
     }
 
+    async fn clear(&self, cache: &str) -> Result<u64, CacheError> {
+        let pattern = self.key(cache, "*");
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let p = pattern.clone();
+            let (next, keys): (u64, Vec<String>) = self
+                .conn
+                .run(|mut c| async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(p)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut c)
+                        .await
+                })
+                .await
+                .map_err(CacheError)?;
+            if !keys.is_empty() {
+                deleted += keys.len() as u64;
+                self.conn
+                    .run(|mut c| async move {
+                        redis::cmd("UNLINK")
+                            .arg(keys)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    })
+                    .await
+                    .map_err(CacheError)?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
     async fn put(
         &self,
         cache: &str,
