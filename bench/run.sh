@@ -13,6 +13,8 @@
 # that (empty) PostgreSQL database instead of a temp SQLite file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 PACED_RATE=${BENCH_PACED_RATE:-100}
 OUT=${BENCH_OUT:-target/bench/last.jsonl}
@@ -42,14 +44,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 20000))
-    # nothing answers: free (a race with another process is unlikely enough here)
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-}
 wait_port() {
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -58,13 +52,6 @@ wait_port() {
   echo "nothing listens on port $1; logs in $LOGS:" >&2
   cat "$LOGS"/*.log >&2
   exit 1
-}
-# peak RSS (VmHWM) and CPU seconds (utime+stime) of a process
-usage() {
-  local hwm ticks
-  hwm=$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$1/status")
-  ticks=$(awk '{print $14 + $15}' "/proc/$1/stat")
-  echo "peak RSS $hwm, CPU $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}') s"
 }
 
 export TSUNAGI_JWT_SECRET="bench-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"

@@ -5,6 +5,25 @@
 //!
 //! Every client lives in this one process, so a message's content carries its send time as
 //! nanoseconds since a process-wide `Instant`: the receiver subtracts, no clock sync needed.
+//!
+//! `tsunagi-bench users …` is another load: `GET /api/v1/users/{id}` over keep-alive HTTP/1.1
+//! against several servers side by side (`src/bin/bench/users.rs`).
+
+#[path = "bench/users.rs"]
+mod users;
+
+/// The median of `v` (the mean of the middle two for an even count).
+pub(crate) fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,9 +51,13 @@ fn now_ns() -> u64 {
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tsunagi-bench",
-    about = "Socket.IO room load: acked sends/s, deliveries/s, send→deliver p50/p99"
+    about = "Socket.IO room load: acked sends/s, deliveries/s, send→deliver p50/p99",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    /// Another load instead of the room's.
+    #[command(subcommand)]
+    mode: Option<Mode>,
     /// The server under test (tsunagi).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
@@ -81,6 +104,13 @@ struct Args {
     /// Send without a client_id (no idempotency key).
     #[arg(long)]
     no_client_id: bool,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+enum Mode {
+    /// GET /api/v1/users/{id} requests/s and latency against several servers side by side,
+    /// with the users cache's counters (L1 hits, L2 hits, loads) checked per window.
+    Users(users::UsersArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -427,16 +457,7 @@ async fn run(
 
 /// The median of each figure on its own (counts are summed: they are failures to report).
 fn median(runs: &[Figures]) -> Figures {
-    let med = |f: fn(&Figures) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
+    let med = |f: fn(&Figures) -> f64| median_of(runs.iter().map(f).collect());
     let mut error_codes = BTreeMap::new();
     for (code, n) in runs.iter().flat_map(|r| &r.error_codes) {
         *error_codes.entry(code.clone()).or_default() += n;
@@ -478,7 +499,11 @@ fn summary(name: &str, f: &Figures) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     LazyLock::force(&START);
-    let args = Arc::new(Args::parse());
+    let mut args = Args::parse();
+    if let Some(Mode::Users(u)) = args.mode.take() {
+        return users::main(u).await;
+    }
+    let args = Arc::new(args);
     if args.clients == 0 || args.in_flight == 0 || args.rounds == 0 {
         bail!("--clients, --in-flight and --rounds must be at least 1");
     }

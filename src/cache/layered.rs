@@ -49,12 +49,19 @@ struct SlotExpiry {
 
 impl<V> Expiry<String, Slot<V>> for SlotExpiry {
     fn expire_after_create(&self, _: &String, v: &Slot<V>, _: Instant) -> Option<Duration> {
-        Some(if v.1.is_some() {
+        let ttl = if v.1.is_some() {
             self.positive
         } else {
             self.negative
-        })
+        };
+        Some(jittered(ttl))
     }
+}
+
+/// 80–100 % of `ttl`: entries filled together (after a restart, say) do not all expire in the
+/// same instant and send one wave of loads to the database.
+fn jittered(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.8 + 0.2 * rand::random::<f64>())
 }
 
 pub struct LayeredCache<V> {
@@ -240,8 +247,8 @@ where
             return false;
         };
         let (version, ttl) = match value {
-            Some(v) => (v.version(), self.settings.l2_ttl),
-            None => (0, self.settings.negative_ttl),
+            Some(v) => (v.version(), jittered(self.settings.l2_ttl)),
+            None => (0, jittered(self.settings.negative_ttl)),
         };
         let Ok(text) = serde_json::to_string(&value) else {
             return false;
