@@ -29,6 +29,7 @@ use crate::services::rooms::RoomsService;
 use crate::services::ryw::ReadYourWrites;
 use crate::services::users::UsersService;
 use crate::shared_state::local::{LocalPresence, LocalRateLimiter};
+use crate::shared_state::redis::RedisRateLimiter;
 use crate::shared_state::{Presence, RateLimiter};
 use crate::store::Store;
 use crate::store::postgres::{PgSettings, PgStore};
@@ -203,12 +204,19 @@ pub async fn run(
     bus.on_invalidation(crate::cache::handler(caches.clone()));
     tokio::spawn(crate::cache::listen(caches.clone(), bus.subscribe()));
     let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
-    let send_limiter: Arc<dyn RateLimiter> =
-        Arc::new(LocalRateLimiter::new(config.send_rate, config.send_burst));
-    let typing_limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::new(
+    // With Redis, every limit is shared by all instances (PROTOCOL §3 "Across instances").
+    let limiter = |name: &'static str, per_second: f64, burst: u32| -> Arc<dyn RateLimiter> {
+        match &redis {
+            Some(conn) => Arc::new(RedisRateLimiter::new(conn.clone(), name, per_second, burst)),
+            None => Arc::new(LocalRateLimiter::new(per_second, burst)),
+        }
+    };
+    let send_limiter = limiter("send", config.send_rate, config.send_burst);
+    let typing_limiter = limiter(
+        "typing",
         config.typing_rate,
         config.typing_rate.ceil() as u32,
-    ));
+    );
 
     let ryw = Arc::new(ReadYourWrites::new(
         config.replica_max_lag,
@@ -226,10 +234,11 @@ pub async fn run(
         room_cache,
         member_cache,
     ));
-    let login_limiter: Arc<dyn RateLimiter> = Arc::new(LocalRateLimiter::new(
+    let login_limiter = limiter(
+        "login",
         config.login_rate_per_min / 60.0,
         config.login_rate_per_min.ceil().max(1.0) as u32,
-    ));
+    );
     let users = Arc::new(UsersService::new(
         store.clone(),
         ryw.clone(),
@@ -244,11 +253,12 @@ pub async fn run(
         store.clone(),
         committer.clone(),
         send_limiter,
-        Arc::new(LocalRateLimiter::new(
+        limiter(
+            "read",
             config.read_rate_kib,
             // at least two maximal pages at once, so a page is never refused forever
             (config.read_rate_kib * 4.0).clamp(2048.0, f64::from(u32::MAX)) as u32,
-        )),
+        ),
         config.max_message_bytes,
     ));
     let hub = Arc::new(Hub::default());

@@ -496,3 +496,46 @@ async fn stores_and_modes_agree_on_the_user_shape() {
     let (_, seen) = get_user(&a, &a.token("stranger"), &id).await;
     assert!(seen.get("email").is_none(), "{seen}");
 }
+
+/// POSTs one message to `limited`; true if it was accepted, false if rate limited.
+async fn send_limited(app: &TestApp, token: &str) -> bool {
+    let (status, body) = app
+        .request(
+            Method::POST,
+            "/api/v1/rooms/limited/messages",
+            Some(token),
+            Some(json!({ "content": "hi" })),
+        )
+        .await;
+    assert!(status == 201 || status == 429, "{status} {body}");
+    status == 201
+}
+
+#[tokio::test]
+async fn rate_limits_are_shared_across_instances_with_redis() {
+    let _serial = SERIAL.lock().await;
+    let url = redis_url();
+    let prefix = fresh_prefix();
+    let r = Some((url.as_str(), prefix.as_str()));
+    let slow = [("TSUNAGI_SEND_RATE", "0.5"), ("TSUNAGI_SEND_BURST", "3")];
+    let a = app(None, r, &slow).await;
+    let b = app(Some(&shared_db(&a)), r, &slow).await;
+    let owner = a.token("owner");
+    a.create_room(&owner, "limited", false).await;
+    // What one instance lets a user send at once …
+    let mut alone = 0;
+    for _ in 0..10 {
+        alone += usize::from(send_limited(&a, &a.token("solo")).await);
+    }
+    // … is what two instances together let another user send: the limit is one, in Redis.
+    let mut together = 0;
+    for i in 0..10 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        together += usize::from(send_limited(app, &a.token("duo")).await);
+    }
+    assert!((3..=5).contains(&alone), "{alone}");
+    assert!(
+        together <= alone + 1,
+        "alone {alone}, across two instances {together}"
+    );
+}

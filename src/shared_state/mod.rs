@@ -1,11 +1,12 @@
 //! State that must be shared by every tsunagi instance: rate limits and presence.
 //!
-//! Layout: one trait per concern here, the in-process implementations in `local.rs`.
-//! A Redis implementation slots in beside it (scale-out issue) without touching callers.
+//! Layout: one trait per concern here, the in-process implementations in `local.rs`, the rate
+//! limiter shared through Redis in `redis.rs` (presence through Redis: the scale-out step).
 
 use async_trait::async_trait;
 
 pub mod local;
+pub mod redis;
 
 /// Per-key rate limiting (GCRA). `check` consumes one unit or says how long to wait.
 #[async_trait]
