@@ -261,7 +261,7 @@ pub async fn run(
         ),
         config.max_message_bytes,
     ));
-    let hub = Arc::new(Hub::default());
+    let hub = Hub::new(store.clone());
     tokio::spawn(hub.clone().run(bus.subscribe()));
 
     let gateway = Gateway::new();

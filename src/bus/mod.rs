@@ -40,10 +40,14 @@ pub enum BusEvent {
 }
 
 impl BusEvent {
-    /// Events that must reach the other instances. Messages, typing and presence stay local
-    /// until the cross-instance message path exists (the scale-out issue).
+    /// Events that must reach the other instances: committed messages (each instance's hub
+    /// puts them in seq order and fills holes from the store), typing, cache invalidations.
+    /// Presence stays per instance until presence state is shared (the scale-out step).
     pub fn crosses_instances(&self) -> bool {
-        matches!(self, BusEvent::Invalidate { .. } | BusEvent::InvalidateAll)
+        matches!(
+            self,
+            BusEvent::Message(_) | BusEvent::Typing { .. } | BusEvent::Invalidate { .. }
+        )
     }
 }
 

@@ -130,6 +130,7 @@ async fn join(
     }));
     let ack_packet = ack.map(|id| packet::ack(id, &body));
     session.activate(room.as_str(), last_seq, ack_packet.as_deref());
+    state.hub.started(room.as_str(), last_seq);
     let user = &session.identity.user_id;
     if state.presence.join(room.as_str(), user, &session.sid).await {
         state.bus.publish(BusEvent::Presence {

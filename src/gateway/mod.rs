@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 pub mod events;
 pub mod hub;
 mod metrics;
+mod order;
 pub mod packet;
 pub mod session;
 
