@@ -30,6 +30,7 @@ use crate::services::ryw::ReadYourWrites;
 use crate::services::users::UsersService;
 use crate::shared_state::local::{LocalPresence, LocalRateLimiter};
 use crate::shared_state::redis::RedisRateLimiter;
+use crate::shared_state::redis_presence::RedisPresence;
 use crate::shared_state::{Presence, RateLimiter};
 use crate::store::Store;
 use crate::store::postgres::{PgSettings, PgStore};
@@ -203,7 +204,10 @@ pub async fn run(
         vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
     bus.on_invalidation(crate::cache::handler(caches.clone()));
     tokio::spawn(crate::cache::listen(caches.clone(), bus.subscribe()));
-    let presence: Arc<dyn Presence> = Arc::new(LocalPresence::default());
+    let presence: Arc<dyn Presence> = match &redis {
+        Some(conn) => RedisPresence::start(conn.clone()),
+        None => Arc::new(LocalPresence::default()),
+    };
     // With Redis, every limit is shared by all instances (PROTOCOL §3 "Across instances").
     let limiter = |name: &'static str, per_second: f64, burst: u32| -> Arc<dyn RateLimiter> {
         match &redis {

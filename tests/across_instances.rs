@@ -122,3 +122,63 @@ async fn a_hole_is_filled_from_the_store_when_the_bus_lost_a_message() {
             .contains("tsunagi_delivery_gap_fills_total")
     );
 }
+
+#[tokio::test]
+async fn presence_and_typing_are_one_across_instances() {
+    let prefix = format!("tsunagi-test-{}", uuid::Uuid::new_v4().simple());
+    let a = instance(None, &prefix).await;
+    let b = instance(Some(&a.db.clone()), &prefix).await;
+    a.create_room(&a.token("owner"), "lobby", false).await;
+    let mut watcher = b.connect("watcher").await;
+    join(&watcher, "lobby").await;
+
+    // alice's first socket, on A: B's watcher hears she is online
+    let alice_a = a.connect("alice").await;
+    join(&alice_a, "lobby").await;
+    let ev = watcher.next_event("presence", WAIT).await.unwrap();
+    assert_eq!(
+        (ev["user_id"].as_str(), ev["status"].as_str()),
+        (Some("alice"), Some("online"))
+    );
+    let ack = watcher
+        .call("presence", json!({ "room": "lobby" }), WAIT)
+        .await
+        .unwrap();
+    let users: Vec<&str> = ack["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, vec!["alice", "watcher"], "{ack}");
+
+    // her second socket, on B, is not news; typing on A reaches B
+    let alice_b = b.connect("alice").await;
+    join(&alice_b, "lobby").await;
+    let typing = alice_a
+        .call("typing", json!({ "room": "lobby" }), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(typing["ok"], true);
+    let ev = watcher.next_event("typing", WAIT).await.unwrap();
+    assert_eq!(ev["user_id"], "alice");
+
+    // leaving A keeps her online (B still has her); leaving B too makes her offline
+    alice_a.close();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alice_b
+        .call("leave", json!({ "room": "lobby" }), WAIT)
+        .await
+        .unwrap();
+    let ev = watcher.next_event("presence", WAIT).await.unwrap();
+    assert_eq!(
+        (ev["user_id"].as_str(), ev["status"].as_str()),
+        (Some("alice"), Some("offline"))
+    );
+    assert!(
+        watcher
+            .next_event("presence", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}

@@ -41,13 +41,10 @@ pub enum BusEvent {
 
 impl BusEvent {
     /// Events that must reach the other instances: committed messages (each instance's hub
-    /// puts them in seq order and fills holes from the store), typing, cache invalidations.
-    /// Presence stays per instance until presence state is shared (the scale-out step).
+    /// puts them in seq order and fills holes from the store), typing, presence changes
+    /// (decided once for all instances by the shared presence), cache invalidations.
     pub fn crosses_instances(&self) -> bool {
-        matches!(
-            self,
-            BusEvent::Message(_) | BusEvent::Typing { .. } | BusEvent::Invalidate { .. }
-        )
+        !matches!(self, BusEvent::InvalidateAll)
     }
 }
 

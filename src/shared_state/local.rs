@@ -66,6 +66,22 @@ pub struct LocalPresence {
     rooms: Mutex<HashMap<String, BTreeMap<String, HashSet<String>>>>,
 }
 
+impl LocalPresence {
+    /// Every (room, user, connection) of this instance (what a shared presence refreshes).
+    pub fn entries(&self) -> Vec<(String, String, String)> {
+        let rooms = self.rooms.lock();
+        let mut out = Vec::new();
+        for (room, users) in rooms.iter() {
+            for (user, conns) in users {
+                for conn in conns {
+                    out.push((room.clone(), user.clone(), conn.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
 #[async_trait]
 impl Presence for LocalPresence {
     async fn join(&self, room: &str, user: &str, conn: &str) -> bool {

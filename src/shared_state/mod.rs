@@ -1,12 +1,13 @@
 //! State that must be shared by every tsunagi instance: rate limits and presence.
 //!
 //! Layout: one trait per concern here, the in-process implementations in `local.rs`, the rate
-//! limiter shared through Redis in `redis.rs` (presence through Redis: the scale-out step).
+//! limiter shared through Redis in `redis.rs`, presence shared through Redis in `redis_presence.rs`.
 
 use async_trait::async_trait;
 
 pub mod local;
 pub mod redis;
+pub mod redis_presence;
 
 /// Per-key rate limiting (GCRA). `check` consumes one unit or says how long to wait.
 #[async_trait]
