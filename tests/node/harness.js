@@ -88,6 +88,12 @@ async function startServer({ env = {}, dir } = {}) {
       || (PG ? freshPgDatabase() : `sqlite://${path.join(dir, 't.db')}`),
     TSUNAGI_JWT_SECRET: SECRET,
     TSUNAGI_LOG: 'warn',
+    // TSUNAGI_TEST_REDIS_ALL=redis://…: every server runs with Redis (bus, L2, limits, presence),
+    // under a prefix of its own, so the whole contract is also checked in the scale-out mode.
+    ...(process.env.TSUNAGI_TEST_REDIS_ALL ? {
+      TSUNAGI_REDIS_URL: process.env.TSUNAGI_TEST_REDIS_ALL,
+      TSUNAGI_REDIS_PREFIX: `tsunagi-test-${crypto.randomBytes(8).toString('hex')}`,
+    } : {}),
     ...env,
   };
   const logPath = path.join(dir, 'server.log');
