@@ -134,8 +134,12 @@ impl Passwords {
         }))
     }
 
-    pub async fn hash(self: &Arc<Self>, password: String) -> ApiResult<String> {
-        // The permit moves into the job: a cancelled request does not free the core early.
+    /// Runs `job` on the blocking pool under a core permit; `None` if the job panicked. The
+    /// permit moves into the job: a cancelled request does not free the core early.
+    async fn on_a_core<T: Send + 'static>(
+        self: &Arc<Self>,
+        job: impl FnOnce(&Passwords) -> T + Send + 'static,
+    ) -> Option<T> {
         let permit = self
             .permits
             .clone()
@@ -145,12 +149,19 @@ impl Passwords {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            job(&me)
+        })
+        .await
+        .ok()
+    }
+
+    pub async fn hash(self: &Arc<Self>, password: String) -> ApiResult<String> {
+        self.on_a_core(move |me| {
             me.argon
                 .hash_password(password.as_bytes())
                 .map(|h| h.to_string())
         })
         .await
-        .ok()
         .and_then(Result::ok)
         .ok_or_else(|| ApiError::unavailable("could not hash the password, try again"))
     }
@@ -158,15 +169,7 @@ impl Passwords {
     /// True if `password` matches `hash`; with no hash (unknown user), spends the same time
     /// and answers false.
     pub async fn verify(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        self.on_a_core(move |me| {
             let known = hash.is_some();
             let stored = hash.unwrap_or_else(|| me.dummy.clone());
             let Ok(parsed) = PasswordHash::new(&stored) else {

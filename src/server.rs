@@ -203,7 +203,6 @@ pub async fn run(
     let caches: Vec<Arc<dyn Invalidate>> =
         vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
     bus.on_invalidation(crate::cache::handler(caches.clone()));
-    tokio::spawn(crate::cache::listen(caches.clone(), bus.subscribe()));
     let presence: Arc<dyn Presence> = match &redis {
         Some(conn) => RedisPresence::start(conn.clone()),
         None => Arc::new(LocalPresence::default()),

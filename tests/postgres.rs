@@ -134,6 +134,18 @@ async fn post_message(
     .await
 }
 
+/// A connection holding `rooms` in ACCESS EXCLUSIVE mode (an open transaction): every statement
+/// on rooms waits until it rolls back or is dropped.
+async fn lock_rooms(url: &str) -> PgConnection {
+    let mut locker = PgConnection::connect(url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    locker
+}
+
 #[tokio::test]
 #[ignore = "needs PostgreSQL and its replica: run by scripts/test"]
 async fn reads_land_on_the_replica_and_users_read_their_own_writes() {
@@ -326,12 +338,7 @@ async fn exhausted_pool_answers_503_within_the_acquire_timeout() {
     let t = app.token("alice");
     app.create_room(&t, "busy", false).await;
     // Hold every pooled connection: two room listings wait behind a table lock.
-    let mut locker = PgConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = lock_rooms(&url).await;
     let app = Arc::new(app);
     let held: Vec<_> = (0..2)
         .map(|_| {
@@ -381,12 +388,7 @@ async fn statement_timeout_bounds_a_blocked_query() {
     .await;
     let t = app.token("alice");
     app.create_room(&t, "slow", false).await;
-    let mut locker = PgConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
-    sqlx::query("LOCK TABLE rooms IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = lock_rooms(&url).await;
     let started = Instant::now();
     let (status, _) = app
         .request(Method::GET, "/api/v1/rooms", Some(&t), None)

@@ -71,6 +71,12 @@ async fn register(app: &TestApp, name: &str) -> (String, String) {
     )
 }
 
+async fn patch_user(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
+    let path = format!("/api/v1/users/{id}");
+    app.request(Method::PATCH, &path, Some(token), Some(body))
+        .await
+}
+
 async fn get_user(app: &TestApp, token: &str, id: &str) -> (u16, Value) {
     app.request(
         Method::GET,
@@ -201,14 +207,7 @@ async fn a_write_on_one_instance_is_seen_at_once_on_another() {
         let (status, _) = get_user(&b, &token, &id).await; // B caches the current value
         assert_eq!(status, 200);
         let bio = format!("bio number {i}");
-        let (status, patched) = a
-            .request(
-                Method::PATCH,
-                &format!("/api/v1/users/{id}"),
-                Some(&token),
-                Some(json!({ "bio": bio })),
-            )
-            .await;
+        let (status, patched) = patch_user(&a, &token, &id, json!({ "bio": bio })).await;
         assert_eq!(status, 200, "{patched}");
         let (status, seen) = get_user(&b, &token, &id).await;
         assert_eq!(status, 200);
@@ -223,14 +222,7 @@ async fn a_write_on_one_instance_is_seen_at_once_on_another() {
     // A write-through to L2 that failed (simulated: the previous version put back by hand) must
     // not be served by an instance that heard of the newer version on the bus.
     let (_, old) = get_user(&b, &token, &id).await;
-    let (status, _) = a
-        .request(
-            Method::PATCH,
-            &format!("/api/v1/users/{id}"),
-            Some(&token),
-            Some(json!({ "bio": "the newest" })),
-        )
-        .await;
+    let (status, _) = patch_user(&a, &token, &id, json!({ "bio": "the newest" })).await;
     assert_eq!(status, 200);
     let mut redis = redis::Client::open(url.as_str())
         .unwrap()
@@ -309,14 +301,13 @@ async fn the_audit_row_is_absent_when_the_change_rolls_back() {
     assert_eq!(audit(target.clone()).await.len(), 1); // user.register
 
     // The email is taken: the update fails after its audit row was written; both roll back.
-    let (status, body) = a
-        .request(
-            Method::PATCH,
-            &format!("/api/v1/users/{id}"),
-            Some(&token),
-            Some(json!({ "email": "other@example.org", "bio": "never" })),
-        )
-        .await;
+    let (status, body) = patch_user(
+        &a,
+        &token,
+        &id,
+        json!({ "email": "other@example.org", "bio": "never" }),
+    )
+    .await;
     assert_eq!(status, 409, "{body}");
     let rows = audit(target.clone()).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -324,14 +315,7 @@ async fn the_audit_row_is_absent_when_the_change_rolls_back() {
     let (_, user) = get_user(&a, &token, &id).await;
     assert_eq!(user["bio"], "");
 
-    let (status, _) = a
-        .request(
-            Method::PATCH,
-            &format!("/api/v1/users/{id}"),
-            Some(&token),
-            Some(json!({ "bio": "kept" })),
-        )
-        .await;
+    let (status, _) = patch_user(&a, &token, &id, json!({ "bio": "kept" })).await;
     assert_eq!(status, 200);
     let rows = audit(target).await;
     assert_eq!(rows.len(), 2);
@@ -430,14 +414,7 @@ async fn with_redis_down_reads_fall_through_to_the_store() {
     let patch = |bio: &'static str| {
         let (a, token, id) = (&a, token.clone(), id.clone());
         async move {
-            let (status, body) = a
-                .request(
-                    Method::PATCH,
-                    &format!("/api/v1/users/{id}"),
-                    Some(&token),
-                    Some(json!({ "bio": bio })),
-                )
-                .await;
+            let (status, body) = patch_user(a, &token, &id, json!({ "bio": bio })).await;
             assert_eq!(status, 200, "{body}");
         }
     };

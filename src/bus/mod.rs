@@ -66,8 +66,9 @@ pub type InvalidationHandler = Arc<dyn Fn(BusEvent) -> BoxFuture<'static, ()> + 
 pub trait Bus: Send + Sync + 'static {
     fn publish(&self, event: BusEvent);
     fn subscribe(&self) -> mpsc::UnboundedReceiver<BusEvent>;
-    fn publish_confirmed(&self, event: BusEvent) -> BoxFuture<'_, bool> {
-        self.publish(event);
+    /// For cache invalidations, which the writer has already applied to its own caches: only
+    /// the other instances need the event (with one instance, there are none).
+    fn publish_confirmed(&self, _event: BusEvent) -> BoxFuture<'_, bool> {
         Box::pin(async { true })
     }
     /// Where invalidations from other instances are applied before they are acknowledged

@@ -244,9 +244,8 @@ impl RedisBus {
             .map_err(|e| e.to_string())?;
         // Anything published while we were away is lost: start from empty in-process caches,
         // applied before the bus reports healthy (and L1 is read again).
-        match self.handler.get() {
-            Some(apply) => apply(BusEvent::InvalidateAll).await,
-            None => self.local.publish(BusEvent::InvalidateAll),
+        if let Some(apply) = self.handler.get() {
+            apply(BusEvent::InvalidateAll).await;
         }
         self.conn.reachable();
         self.set_healthy(true);
@@ -322,7 +321,6 @@ impl Bus for RedisBus {
     }
 
     fn publish_confirmed(&self, event: BusEvent) -> BoxFuture<'_, bool> {
-        self.local.publish(event.clone());
         Box::pin(async move { !event.crosses_instances() || self.publish_and_wait(&event).await })
     }
 

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
 
 use crate::bus::{BusEvent, InvalidationHandler};
 
@@ -101,16 +100,6 @@ pub fn handler(caches: Vec<Arc<dyn Invalidate>>) -> InvalidationHandler {
             }
         })
     })
-}
-
-/// Applies the invalidations published on this instance's bus until it closes.
-pub async fn listen(
-    caches: Vec<Arc<dyn Invalidate>>,
-    mut events: mpsc::UnboundedReceiver<BusEvent>,
-) {
-    while let Some(event) = events.recv().await {
-        apply(&caches, event).await;
-    }
 }
 
 /// Per-layer settings.

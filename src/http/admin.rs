@@ -8,7 +8,7 @@ use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::Caller;
+use super::extract::{Caller, keyset_page};
 use crate::auth::Identity;
 use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
@@ -49,13 +49,8 @@ pub async fn audit(
         limit: limit + 1,
     };
     require_admin(&who)?;
-    let mut items = state.store.audit_log(&query).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|e| e.id.to_string())
-    } else {
-        None
-    };
+    let fetched = state.store.audit_log(&query).await?;
+    let (items, next_cursor) = keyset_page(fetched, limit, |e| e.id.to_string());
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 

@@ -73,3 +73,20 @@ pub fn cursor_param(
         Some(c) => Ok(Some(c)),
     }
 }
+
+/// A keyset page: `fetched` holds up to `limit + 1` rows (one past the page says there are
+/// more); returns the page and the cursor of its last row when more follow.
+pub fn keyset_page<T>(
+    mut fetched: Vec<T>,
+    limit: u32,
+    cursor_of: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = fetched.len() > limit as usize;
+    fetched.truncate(limit as usize);
+    let next = if more {
+        fetched.last().map(cursor_of)
+    } else {
+        None
+    };
+    (fetched, next)
+}

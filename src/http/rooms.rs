@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject, cursor_param};
+use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
 use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
@@ -24,7 +24,7 @@ pub async fn create(
     let name = opt_str(&body, "name")?.map(str::to_owned);
     let private = opt_bool(&body, "private")?.unwrap_or(false);
     // every bad_request (the id, the name) before too_large (the metadata)
-    RoomId::parse(id)?;
+    let id = RoomId::parse(id)?;
     check_room_name(name.as_deref())?;
     let metadata = opt_metadata(&body, state.config.max_metadata_bytes)?;
     let info = state
@@ -41,13 +41,8 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
     let cursor = cursor_param(&q)?;
-    let mut items = state.rooms.list(&who, cursor, limit + 1).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|r| r.id.clone())
-    } else {
-        None
-    };
+    let fetched = state.rooms.list(&who, cursor, limit + 1).await?;
+    let (items, next_cursor) = keyset_page(fetched, limit, |r| r.id.clone());
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
@@ -72,13 +67,8 @@ pub async fn members(
 ) -> ApiResult<impl IntoResponse> {
     let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
     let cursor = cursor_param(&q)?;
-    let mut rows = state.rooms.members(&who, &id, cursor, limit + 1).await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|m| m.user_id.clone())
-    } else {
-        None
-    };
+    let fetched = state.rooms.members(&who, &id, cursor, limit + 1).await?;
+    let (rows, next_cursor) = keyset_page(fetched, limit, |m| m.user_id.clone());
     let items: Vec<_> = rows
         .iter()
         .map(|m| {

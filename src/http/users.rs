@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject, cursor_param};
+use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
 use crate::error::ApiResult;
 use crate::payload::query_int;
 use crate::server::AppState;
@@ -69,13 +69,8 @@ pub async fn list(
 ) -> ApiResult<impl IntoResponse> {
     let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
     let cursor = cursor_param(&q)?;
-    let mut items = state.users.list(&who, cursor, limit + 1).await?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(|u| u.id.clone())
-    } else {
-        None
-    };
+    let fetched = state.users.list(&who, cursor, limit + 1).await?;
+    let (items, next_cursor) = keyset_page(fetched, limit, |u| u.id.clone());
     let items: Vec<_> = items.iter().map(|u| user_view(u, &who)).collect();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }

@@ -78,16 +78,16 @@ impl RoomsService {
         }
     }
 
+    /// `POST /rooms`, with the body already checked (`check_room_name`, metadata size) by the
+    /// caller, which owns the order of the contract's errors.
     pub async fn create(
         &self,
         who: &Identity,
-        id: &str,
+        id: RoomId,
         name: Option<String>,
         private: bool,
         metadata: Option<serde_json::Value>,
     ) -> ApiResult<RoomInfo> {
-        let id = RoomId::parse(id)?;
-        check_room_name(name.as_deref())?;
         let name = name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.as_str().to_owned());

@@ -223,7 +223,7 @@ impl UsersService {
             },
             metadata: opt_metadata(body, self.max_metadata_bytes)?,
         };
-        let current = self.get(id).await?;
+        self.get(id).await?; // a missing user is not_found before forbidden
         if !(who.admin || who.user_id == id) {
             return Err(ApiError::forbidden(
                 "only the user or an admin edits a user",
@@ -232,7 +232,6 @@ impl UsersService {
         if patch.role.is_some() && !who.admin {
             return Err(ApiError::forbidden("only an admin changes roles"));
         }
-        drop(current);
         let (store, key, actor) = (self.store.clone(), id.to_owned(), who.user_id.clone());
         let write = async move { store.update_user(&key, &patch, &actor).await };
         let (user, pos) = self

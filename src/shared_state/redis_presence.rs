@@ -95,23 +95,32 @@ impl RedisPresence {
         )
     }
 
-    async fn join_remote(&self, room: &str, user: &str, conn: &str) -> Result<bool, String> {
+    /// Runs a join or leave script for (room, user, conn); `extra` args follow. True on 1.
+    async fn run(
+        &self,
+        script: &redis::Script,
+        room: &str,
+        user: &str,
+        conn: &str,
+        extra: &[u64],
+    ) -> Result<bool, String> {
         let (room_key, user_key) = self.keys(room, user);
-        let script = &self.join;
-        let ttl = TTL.as_millis() as u64;
         self.conn
             .run(|mut c| async move {
-                script
-                    .key(room_key)
-                    .key(user_key)
-                    .arg(user)
-                    .arg(conn)
-                    .arg(ttl)
-                    .invoke_async::<i64>(&mut c)
-                    .await
+                let mut call = script.key(room_key);
+                call.key(user_key).arg(user).arg(conn);
+                for a in extra {
+                    call.arg(*a);
+                }
+                call.invoke_async::<i64>(&mut c).await
             })
             .await
-            .map(|first| first == 1)
+            .map(|answer| answer == 1)
+    }
+
+    async fn join_remote(&self, room: &str, user: &str, conn: &str) -> Result<bool, String> {
+        let ttl = TTL.as_millis() as u64;
+        self.run(&self.join, room, user, conn, &[ttl]).await
     }
 }
 
@@ -126,20 +135,8 @@ impl Presence for RedisPresence {
 
     async fn leave(&self, room: &str, user: &str, conn: &str) -> bool {
         let last_here = self.local.leave(room, user, conn).await;
-        let (room_key, user_key) = self.keys(room, user);
-        let script = &self.leave;
-        self.conn
-            .run(|mut c| async move {
-                script
-                    .key(room_key)
-                    .key(user_key)
-                    .arg(user)
-                    .arg(conn)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
+        self.run(&self.leave, room, user, conn, &[])
             .await
-            .map(|last| last == 1)
             .unwrap_or(last_here)
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{ReadFrom, StoreError, WritePos};
-use crate::domain::RoomId;
+use crate::domain::{RoomId, RoomInfo};
 
 /// A user row. `password_hash` never leaves the services: the public shape is built from it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -130,9 +130,107 @@ pub fn user_conflict(db_message: &str) -> StoreError {
     }
 }
 
-/// Audit targets: `user:<id>`, `room:<id>`.
-pub fn user_target(id: &str) -> String {
-    format!("user:{id}")
+/// The columns of a user row, each prefixed with `$p` (a table alias or nothing); the same for
+/// both stores (a macro, not a const: sqlx takes only literal SQL, and `concat!` keeps it literal).
+macro_rules! user_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "username, ",
+            $p,
+            "email, ",
+            $p,
+            "password_hash, ",
+            $p,
+            "display_name, ",
+            $p,
+            "bio, ",
+            $p,
+            "role, ",
+            $p,
+            "metadata, ",
+            $p,
+            "version, ",
+            $p,
+            "created_at, ",
+            $p,
+            "updated_at"
+        )
+    };
+}
+pub(crate) use user_columns;
+
+impl NewUser {
+    /// The row a registration inserts, created at `now` (RFC 3339).
+    pub fn into_record(self, now: String) -> UserRecord {
+        UserRecord {
+            id: self.id,
+            username: self.username,
+            email: self.email,
+            password_hash: self.password_hash,
+            display_name: self.display_name,
+            bio: String::new(),
+            role: "user".into(),
+            metadata: serde_json::json!({}),
+            version: 1,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+}
+
+/// One audit row to write in the transaction of its change. Targets are `user:<id>` and
+/// `room:<id>`; values are the public record (never a password hash).
+pub struct AuditRow {
+    pub actor: String,
+    pub action: &'static str,
+    pub target: String,
+    pub old: Option<Value>,
+    pub new: Value,
+}
+
+impl AuditRow {
+    pub fn user_registered(user: &UserRecord) -> Self {
+        AuditRow {
+            actor: user.id.clone(),
+            action: "user.register",
+            target: format!("user:{}", user.id),
+            old: None,
+            new: user.audit_value(),
+        }
+    }
+
+    pub fn user_updated(actor: &str, old: &UserRecord, new: &UserRecord) -> Self {
+        AuditRow {
+            actor: actor.to_owned(),
+            action: "user.update",
+            target: format!("user:{}", old.id),
+            old: Some(old.audit_value()),
+            new: new.audit_value(),
+        }
+    }
+
+    pub fn room_created(info: &RoomInfo) -> Self {
+        AuditRow {
+            actor: info.owner_id.clone(),
+            action: "room.create",
+            target: format!("room:{}", info.id),
+            old: None,
+            new: serde_json::to_value(info).unwrap_or_default(),
+        }
+    }
+
+    pub fn member_added(room: &RoomId, user_id: &str, by: &str) -> Self {
+        AuditRow {
+            actor: by.to_owned(),
+            action: "room.member_add",
+            target: format!("room:{room}"),
+            old: None,
+            new: serde_json::json!({ "room": room.as_str(), "user_id": user_id }),
+        }
+    }
 }
 
 /// Obligations: as [`super::Store`]; in addition every mutation audits in its own transaction,

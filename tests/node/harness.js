@@ -8,6 +8,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
+const strictAssert = require('node:assert/strict');
 const { io } = require('socket.io-client');
 
 const BIN = process.env.TSUNAGI_BIN || path.resolve(__dirname, '../../target/release/tsunagi');
@@ -472,10 +473,37 @@ let counter = 0;
 /** A fresh, valid room id. */
 const roomId = (prefix = 'r') => `${prefix}-${process.pid}-${++counter}`;
 
+/**
+ * Follows `next_cursor` through a keyset listing (`GET path?limit=&cursor=`), checking each page's
+ * shape; `get(pathWithQuery)` makes the request. Returns every item, and how many pages it took.
+ */
+async function keysetPages(get, path, limit, maxPages) {
+  const assert = strictAssert;
+  const items = [];
+  let cursor = null;
+  let pages = 0;
+  for (;;) {
+    const q = new URLSearchParams();
+    if (limit) q.set('limit', String(limit));
+    if (cursor) q.set('cursor', cursor);
+    const r = await get(`${path}?${q}`);
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(Object.keys(r.body).sort(), ['items', 'next_cursor']);
+    if (limit) assert.ok(r.body.items.length <= limit);
+    items.push(...r.body.items);
+    pages++;
+    assert.ok(pages <= maxPages, 'too many pages');
+    if (r.body.next_cursor === null) break;
+    assert.equal(typeof r.body.next_cursor, 'string');
+    cursor = r.body.next_cursor;
+  }
+  return { items, pages };
+}
+
 module.exports = {
   BIN, SECRET, sleep, freePort, mintToken, userToken, adminToken,
   startServer, startCluster, http, createRoom, addMember, fullHistory,
-  register, login, registerUser, jwtClaims,
+  register, login, registerUser, jwtClaims, keysetPages,
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
 };

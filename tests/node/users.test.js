@@ -578,25 +578,7 @@ describe('GET /api/v1/users', () => {
   after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
 
   async function listAll(token, limit) {
-    const items = [];
-    let cursor = null;
-    let pages = 0;
-    for (;;) {
-      const q = new URLSearchParams();
-      if (limit) q.set('limit', String(limit));
-      if (cursor) q.set('cursor', cursor);
-      const r = await api(url, 'GET', `/api/v1/users?${q}`, token);
-      assert.equal(r.status, 200, r.text);
-      assert.deepEqual(Object.keys(r.body).sort(), ['items', 'next_cursor']);
-      if (limit) assert.ok(r.body.items.length <= limit);
-      items.push(...r.body.items);
-      pages++;
-      assert.ok(pages <= 100, 'too many pages');
-      if (r.body.next_cursor === null) break;
-      assert.equal(typeof r.body.next_cursor, 'string');
-      cursor = r.body.next_cursor;
-    }
-    return { items, pages };
+    return h.keysetPages((p) => api(url, 'GET', p, token), '/api/v1/users', limit, 100);
   }
 
   it('newest first; keyset pages cover every user exactly once', async () => {

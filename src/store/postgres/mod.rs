@@ -17,6 +17,7 @@ use sqlx::{Connection, PgConnection, Postgres, Row};
 
 use super::pool::InstrumentedPool;
 use super::timing::timed;
+use super::users::AuditRow;
 use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
     StoreError, WritePos, assign_seqs,
@@ -306,25 +307,18 @@ impl PgStore {
     }
 }
 
-async fn audit(
-    conn: &mut PgConnection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    old_value: Option<serde_json::Value>,
-    new_value: serde_json::Value,
-) -> Result<(), StoreError> {
+async fn audit(conn: &mut PgConnection, row: &AuditRow) -> Result<(), StoreError> {
     timed(
         "audit_insert",
         sqlx::query(
             "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
              VALUES (now(), $1, $2, $3, $4, $5)",
         )
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(old_value.map(sqlx::types::Json))
-        .bind(sqlx::types::Json(new_value))
+        .bind(&row.actor)
+        .bind(row.action)
+        .bind(&row.target)
+        .bind(row.old.as_ref().map(sqlx::types::Json))
+        .bind(sqlx::types::Json(&row.new))
         .execute(&mut *conn),
     )
     .await?;
@@ -365,17 +359,7 @@ impl PgStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
-        let new_value = serde_json::to_value(&info).unwrap_or_default();
-        let target = format!("room:{}", info.id);
-        audit(
-            &mut tx,
-            &info.owner_id,
-            "room.create",
-            &target,
-            None,
-            new_value,
-        )
-        .await?;
+        audit(&mut tx, &AuditRow::room_created(&info)).await?;
         tx.commit().await?;
         Ok((info, self.commit_position(&mut conn).await))
     }
@@ -400,9 +384,7 @@ impl PgStore {
         )
         .await?;
         if done.rows_affected() > 0 {
-            let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
-            let target = format!("room:{room}");
-            audit(&mut tx, by, "room.member_add", &target, None, new_value).await?;
+            audit(&mut tx, &AuditRow::member_added(room, user_id, by)).await?;
         }
         tx.commit().await?;
         Ok(self.commit_position(&mut conn).await)

@@ -10,39 +10,10 @@ use super::{PgStore, audit, rfc3339};
 use crate::domain::RoomId;
 use crate::store::timing::timed;
 use crate::store::users::{
-    AuditEntry, AuditQuery, MemberRow, NewUser, UserPatch, UserRecord, UserStore, user_conflict,
-    user_target,
+    AuditEntry, AuditQuery, AuditRow, MemberRow, NewUser, UserPatch, UserRecord, UserStore,
+    user_columns, user_conflict,
 };
 use crate::store::{ReadFrom, StoreError, WritePos};
-
-macro_rules! user_columns {
-    ($p:literal) => {
-        concat!(
-            $p,
-            "id, ",
-            $p,
-            "username, ",
-            $p,
-            "email, ",
-            $p,
-            "password_hash, ",
-            $p,
-            "display_name, ",
-            $p,
-            "bio, ",
-            $p,
-            "role, ",
-            $p,
-            "metadata, ",
-            $p,
-            "version, ",
-            $p,
-            "created_at, ",
-            $p,
-            "updated_at"
-        )
-    };
-}
 
 macro_rules! audit_select {
     ($filter:literal) => {
@@ -126,24 +97,10 @@ async fn user_where(
 impl PgStore {
     async fn create_user_inner(&self, u: NewUser) -> Result<(UserRecord, WritePos), StoreError> {
         let now = Utc::now();
-        let user = UserRecord {
-            id: u.id,
-            username: u.username,
-            email: u.email,
-            password_hash: u.password_hash,
-            display_name: u.display_name,
-            bio: String::new(),
-            role: "user".into(),
-            metadata: serde_json::json!({}),
-            version: 1,
-            created_at: rfc3339(now),
-            updated_at: rfc3339(now),
-        };
+        let user = u.into_record(rfc3339(now));
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
-        let target = user_target(&user.id);
-        let new_value = user.audit_value();
-        audit(&mut tx, &user.id, "user.register", &target, None, new_value).await?;
+        audit(&mut tx, &AuditRow::user_registered(&user)).await?;
         timed(
             "user_insert",
             sqlx::query(concat!(
@@ -202,9 +159,7 @@ impl PgStore {
         let mut new = patch.apply(&old);
         new.updated_at = rfc3339(now);
         // The audit row goes first: if the update then fails (a taken email), both roll back.
-        let target = user_target(id);
-        let (old_v, new_v) = (Some(old.audit_value()), new.audit_value());
-        audit(&mut tx, actor, "user.update", &target, old_v, new_v).await?;
+        audit(&mut tx, &AuditRow::user_updated(actor, &old, &new)).await?;
         timed(
             "user_update",
             sqlx::query(

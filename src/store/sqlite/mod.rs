@@ -13,6 +13,7 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
 use super::pool::InstrumentedPool;
 use super::timing::timed;
+use super::users::AuditRow;
 use super::{
     Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
     WritePos, assign_seqs,
@@ -177,14 +178,7 @@ fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
 }
 
 /// One audit row, inside the caller's transaction.
-async fn audit(
-    conn: &mut SqliteConnection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    old_value: Option<serde_json::Value>,
-    new_value: serde_json::Value,
-) -> Result<(), StoreError> {
+async fn audit(conn: &mut SqliteConnection, row: &AuditRow) -> Result<(), StoreError> {
     timed(
         "audit_insert",
         sqlx::query(
@@ -192,11 +186,11 @@ async fn audit(
              VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(now_rfc3339())
-        .bind(actor)
-        .bind(action)
-        .bind(target)
-        .bind(old_value.map(|v| v.to_string()))
-        .bind(new_value.to_string())
+        .bind(&row.actor)
+        .bind(row.action)
+        .bind(&row.target)
+        .bind(row.old.as_ref().map(|v| v.to_string()))
+        .bind(row.new.to_string())
         .execute(&mut *conn),
     )
     .await?;
@@ -260,17 +254,7 @@ impl Store for SqliteStore {
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
-        let new_value = serde_json::to_value(&info).unwrap_or_default();
-        let target = format!("room:{}", info.id);
-        audit(
-            &mut tx,
-            &info.owner_id,
-            "room.create",
-            &target,
-            None,
-            new_value,
-        )
-        .await?;
+        audit(&mut tx, &AuditRow::room_created(&info)).await?;
         tx.commit().await?;
         Ok((info, WritePos::default()))
     }
@@ -342,9 +326,7 @@ impl Store for SqliteStore {
         )
         .await?;
         if done.rows_affected() > 0 {
-            let new_value = serde_json::json!({ "room": room.as_str(), "user_id": user_id });
-            let target = format!("room:{room}");
-            audit(&mut tx, by, "room.member_add", &target, None, new_value).await?;
+            audit(&mut tx, &AuditRow::member_added(room, user_id, by)).await?;
         }
         tx.commit().await?;
         Ok(WritePos::default())
