@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use std::time::Duration;
+
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use futures::StreamExt;
 
 use crate::auth::Identity;
 use crate::error::{ApiError, AuthCode};
@@ -41,24 +42,50 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
-/// A JSON object body.
+/// A JSON object body, at most [`super::body_limit`] bytes.
 pub struct JsonObject(pub Object);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+/// What is read and dropped of an oversized body before answering 413.
+const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
+
+impl FromRequest<Arc<AppState>> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge("the request body is too large".into())
-            } else {
-                ApiError::bad_request("the request body could not be read")
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
+        let limit = super::body_limit(&state.config);
+        let mut body = req.into_body().into_data_stream();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+            if bytes.len() + chunk.len() > limit {
+                drain(body).await;
+                return Err(ApiError::TooLarge("the request body is too large".into()));
             }
-        })?;
+            bytes.extend_from_slice(&chunk);
+        }
         let value = serde_json::from_slice(&bytes)
             .map_err(|_| ApiError::bad_request("the body must be JSON"))?;
         payload::object(Some(value)).map(JsonObject)
     }
+}
+
+/// Reads and drops the rest of an oversized body (bounded in bytes and time). Answering while
+/// the client is still sending makes the server close a connection the client is writing to,
+/// and the client then sees a reset (EPIPE) instead of the 413; nginx's "lingering close" does
+/// the same for the same reason.
+async fn drain(mut body: axum::body::BodyDataStream) {
+    let mut dropped = 0;
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
+        while let Some(Ok(chunk)) = body.next().await {
+            dropped += chunk.len();
+            if dropped > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The `cursor` query parameter of a keyset listing: absent or empty means the start.

@@ -22,8 +22,13 @@ mod rooms;
 mod users;
 mod web;
 
+/// The largest JSON body: room for a maximal message with escapes, and for metadata.
+pub fn body_limit(config: &crate::config::Config) -> usize {
+    config.max_message_bytes * 6 + 64 * 1024
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.config.max_message_bytes * 6 + 64 * 1024;
+    let body_limit = body_limit(&state.config);
     Router::new()
         .route("/api/v1/rooms", post(rooms::create).get(rooms::list))
         .route(

@@ -267,3 +267,26 @@ describe('HTTP auth and ops', () => {
     assert.equal(r.status, 404);
   });
 });
+
+describe('an oversized body', () => {
+  let srv;
+  let url;
+  const T = h.userToken('big-sender');
+  before(async () => {
+    srv = await h.startServer({ env: { TSUNAGI_SEND_RATE: '0' } });
+    url = srv.url;
+    await h.createRoom(url, T, 'big-bodies');
+  });
+  after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
+
+  it('is answered 413 too_large every time, never a reset connection (the server reads the rest first)', async () => {
+    const huge = { content: 'x'.repeat(2 * 1024 * 1024) };
+    for (let i = 0; i < 20; i++) {
+      const r = await h.http(url, 'POST', '/api/v1/rooms/big-bodies/messages', T, huge);
+      assertHttpError(assert, r, 413, 'too_large');
+    }
+    // and the server is fine afterwards
+    const ok = await h.http(url, 'POST', '/api/v1/rooms/big-bodies/messages', T, { content: 'small' });
+    assert.equal(ok.status, 201, ok.text);
+  });
+});
