@@ -143,6 +143,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "outgoing packets queued per socket before it is dropped",
     ),
     (
+        "TSUNAGI_MAX_CONNECTIONS",
+        "10000",
+        "concurrent TCP connections; past it a connection is answered 503 and closed",
+    ),
+    (
         "TSUNAGI_SHUTDOWN_TIMEOUT_S",
         "10",
         "longest wait for in-flight work at SIGTERM",
@@ -241,6 +246,7 @@ pub struct Config {
     pub group_commit_max: usize,
     pub socket_buffer: usize,
     pub shutdown_timeout: Duration,
+    pub max_connections: usize,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     pub bus_ack_timeout: Duration,
@@ -502,6 +508,7 @@ impl Config {
             group_commit_max: raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)?,
             socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
+            max_connections: raw.num("TSUNAGI_MAX_CONNECTIONS", 1, 10_000_000)?,
             redis_prefix,
             redis_timeout,
             bus_ack_timeout,

@@ -1,15 +1,25 @@
 //! tsunagi: a realtime and data backend in one binary — Socket.IO rooms with durable, ordered,
-//! recoverable history, over SQLite by default.
+//! recoverable history, accounts, caches and metrics, over SQLite by default and PostgreSQL +
+//! Redis when one machine is not enough.
 //!
-//! Layout:
-//! - `config` (PROTOCOL.md §1), `auth` (§2), `domain` (the contract's shapes), `error` (the one
-//!   error type and its mapping to ack codes and HTTP statuses), `payload` (field rules of §5);
-//! - `store` (SQL: the `Store` trait, SQLite), `bus` (fan-out), `shared_state` (rate limits,
-//!   presence): each a trait with its in-process implementation;
-//! - `services` (rooms, messages, the group committer), `gateway` (Socket.IO), `http` (§4);
-//! - `server` (wiring and shutdown), `client` (a small Socket.IO client for tests and the bench).
+//! Layout, bottom up (a module imports only those above it in this list; docs/architecture.md
+//! has the picture):
+//! - `config` (settings), `domain` (the contract's shapes and ids), `error` (the contract's
+//!   failure kinds), `payload` (field rules of §5), `health` (health checks);
+//! - engines, each a trait with an embedded and a scale-out implementation: `store` (SQL:
+//!   SQLite | PostgreSQL), `bus` (fan-out: in process | Redis, and the ordered feed on top),
+//!   `shared_state` (rate limits, presence), `cache` (L1 moka + L2 Redis); `backplane` and
+//!   `redis_conn` say where shared state lives;
+//! - `auth`, `password`; `services` (rooms, messages and the group committer, presence,
+//!   accounts, admin): the rules, for both edges;
+//! - `app` (builds every part from config, with its health check);
+//! - the edges: `gateway` (Socket.IO) and `http` (§4), the only places that speak ack codes and
+//!   HTTP statuses; `listener` (connection cap); `server` (serves the edges and drains);
+//! - `client` (a small Socket.IO client for tests and the bench).
 
+pub mod app;
 pub mod auth;
+pub mod backplane;
 pub mod bus;
 pub mod cache;
 pub mod client;
@@ -17,7 +27,9 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod gateway;
+pub mod health;
 pub mod http;
+pub mod listener;
 pub mod password;
 pub mod payload;
 pub mod redis_conn;

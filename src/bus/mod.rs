@@ -1,7 +1,10 @@
-//! The bus: how committed messages, typing and presence reach every instance's sockets.
+//! The bus: how committed messages, typing, presence and cache invalidations reach every
+//! instance.
 //!
-//! Layout: the [`Bus`] trait and its events here; the in-process bus in `local.rs`.
-//! `redis.rs` carries the cross-instance events through Redis pub/sub.
+//! Layout: the [`Bus`] trait (the transport) and its events here; the in-process bus in
+//! `local.rs`; `redis.rs` carries the cross-instance events through Redis pub/sub;
+//! `ordered.rs` is the feed sockets are served from (seq order, gap-free, or a declared
+//! resync), with its per-room order in `order.rs`; [`build`] picks the engine from the config.
 
 use std::sync::Arc;
 
@@ -12,6 +15,8 @@ use tokio::sync::mpsc;
 use crate::domain::Message;
 
 pub mod local;
+pub mod order;
+pub mod ordered;
 pub mod redis;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,8 +45,8 @@ pub enum BusEvent {
 }
 
 impl BusEvent {
-    /// Events that must reach the other instances: committed messages (each instance's hub
-    /// puts them in seq order and fills holes from the store), typing, presence changes
+    /// Events that must reach the other instances: committed messages (each instance's ordered
+    /// feed puts them in seq order and fills holes from the store), typing, presence changes
     /// (decided once for all instances by the shared presence), cache invalidations.
     pub fn crosses_instances(&self) -> bool {
         !matches!(self, BusEvent::InvalidateAll)
@@ -51,11 +56,13 @@ impl BusEvent {
 /// Applies an `Invalidate` or `InvalidateAll` event to this instance's caches.
 pub type InvalidationHandler = Arc<dyn Fn(BusEvent) -> BoxFuture<'static, ()> + Send + Sync>;
 
-/// Obligations of every implementation:
-/// - Each subscriber receives every `Message` of every room, at least once, in `seq` order per
-///   room, with no gap: an implementation that can lose or reorder (Redis pub/sub) must detect a
-///   gap and fill it from the store before handing messages over. Duplicates are allowed; the
-///   gateway drops a seq it has already delivered.
+/// The transport. Obligations of every implementation:
+/// - Each subscriber receives every event published on this instance, in publish order, and
+///   (where other instances exist) the events they publish that cross instances, in each
+///   publisher's order — at most once: a link that drops may lose events, and two publishers'
+///   events interleave in any order. Ordering and gap-free delivery of messages are not the
+///   transport's job: [`ordered::RoomFeed`] builds them on top, from the messages' seq and the
+///   store, and sockets are served only from it.
 /// - Typing and presence are best effort: never stored, may be lost.
 /// - `publish` never waits on a remote system: local subscribers get the event even when the
 ///   cross-instance transport is down.
@@ -81,4 +88,30 @@ pub trait Bus: Send + Sync + 'static {
     fn stats(&self) -> serde_json::Value {
         serde_json::json!({ "kind": "local" })
     }
+}
+
+/// The bus the backplane calls for (in process, or Redis pub/sub), with its health check
+/// (`bus`: false while events from other instances may be missed).
+pub fn build(
+    backplane: &crate::backplane::Backplane,
+    config: &crate::config::Config,
+) -> (Arc<dyn Bus>, crate::health::HealthCheck) {
+    let bus: Arc<dyn Bus> = match backplane {
+        crate::backplane::Backplane::Local => Arc::new(local::LocalBus::default()),
+        crate::backplane::Backplane::Redis(conn) => {
+            redis::RedisBus::start(conn.clone(), config.bus_ack_timeout)
+        }
+    };
+    let probe = bus.clone();
+    let check = crate::health::HealthCheck::new("bus", move || {
+        let healthy = probe.healthy();
+        async move {
+            if healthy {
+                Ok(())
+            } else {
+                Err("not subscribed: events from other instances may be missed".to_owned())
+            }
+        }
+    });
+    (bus, check)
 }

@@ -111,3 +111,13 @@ pub struct CacheSettings {
     /// How long "there is no such row" is remembered (both layers).
     pub negative_ttl: Duration,
 }
+
+/// The L2 the backplane offers: Redis, or none.
+pub fn remote(backplane: &crate::backplane::Backplane) -> Option<Arc<dyn RemoteCache>> {
+    match backplane {
+        crate::backplane::Backplane::Local => None,
+        crate::backplane::Backplane::Redis(conn) => {
+            Some(Arc::new(redis::RedisCache::new(conn.clone())))
+        }
+    }
+}

@@ -8,18 +8,18 @@ use serde_json::{Map, Value, json};
 use crate::payload::{opt_int, opt_str, req_str};
 use tokio::sync::mpsc;
 
+use super::Gateway;
 use super::metrics as m;
 use super::packet;
 use super::session::{InboundEvent, Session};
-use crate::bus::BusEvent;
+use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::{ApiError, ApiResult};
-use crate::server::AppState;
 
 const JOIN_HISTORY: u32 = 50;
 
 pub async fn worker(
-    state: Arc<AppState>,
+    gw: Arc<Gateway>,
     session: Arc<Session>,
     mut inbox: mpsc::Receiver<InboundEvent>,
 ) {
@@ -27,7 +27,7 @@ pub async fn worker(
         if session.is_closed() {
             break;
         }
-        handle(&state, &session, ev).await;
+        handle(&gw, &session, ev).await;
     }
 }
 
@@ -50,7 +50,7 @@ fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
     }
 }
 
-async fn handle(state: &Arc<AppState>, session: &Arc<Session>, ev: InboundEvent) {
+async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
     if let Some(reason) = ev.refused {
         m::events_in("unknown").increment(1);
         return reply(session, ev.ack, Err(ApiError::bad_request(reason)));
@@ -77,12 +77,12 @@ async fn handle(state: &Arc<AppState>, session: &Arc<Session>, ev: InboundEvent)
         }
     };
     let result = match name {
-        "join" => join(state, session, &payload, ev.ack).await,
-        "leave" => leave(state, session, &payload).await,
-        "send" => return send(state, session, payload, ev.ack).await,
-        "typing" => typing(state, session, &payload).await,
-        "sync" => sync(state, session, &payload).await,
-        "presence" => presence(state, session, &payload).await,
+        "join" => join(gw, session, &payload, ev.ack).await,
+        "leave" => leave(gw, session, &payload).await,
+        "send" => return send(gw, session, payload, ev.ack).await,
+        "typing" => typing(gw, session, &payload).await,
+        "sync" => sync(gw, session, &payload).await,
+        "presence" => presence(gw, session, &payload).await,
         _ => Err(ApiError::bad_request(format!(
             "unknown event `{}`",
             ev.name
@@ -101,23 +101,24 @@ fn room_of(p: &Map<String, Value>) -> ApiResult<RoomId> {
 }
 
 async fn join(
-    state: &Arc<AppState>,
+    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     p: &Map<String, Value>,
     ack: Option<i64>,
 ) -> ApiResult<Option<Value>> {
     let room = room_of(p)?;
-    let meta = state.rooms.check_access(&session.identity, &room).await?;
+    let meta = gw.app.rooms.check_access(&session.identity, &room).await?;
     session.begin_join(room.as_str());
-    state.hub.add(room.as_str(), session.clone());
-    let history = match state
+    gw.hub.add(room.as_str(), session.clone());
+    let history = match gw
+        .app
         .messages
         .newest(&session.identity, &meta, JOIN_HISTORY)
         .await
     {
         Ok(h) => h,
         Err(e) => {
-            part(state, session, room.as_str()).await;
+            part(gw, session, room.as_str()).await;
             return Err(e);
         }
     };
@@ -130,68 +131,52 @@ async fn join(
     }));
     let ack_packet = ack.map(|id| packet::ack(id, &body));
     session.activate(room.as_str(), last_seq, ack_packet.as_deref());
-    state.hub.started(room.as_str(), last_seq);
-    let user = &session.identity.user_id;
-    if state.presence.join(room.as_str(), user, &session.sid).await {
-        state.bus.publish(BusEvent::Presence {
-            room: room.as_str().to_owned(),
-            user_id: user.clone(),
-            online: true,
-            origin: session.sid.clone(),
-        });
-    }
+    gw.hub.started(room.as_str(), last_seq);
+    gw.app
+        .presence
+        .arrived(room.as_str(), &session.identity.user_id, &session.sid)
+        .await;
     // The connection may have closed while this join ran; its teardown could not see this room.
     if session.is_closed() {
-        part(state, session, room.as_str()).await;
+        part(gw, session, room.as_str()).await;
     }
     Ok(None)
 }
 
 /// Takes `session` out of `room` locally and in presence (shared by leave and disconnect).
-pub async fn part(state: &AppState, session: &Session, room: &str) {
-    state.hub.remove(room, &session.sid);
+async fn part(gw: &Gateway, session: &Session, room: &str) {
+    gw.hub.remove(room, &session.sid);
     session.forget(room);
-    depart(state, session, room).await;
+    depart(&gw.app, session, room).await;
 }
 
-/// The presence half of leaving: publishes `offline` when this was the user's last socket.
-pub async fn depart(state: &AppState, session: &Session, room: &str) {
-    let user = &session.identity.user_id;
-    if state.presence.leave(room, user, &session.sid).await {
-        state.bus.publish(BusEvent::Presence {
-            room: room.to_owned(),
-            user_id: user.clone(),
-            online: false,
-            origin: session.sid.clone(),
-        });
-    }
+/// The presence half of leaving: `offline` when this was the user's last socket there.
+pub async fn depart(app: &App, session: &Session, room: &str) {
+    app.presence
+        .departed(room, &session.identity.user_id, &session.sid)
+        .await;
 }
 
 async fn leave(
-    state: &Arc<AppState>,
+    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     p: &Map<String, Value>,
 ) -> ApiResult<Option<Value>> {
     let room = room_of(p)?;
     if session.joined_rooms().iter().any(|r| r == room.as_str()) {
-        part(state, session, room.as_str()).await;
+        part(gw, session, room.as_str()).await;
     } else {
-        state.rooms.meta(&room).await?;
+        gw.app.rooms.meta(&room).await?;
     }
     Ok(Some(json!({})))
 }
 
-async fn send(
-    state: &Arc<AppState>,
-    session: &Arc<Session>,
-    p: Map<String, Value>,
-    ack: Option<i64>,
-) {
+async fn send(gw: &Arc<Gateway>, session: &Arc<Session>, p: Map<String, Value>, ack: Option<i64>) {
     let started = async {
         let room = req_str(&p, "room")?;
         let content = req_str(&p, "content")?.to_owned();
         let client_id = opt_str(&p, "client_id")?.map(str::to_owned);
-        state
+        gw.app
             .messages
             .start_send(&session.identity, room, content, client_id)
             .await
@@ -200,7 +185,7 @@ async fn send(
         Err(e) => reply(session, ack, Err(e)),
         Ok(commit) => {
             let session = session.clone();
-            tokio::spawn(async move {
+            gw.replies.spawn(async move {
                 let result = commit.await.map(|a| json!({ "message": a.message }));
                 reply(&session, ack, result);
             });
@@ -209,27 +194,17 @@ async fn send(
 }
 
 async fn typing(
-    state: &Arc<AppState>,
+    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     p: &Map<String, Value>,
 ) -> ApiResult<Option<Value>> {
     let room = room_of(p)?;
-    state.rooms.check_access(&session.identity, &room).await?;
-    let user = &session.identity.user_id;
-    state
-        .typing_limiter
-        .check(user)
-        .await
-        .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })?;
-    state.bus.publish(BusEvent::Typing {
-        room: room.as_str().to_owned(),
-        user_id: user.clone(),
-    });
+    gw.app.presence.typing(&session.identity, &room).await?;
     Ok(Some(json!({})))
 }
 
 async fn sync(
-    state: &Arc<AppState>,
+    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     p: &Map<String, Value>,
 ) -> ApiResult<Option<Value>> {
@@ -238,7 +213,8 @@ async fn sync(
         .ok_or_else(|| ApiError::bad_request("since_seq is required"))?;
     let epoch = opt_str(p, "epoch")?;
     let limit = opt_int(p, "limit", 1, 500)?.unwrap_or(100) as u32;
-    let r = state
+    let r = gw
+        .app
         .messages
         .sync(&session.identity, &room, since_seq, epoch, limit)
         .await?;
@@ -248,16 +224,16 @@ async fn sync(
 }
 
 async fn presence(
-    state: &Arc<AppState>,
+    gw: &Arc<Gateway>,
     session: &Arc<Session>,
     p: &Map<String, Value>,
 ) -> ApiResult<Option<Value>> {
     let room = room_of(p)?;
-    state.rooms.check_access(&session.identity, &room).await?;
-    let users: Vec<Value> = state
+    let users: Vec<Value> = gw
+        .app
         .presence
-        .online(room.as_str())
-        .await
+        .online(&session.identity, &room)
+        .await?
         .into_iter()
         .map(|u| json!({ "user_id": u, "status": "online" }))
         .collect();

@@ -1,48 +1,32 @@
-//! Which local sessions are in which room, and the one task that delivers bus events to them.
+//! Which local sessions are in which room, and the one task that hands them the ordered feed.
 //! Delivery never awaits: it writes into each session's bounded outgoing buffer, so one slow
 //! client cannot hold up a room.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use engineioxide::Str;
-use parking_lot::{Mutex, RwLock};
-use tokio::sync::mpsc;
+use parking_lot::RwLock;
 
 use super::metrics as m;
-use super::order::RoomOrder;
 use super::packet;
 use super::session::Session;
-use crate::bus::BusEvent;
-use crate::domain::{Message, RoomId};
-use crate::store::{HistoryQuery, ReadFrom, Store};
+use crate::bus::ordered::{FeedEvent, RoomFeed};
 
 pub struct Hub {
     rooms: RwLock<HashMap<String, HashMap<String, Arc<Session>>>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
-    /// Per room with local sessions: the seq order messages are released in (`order.rs`).
-    /// Messages are handed to sessions while this lock is held, so releases never interleave.
-    order: Mutex<HashMap<String, RoomOrder>>,
-    /// Rooms whose hole is being filled from the store.
-    filling: Mutex<HashSet<String>>,
-    store: Arc<dyn Store>,
-    me: Weak<Hub>,
+    /// Where this instance's rooms' messages come from, in order; a room is watched while it
+    /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
+    feed: Arc<RoomFeed>,
 }
 
-/// How long a hole may stay open before the store is asked for the missing messages (they are
-/// usually on their way through Redis from the instance that committed them).
-const GAP_WAIT: Duration = Duration::from_millis(100);
-
 impl Hub {
-    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new_cyclic(|me| Hub {
+    pub fn new(feed: Arc<RoomFeed>) -> Arc<Self> {
+        Arc::new(Hub {
             rooms: RwLock::default(),
             sessions: RwLock::default(),
-            order: Mutex::default(),
-            filling: Mutex::default(),
-            store,
-            me: me.clone(),
+            feed,
         })
     }
 
@@ -73,119 +57,30 @@ impl Hub {
     }
 
     pub fn add(&self, room: &str, session: Arc<Session>) {
-        self.rooms
-            .write()
-            .entry(room.to_owned())
-            .or_default()
-            .insert(session.sid.clone(), session);
+        let mut rooms = self.rooms.write();
+        let members = rooms.entry(room.to_owned()).or_insert_with(|| {
+            self.feed.watch(room);
+            HashMap::new()
+        });
+        members.insert(session.sid.clone(), session);
     }
 
     pub fn remove(&self, room: &str, sid: &str) {
-        let emptied = {
-            let mut rooms = self.rooms.write();
-            match rooms.get_mut(room) {
-                Some(members) => {
-                    members.remove(sid);
-                    let empty = members.is_empty();
-                    if empty {
-                        rooms.remove(room);
-                    }
-                    empty
-                }
-                None => false,
+        let mut rooms = self.rooms.write();
+        if let Some(members) = rooms.get_mut(room) {
+            members.remove(sid);
+            if members.is_empty() {
+                rooms.remove(room);
+                // nobody here reads the room: its order restarts at the next join
+                self.feed.unwatch(room);
             }
-        };
-        if emptied {
-            // nobody here reads the room: its order restarts at the next join
-            self.order.lock().remove(room);
         }
     }
 
-    /// A join of `room` read its history up to `last_seq` (and the session is active): starts
-    /// the room's ordering there if it is not running, releasing what waited for it.
+    /// A join of `room` read its history up to `last_seq` (and the session is active): the
+    /// room's feed starts there if it is not running.
     pub fn started(&self, room: &str, last_seq: i64) {
-        let mut order = self.order.lock();
-        let o = order.entry(room.to_owned()).or_default();
-        let ready = o.start_at(last_seq);
-        let gap = o.gap().is_some();
-        self.release(room, ready);
-        drop(order);
-        if gap {
-            self.fill_later(room);
-        }
-    }
-
-    fn deliver_message(&self, msg: Arc<Message>) {
-        let room = msg.room.clone();
-        if !self.rooms.read().contains_key(&room) {
-            return; // no socket here reads this room
-        }
-        let mut order = self.order.lock();
-        let o = order.entry(room.clone()).or_default();
-        let ready = o.accept(msg);
-        let gap = o.gap().is_some();
-        self.release(&room, ready);
-        drop(order);
-        if gap {
-            self.fill_later(&room);
-        }
-    }
-
-    /// Hands `ready` (in seq order) to the room's sessions; called with the order lock held.
-    fn release(&self, room: &str, ready: Vec<Arc<Message>>) {
-        if ready.is_empty() {
-            return;
-        }
-        let members = self.members(room);
-        for msg in ready {
-            let encoded = Str::from(packet::event("message", &*msg));
-            for s in &members {
-                s.deliver(&msg, &encoded);
-            }
-        }
-    }
-
-    fn fill_later(&self, room: &str) {
-        if !self.filling.lock().insert(room.to_owned()) {
-            return;
-        }
-        let Some(hub) = self.me.upgrade() else { return };
-        let room = room.to_owned();
-        tokio::spawn(async move {
-            hub.fill(&room).await;
-            hub.filling.lock().remove(&room);
-        });
-    }
-
-    /// Fills `room`'s hole from the store once it has stayed open for `GAP_WAIT`; if the store
-    /// cannot answer for a while, releases past it (sockets that see the jump resync).
-    async fn fill(&self, room: &str) {
-        let Ok(id) = RoomId::parse(room) else { return };
-        for _ in 0..50 {
-            tokio::time::sleep(GAP_WAIT).await;
-            let Some((from, to)) = self.order.lock().get(room).and_then(RoomOrder::gap) else {
-                return;
-            };
-            let q = HistoryQuery {
-                after_seq: Some(from - 1),
-                before_seq: Some(to),
-                limit: (to - from).clamp(1, 500) as u32,
-            };
-            match self.store.history(&id, q, ReadFrom::Primary).await {
-                Ok(page) => {
-                    m::gap_fills().increment(page.items.len() as u64);
-                    for msg in page.items {
-                        self.deliver_message(Arc::new(msg));
-                    }
-                }
-                Err(e) => tracing::warn!(room, error = %e, "could not fill a delivery gap yet"),
-            }
-        }
-        let mut order = self.order.lock();
-        if let Some(o) = order.get_mut(room) {
-            let ready = o.skip_gap();
-            self.release(room, ready);
-        }
+        self.feed.start_at(room, last_seq);
     }
 
     fn members(&self, room: &str) -> Vec<Arc<Session>> {
@@ -196,10 +91,20 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    pub fn deliver(&self, event: BusEvent) {
+    fn deliver(&self, event: FeedEvent) {
         match event {
-            BusEvent::Message(msg) => self.deliver_message(msg),
-            BusEvent::Typing { room, user_id } => {
+            FeedEvent::Message(msg) => {
+                let encoded = Str::from(packet::event("message", &*msg));
+                for s in self.members(&msg.room) {
+                    s.deliver(&msg, &encoded);
+                }
+            }
+            FeedEvent::Resync { room, next } => {
+                for s in self.members(&room) {
+                    s.resync_before(&room, next);
+                }
+            }
+            FeedEvent::Typing { room, user_id } => {
                 let encoded = Str::from(packet::event(
                     "typing",
                     &serde_json::json!({ "room": room, "user_id": user_id }),
@@ -211,7 +116,7 @@ impl Hub {
                     }
                 }
             }
-            BusEvent::Presence {
+            FeedEvent::Presence {
                 room,
                 user_id,
                 online,
@@ -229,15 +134,13 @@ impl Hub {
                     }
                 }
             }
-            // for the caches (src/cache), not for sockets
-            BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => {}
         }
     }
 
-    /// Runs until the bus closes.
-    pub async fn run(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<BusEvent>) {
-        while let Some(e) = events.recv().await {
-            self.deliver(e);
+    /// Hands the feed's events to the sessions until the bus closes.
+    pub async fn run(self: Arc<Self>) {
+        while let Some(event) = self.feed.recv().await {
+            self.deliver(event);
         }
     }
 }

@@ -21,8 +21,3 @@ pub fn delivery_gaps() -> Counter {
 pub fn slow_consumer_disconnects() -> Counter {
     counter!("tsunagi_slow_consumer_disconnects_total")
 }
-
-/// Messages read from the store because they had not arrived through the bus in time.
-pub fn gap_fills() -> Counter {
-    counter!("tsunagi_delivery_gap_fills_total")
-}

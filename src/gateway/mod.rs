@@ -22,18 +22,20 @@ use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-pub mod events;
-pub mod hub;
+mod events;
+mod hub;
 mod metrics;
-mod order;
 pub mod packet;
-pub mod session;
+mod session;
 
 use packet::Inbound;
 use session::{Conn, EngineSocket, InboundEvent, Session};
 
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
 use crate::error::{ApiError, AuthCode};
-use crate::server::AppState;
+use hub::Hub;
 
 /// Events a session may have waiting to be handled before more are refused `rate_limited`.
 const INBOX_EVENTS: usize = 256;
@@ -41,9 +43,17 @@ const INBOX_EVENTS: usize = 256;
 /// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
+/// How long queued packets get to reach the wire before sockets are closed at shutdown.
+const FLUSH_GRACE: Duration = Duration::from_millis(200);
+
+/// The Socket.IO edge of one app: its sessions, their rooms, and the delivery task. (Clone
+/// because the engine's layer asks for it; it is used behind one `Arc`.)
 #[derive(Clone)]
 pub struct Gateway {
-    state: std::sync::OnceLock<Arc<AppState>>,
+    app: Arc<App>,
+    hub: Arc<Hub>,
+    /// Tasks that answer sends once committed: shutdown waits for them before closing sockets.
+    replies: TaskTracker,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -53,19 +63,20 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    pub fn new() -> Arc<Self> {
+    /// Builds the gateway on `app` and starts its delivery task (it runs until the bus closes).
+    pub fn new(app: Arc<App>) -> Arc<Self> {
+        let hub = Hub::new(app.room_feed());
+        tokio::spawn(hub.clone().run());
         Arc::new(Gateway {
-            state: std::sync::OnceLock::new(),
+            app,
+            hub,
+            replies: TaskTracker::new(),
         })
     }
 
-    /// Set once the state (which holds this gateway's hub) is built.
-    pub fn bind(&self, state: Arc<AppState>) {
-        self.state.set(state).ok();
-    }
-
-    fn state(&self) -> &Arc<AppState> {
-        self.state.get().expect("gateway bound before serving")
+    /// Sockets connected to this instance.
+    pub fn connected(&self) -> usize {
+        self.hub.session_count()
     }
 
     pub fn engine_config(max_message_bytes: usize, socket_buffer: usize) -> EngineIoConfig {
@@ -81,7 +92,12 @@ impl Gateway {
             .build()
     }
 
-    fn connect(&self, socket: &Arc<EngineSocket>, nsp: String, auth: Option<serde_json::Value>) {
+    fn connect(
+        self: &Arc<Self>,
+        socket: &Arc<EngineSocket>,
+        nsp: String,
+        auth: Option<serde_json::Value>,
+    ) {
         if nsp != "/" {
             socket
                 .emit(packet::connect_error(&nsp, "Invalid namespace", None))
@@ -91,8 +107,7 @@ impl Gateway {
         if socket.data.session.lock().is_some() {
             return; // a repeated CONNECT is ignored, as socket.io does
         }
-        let state = self.state().clone();
-        if state.closing() {
+        if self.app.shutdown.is_cancelled() {
             let e = ApiError::unavailable("the server is shutting down");
             let data = Some(json!({ "code": e.code() }));
             socket
@@ -111,7 +126,7 @@ impl Gateway {
                 AuthCode::AuthRequired,
                 "a token is required".into(),
             )),
-            Some(t) => state.tokens.verify(&t),
+            Some(t) => self.app.tokens.verify(&t),
         };
         let identity = match identity {
             Ok(i) => i,
@@ -127,9 +142,9 @@ impl Gateway {
         let (tx, rx) = mpsc::channel(INBOX_EVENTS);
         let session = Arc::new(Session::new(sid.clone(), identity, socket.clone(), tx));
         *socket.data.session.lock() = Some(session.clone());
-        state.hub.register(session.clone());
+        self.hub.register(session.clone());
         session.emit(packet::connect_ok(&sid));
-        tokio::spawn(events::worker(state, session, rx));
+        tokio::spawn(events::worker(self.clone(), session, rx));
     }
 
     fn teardown(&self, socket: &EngineSocket) {
@@ -137,21 +152,33 @@ impl Gateway {
             return;
         };
         session.mark_closed();
-        let state = self.state().clone();
-        let rooms = state.hub.unregister(&session);
+        let rooms = self.hub.unregister(&session);
+        let app = self.app.clone();
         tokio::spawn(async move {
             for room in rooms {
-                events::depart(&state, &session, &room).await;
+                events::depart(&app, &session, &room).await;
             }
         });
     }
 
-    /// Closes every connection (shutdown). Clients see a transport close and reconnect elsewhere.
-    pub fn close_all(&self) {
-        if let Some(state) = self.state.get() {
-            for s in state.hub.all_sessions() {
-                s.close(DisconnectReason::ClosingServer);
-            }
+    /// Shutdown, once sends are drained: lets every answer of a committed send reach its
+    /// socket, then closes every connection. Clients see a transport close and reconnect
+    /// elsewhere.
+    pub async fn close_all(&self, within: Duration) {
+        self.replies.close();
+        if tokio::time::timeout(within, self.replies.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some answers to sends were not written before closing");
+        }
+        if self.hub.session_count() > 0 {
+            // The engine offers no signal for "this socket's queue is on the wire", and closing
+            // cancels its writer at once: give queued acks a moment to be written.
+            tokio::time::sleep(FLUSH_GRACE).await;
+        }
+        for s in self.hub.all_sessions() {
+            s.close(DisconnectReason::ClosingServer);
         }
     }
 }

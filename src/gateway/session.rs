@@ -179,6 +179,17 @@ impl Session {
         self.rooms.lock().keys().cloned().collect()
     }
 
+    /// The feed could not recover `room`'s messages before seq `next`: a session that had not
+    /// got them all is disconnected to resync (`sync`), instead of seeing a jump.
+    pub fn resync_before(&self, room: &str, next: i64) {
+        let behind =
+            matches!(self.rooms.lock().get(room), Some(Cursor::Active(floor)) if *floor < next - 1);
+        if behind {
+            m::delivery_gaps().increment(1);
+            self.evict();
+        }
+    }
+
     /// Delivers a committed message (the same packet text for every session of the room).
     pub fn deliver(&self, msg: &Arc<Message>, encoded: &Str) {
         let mut rooms = self.rooms.lock();

@@ -8,20 +8,12 @@ use axum::extract::{Query, State};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use super::Edge;
 use super::extract::{Caller, keyset_page};
-use crate::auth::Identity;
+use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
-use crate::server::AppState;
 use crate::store::users::AuditQuery;
-
-fn require_admin(who: &Identity) -> ApiResult<()> {
-    if who.admin {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("admins only"))
-    }
-}
 
 fn filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> {
     match q.get(name).map(String::as_str) {
@@ -36,7 +28,7 @@ fn filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> 
 /// `GET /admin/audit?actor=&target=&cursor=&limit=`: newest first. Targets are `user:<id>` and
 /// `room:<id>`.
 pub async fn audit(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
@@ -48,28 +40,13 @@ pub async fn audit(
         before_id,
         limit: limit + 1,
     };
-    require_admin(&who)?;
-    let fetched = state.store.audit_log(&query).await?;
+    let fetched = state.admin.audit(&who, &query).await?;
     let (items, next_cursor) = keyset_page(fetched, limit, |e| e.id.to_string());
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
 /// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus.
-pub async fn stats(
-    State(state): State<Arc<AppState>>,
-    Caller(who): Caller,
-) -> ApiResult<impl IntoResponse> {
-    require_admin(&who)?;
-    let caches: serde_json::Map<String, serde_json::Value> = state
-        .caches
-        .iter()
-        .map(|c| (c.name().to_owned(), c.stats()))
-        .collect();
-    Ok(Json(json!({
-        "pools": state.store.pool_stats(),
-        "caches": caches,
-        "sockets": { "connected": state.hub.session_count() },
-        "bus": state.bus.stats(),
-        "redis": { "configured": state.redis.is_some() },
-    })))
+pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<impl IntoResponse> {
+    let figures = edge.app.admin.stats(&who, edge.gateway.connected())?;
+    Ok(Json(figures))
 }

@@ -4,25 +4,26 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use futures::StreamExt;
 
+use crate::app::App;
 use crate::auth::Identity;
 use crate::error::{ApiError, AuthCode};
 use crate::payload::{self, Object};
-use crate::server::AppState;
 
 /// The caller, from `Authorization: Bearer <token>`.
 pub struct Caller(pub Identity);
 
-impl FromRequestParts<Arc<AppState>> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Arc<App>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let app = Arc::<App>::from_ref(state);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -38,7 +39,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
                 ApiError::Unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer".into())
             })?,
         };
-        state.tokens.verify(token).map(Caller)
+        app.tokens.verify(token).map(Caller)
     }
 }
 
@@ -49,11 +50,14 @@ pub struct JsonObject(pub Object);
 const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
-impl FromRequest<Arc<AppState>> for JsonObject {
+impl<S: Send + Sync> FromRequest<S> for JsonObject
+where
+    Arc<App>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, ApiError> {
-        let limit = super::body_limit(&state.config);
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = super::body_limit(&Arc::<App>::from_ref(state).config);
         let mut body = req.into_body().into_data_stream();
         let mut bytes = Vec::new();
         while let Some(chunk) = body.next().await {

@@ -8,14 +8,14 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject};
+use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_str, query_int, req_str};
-use crate::server::AppState;
 use crate::store::HistoryQuery;
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -31,7 +31,7 @@ pub async fn list(
 }
 
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,

@@ -6,13 +6,14 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+use crate::app::App;
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::gateway::Gateway;
 
 mod admin;
 mod extract;
@@ -27,8 +28,21 @@ pub fn body_limit(config: &crate::config::Config) -> usize {
     config.max_message_bytes * 6 + 64 * 1024
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = body_limit(&state.config);
+/// What handlers are given: the app, and the gateway for the socket figures.
+#[derive(Clone)]
+pub struct Edge {
+    pub app: Arc<App>,
+    pub gateway: Arc<Gateway>,
+}
+
+impl FromRef<Edge> for Arc<App> {
+    fn from_ref(edge: &Edge) -> Arc<App> {
+        edge.app.clone()
+    }
+}
+
+pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
+    let body_limit = body_limit(&app.config);
     Router::new()
         .route("/api/v1/rooms", post(rooms::create).get(rooms::list))
         .route(
@@ -53,7 +67,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(Edge { app, gateway })
 }
 
 impl IntoResponse for ApiError {

@@ -1,5 +1,4 @@
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -7,39 +6,25 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use crate::server::AppState;
+use crate::app::App;
 
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// 200 when the database (and Redis, when configured) answer in time, else 503 naming what
-/// failed.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let limit = state.config.db_acquire_timeout + Duration::from_millis(500);
-    let db = async {
-        match tokio::time::timeout(limit, state.store.ping()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".to_owned()),
-        }
-    };
-    let redis = async {
-        match &state.redis {
-            Some(r) => Some(r.ping().await),
-            None => None,
-        }
-    };
-    let (db, redis) = tokio::join!(db, redis);
-    let mut checks = json!({ "database": if db.is_ok() { "ok" } else { "failed" } });
+/// 200 when every part's health check passes (database; Redis and the bus when configured),
+/// else 503 naming what failed.
+pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
+    let results = app.check_health().await;
+    let mut checks = serde_json::Map::new();
     let mut failures = Vec::new();
-    if let Err(why) = &db {
-        failures.push(format!("database: {why}"));
-    }
-    if let Some(r) = &redis {
-        checks["redis"] = if r.is_ok() { "ok" } else { "failed" }.into();
-        if let Err(why) = r {
-            failures.push(format!("redis: {why}"));
+    for (name, result) in results {
+        checks.insert(
+            name.into(),
+            if result.is_ok() { "ok" } else { "failed" }.into(),
+        );
+        if let Err(why) = result {
+            failures.push(format!("{name}: {why}"));
         }
     }
     if failures.is_empty() {
@@ -59,13 +44,12 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     }
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    state.store.report_pool_metrics();
+pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(),
+        app.render_metrics(),
     )
 }

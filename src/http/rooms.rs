@@ -8,15 +8,15 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
+use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
-use crate::server::AppState;
 use crate::services::rooms::check_room_name;
 use crate::services::users::{opt_metadata, user_view};
 
 pub async fn create(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     JsonObject(body): JsonObject,
 ) -> ApiResult<impl IntoResponse> {
@@ -35,7 +35,7 @@ pub async fn create(
 }
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
@@ -47,7 +47,7 @@ pub async fn list(
 }
 
 pub async fn add_member(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
@@ -60,7 +60,7 @@ pub async fn add_member(
 /// `GET /rooms/{id}/members?limit=&cursor=`: `{ items: [{ user_id, added_by, added_at, user:
 /// USER|null }], next_cursor }`, by user id; accounts come from the same query (no N+1).
 pub async fn members(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,

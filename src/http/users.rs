@@ -10,13 +10,13 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
+use crate::app::App;
 use crate::error::ApiResult;
 use crate::payload::query_int;
-use crate::server::AppState;
 use crate::services::users::{identity_of, own_view, user_view};
 use crate::store::users::UserRecord;
 
-fn with_token(state: &AppState, user: &UserRecord) -> serde_json::Value {
+fn with_token(state: &App, user: &UserRecord) -> serde_json::Value {
     let who = identity_of(user);
     let token = state.tokens.mint(
         &who.user_id,
@@ -28,7 +28,7 @@ fn with_token(state: &AppState, user: &UserRecord) -> serde_json::Value {
 }
 
 pub async fn register(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<impl IntoResponse> {
     let user = state.users.register(&body).await?;
@@ -36,7 +36,7 @@ pub async fn register(
 }
 
 pub async fn login(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<impl IntoResponse> {
     let user = state.users.login(&body).await?;
@@ -44,7 +44,7 @@ pub async fn login(
 }
 
 pub async fn get(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> ApiResult<impl IntoResponse> {
@@ -53,7 +53,7 @@ pub async fn get(
 }
 
 pub async fn patch(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
@@ -63,7 +63,7 @@ pub async fn patch(
 }
 
 pub async fn list(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<App>>,
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {

@@ -6,10 +6,10 @@
 //! messages are published to the bus in seq order, before any sender is answered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
@@ -29,7 +29,8 @@ enum Job {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::UnboundedSender<Job>,
-    closing: Arc<AtomicBool>,
+    /// The process's shutdown: once cancelled, new sends are refused.
+    shutdown: CancellationToken,
 }
 
 impl Committer {
@@ -38,13 +39,11 @@ impl Committer {
         bus: Arc<dyn Bus>,
         ryw: Arc<ReadYourWrites>,
         max_batch: usize,
+        shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(rx, store, bus, ryw, max_batch));
-        Committer {
-            tx,
-            closing: Arc::new(AtomicBool::new(false)),
-        }
+        Committer { tx, shutdown }
     }
 
     /// Queues one message now (keeping the caller's order) and returns the wait for its commit.
@@ -53,7 +52,7 @@ impl Committer {
         message: NewMessage,
     ) -> impl Future<Output = ApiResult<Appended>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let queued = if self.closing.load(Ordering::Acquire) {
+        let queued = if self.shutdown.is_cancelled() {
             Err(ApiError::unavailable("the server is shutting down"))
         } else {
             self.tx
@@ -71,9 +70,9 @@ impl Committer {
         }
     }
 
-    /// Refuses new sends and waits until everything already queued is committed.
+    /// Waits until everything queued so far is committed (new sends are refused once the
+    /// shutdown token is cancelled).
     pub async fn drain(&self) {
-        self.closing.store(true, Ordering::Release);
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Job::Flush(tx)).is_ok() {
             rx.await.ok();

@@ -4,8 +4,10 @@
 //! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
 //! `users.rs` (accounts, read through the layered cache).
 
+pub mod admin;
 pub mod commit;
 pub mod messages;
+pub mod presence;
 pub mod rooms;
 pub mod ryw;
 pub mod users;

@@ -1,9 +1,14 @@
 //! State that must be shared by every tsunagi instance: rate limits and presence.
 //!
 //! Layout: one trait per concern here, the in-process implementations in `local.rs`, the rate
-//! limiter shared through Redis in `redis.rs`, presence shared through Redis in `redis_presence.rs`.
+//! limiter shared through Redis in `redis.rs`, presence shared through Redis in `redis_presence.rs`;
+//! [`presence`] and [`Limiters`] build the engine the backplane calls for.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+
+use crate::backplane::Backplane;
 
 pub mod local;
 pub mod redis;
@@ -30,4 +35,35 @@ pub trait Presence: Send + Sync + 'static {
     async fn leave(&self, room: &str, user: &str, conn: &str) -> bool;
     /// The users online in `room`, sorted.
     async fn online(&self, room: &str) -> Vec<String>;
+}
+
+/// Presence where the backplane keeps it.
+pub fn presence(backplane: &Backplane) -> Arc<dyn Presence> {
+    match backplane {
+        Backplane::Local => Arc::new(local::LocalPresence::default()),
+        Backplane::Redis(conn) => redis_presence::RedisPresence::start(conn.clone()),
+    }
+}
+
+/// Makes the rate limiters: with Redis every limit is shared by all instances (PROTOCOL §3
+/// "Across instances"), else each lives in this process.
+pub struct Limiters(Backplane);
+
+impl Limiters {
+    pub fn new(backplane: &Backplane) -> Self {
+        Limiters(backplane.clone())
+    }
+
+    /// A limiter named `name` (its Redis keys) allowing `per_second` with bursts of `burst`.
+    pub fn limiter(&self, name: &'static str, per_second: f64, burst: u32) -> Arc<dyn RateLimiter> {
+        match &self.0 {
+            Backplane::Local => Arc::new(local::LocalRateLimiter::new(per_second, burst)),
+            Backplane::Redis(conn) => Arc::new(redis::RedisRateLimiter::new(
+                conn.clone(),
+                name,
+                per_second,
+                burst,
+            )),
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `sqlite.rs` is the embedded implementation, `postgres/` the scale-out one (primary + read
-//! replicas); `pool.rs` instruments their pools; `timing.rs` times every statement by name.
+//! `users.rs` the accounts and audit part of it; `sqlite/` is the embedded implementation,
+//! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
+//! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
 use std::collections::HashMap;
 
@@ -10,11 +11,14 @@ use async_trait::async_trait;
 
 use crate::domain::{Message, RoomId, RoomInfo};
 
+mod build;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;
 pub mod timing;
 pub mod users;
+
+pub use build::{build, migrate, pg_settings, sqlite_settings};
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {

@@ -1,10 +1,10 @@
-//! The order in which this instance hands a room's messages to its sockets.
+//! The order in which this instance hands a room's messages on (used by the ordered feed).
 //!
 //! Messages reach an instance from its own committer and, with Redis, from other instances; two
 //! instances writing one room interleave, so seq 6 (committed here) can arrive before seq 5
 //! (committed elsewhere, still on its way through Redis). A room's messages are released strictly
 //! in seq order: ahead-of-order ones wait here, and a hole that does not close soon is filled from
-//! the store by the hub. Ordering starts at the position the room's first join read up to.
+//! the store by the feed. Ordering starts at the position the room's first join read up to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

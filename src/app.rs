@@ -1,0 +1,237 @@
+//! The application: its parts, and how the configuration builds them.
+//!
+//! Each engine module builds its own part from the config and hands back its health check
+//! (`store::build`, `bus::build`, `Backplane::build`; presence, limiters and the L2 cache from
+//! the backplane, which decides "Redis or in process" once). The edges (`http`, `gateway`) are
+//! built on an [`App`]; `server` serves them and drains. Nothing here knows HTTP or Socket.IO.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Tokens, load_or_create_secret};
+use crate::backplane::Backplane;
+use crate::bus::Bus;
+use crate::bus::ordered::{RoomFeed, StoreHistory};
+use crate::cache::layered::LayeredCache;
+use crate::cache::{CacheSettings, Invalidate};
+use crate::config::Config;
+use crate::health::HealthCheck;
+use crate::password::Passwords;
+use crate::services::admin::AdminService;
+use crate::services::commit::Committer;
+use crate::services::messages::MessagesService;
+use crate::services::presence::PresenceService;
+use crate::services::rooms::RoomsService;
+use crate::services::ryw::ReadYourWrites;
+use crate::services::users::UsersService;
+use crate::shared_state::Limiters;
+use crate::store::Store;
+
+/// One running tsunagi: the services the edges call, and what operations look at.
+pub struct App {
+    pub config: Config,
+    pub tokens: Tokens,
+    pub rooms: Arc<RoomsService>,
+    pub messages: Arc<MessagesService>,
+    pub users: Arc<UsersService>,
+    pub presence: Arc<PresenceService>,
+    pub admin: AdminService,
+    /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
+    pub shutdown: CancellationToken,
+    /// Every part's check, for `/readyz`.
+    health: Vec<HealthCheck>,
+    metrics: PrometheusHandle,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    committer: Committer,
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade has one global recorder, so every
+/// app in a process shares it).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets(&latency)
+                .expect("non-empty buckets")
+                .install_recorder()
+                .expect("the metrics recorder is installed once")
+        })
+        .clone()
+}
+
+/// The token secret: configured, or (SQLite) generated once in the data directory.
+pub fn jwt_secret(config: &Config) -> anyhow::Result<String> {
+    if let Some(s) = &config.jwt_secret {
+        return Ok(s.clone());
+    }
+    match config.data_dir() {
+        Some(dir) => load_or_create_secret(&dir),
+        None => anyhow::bail!("TSUNAGI_JWT_SECRET is required with PostgreSQL"),
+    }
+}
+
+impl App {
+    /// Opens (and migrates) the store, connects the backplane and starts every background part.
+    pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
+        let metrics = metrics_handle();
+        let tokens = Tokens::new(jwt_secret(&config)?.as_bytes());
+        let (store, store_check) = crate::store::build(&config).await?;
+        let (backplane, backplane_check) = Backplane::build(&config)?;
+        let (bus, bus_check) = crate::bus::build(&backplane, &config);
+        let health: Vec<HealthCheck> = [Some(store_check), backplane_check, Some(bus_check)]
+            .into_iter()
+            .flatten()
+            .collect();
+
+        let l2 = crate::cache::remote(&backplane);
+        let settings = CacheSettings {
+            l1_capacity: config.cache_l1_capacity,
+            l1_ttl: config.cache_l1_ttl,
+            l2_ttl: config.cache_l2_ttl,
+            negative_ttl: config.cache_negative_ttl,
+        };
+        let user_cache = Arc::new(LayeredCache::new(
+            "users",
+            settings.clone(),
+            l2.clone(),
+            bus.clone(),
+        ));
+        let room_cache = Arc::new(LayeredCache::new(
+            "rooms",
+            settings.clone(),
+            l2.clone(),
+            bus.clone(),
+        ));
+        let member_cache = Arc::new(LayeredCache::new("members", settings, l2, bus.clone()));
+        let caches: Vec<Arc<dyn Invalidate>> =
+            vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
+        bus.on_invalidation(crate::cache::handler(caches.clone()));
+
+        let limiters = Limiters::new(&backplane);
+        let ryw = Arc::new(ReadYourWrites::new(
+            config.replica_max_lag,
+            config.replica_check_interval,
+        ));
+        let shutdown = CancellationToken::new();
+        let committer = Committer::start(
+            store.clone(),
+            bus.clone(),
+            ryw.clone(),
+            config.group_commit_max,
+            shutdown.clone(),
+        );
+        let rooms = Arc::new(RoomsService::new(
+            store.clone(),
+            ryw.clone(),
+            room_cache,
+            member_cache,
+        ));
+        let login_limiter = limiters.limiter(
+            "login",
+            config.login_rate_per_min / 60.0,
+            config.login_rate_per_min.ceil().max(1.0) as u32,
+        );
+        let users = Arc::new(UsersService::new(
+            store.clone(),
+            ryw.clone(),
+            user_cache,
+            Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?,
+            login_limiter,
+            config.max_metadata_bytes,
+        ));
+        let messages = Arc::new(MessagesService::new(
+            rooms.clone(),
+            ryw,
+            store.clone(),
+            committer.clone(),
+            limiters.limiter("send", config.send_rate, config.send_burst),
+            limiters.limiter(
+                "read",
+                config.read_rate_kib,
+                // at least two maximal pages at once, so a page is never refused forever
+                (config.read_rate_kib * 4.0).clamp(2048.0, f64::from(u32::MAX)) as u32,
+            ),
+            config.max_message_bytes,
+        ));
+        let presence = Arc::new(PresenceService::new(
+            rooms.clone(),
+            crate::shared_state::presence(&backplane),
+            bus.clone(),
+            limiters.limiter(
+                "typing",
+                config.typing_rate,
+                config.typing_rate.ceil() as u32,
+            ),
+        ));
+        let admin = AdminService::new(store.clone(), bus.clone(), caches, backplane.is_remote());
+
+        let app = Arc::new(App {
+            config,
+            tokens,
+            rooms,
+            messages,
+            users,
+            presence,
+            admin,
+            shutdown,
+            health,
+            metrics,
+            store,
+            bus,
+            committer,
+        });
+        app.clone().report_pools_until_stopped();
+        Ok(app)
+    }
+
+    /// The ordered, gap-filled feed of this instance's watched rooms (for the gateway).
+    pub fn room_feed(&self) -> Arc<RoomFeed> {
+        RoomFeed::new(&*self.bus, Arc::new(StoreHistory(self.store.clone())))
+    }
+
+    /// Runs every health check at once; `(name, Err(why))` for those that failed.
+    pub async fn check_health(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let limit = self.config.db_acquire_timeout + Duration::from_millis(500);
+        let runs = self
+            .health
+            .iter()
+            .map(|c| async move { (c.name, c.run(limit).await) });
+        futures::future::join_all(runs).await
+    }
+
+    /// The Prometheus text, with fresh pool gauges.
+    pub fn render_metrics(&self) -> String {
+        self.store.report_pool_metrics();
+        self.metrics.render()
+    }
+
+    /// Refuses new sends and waits until everything already queued is committed and answered.
+    pub async fn drain_sends(&self) {
+        self.committer.drain().await;
+    }
+
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
+    /// Publishes the pool gauges every 5 s until shutdown.
+    fn report_pools_until_stopped(self: Arc<Self>) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = self.shutdown.cancelled() => return,
+                    _ = tick.tick() => self.store.report_pool_metrics(),
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,348 @@
+//! The ordered feed: what this instance's sockets are handed, built on the raw bus.
+//!
+//! The raw [`Bus`] is a notification path (Redis pub/sub is at most once, and two instances
+//! writing one room interleave). The feed keeps the guarantee subscribers rely on: for every
+//! room it watches, `Message` events come out in seq order with no gap, starting right after the
+//! position the room was started at; a hole that does not close within [`GAP_WAIT`] is filled
+//! from the store, and one that cannot be filled for [`GIVE_UP_AFTER`] is skipped and declared
+//! with a [`FeedEvent::Resync`] just before the messages past it. Typing and presence pass
+//! through unordered (best effort); cache invalidations are not for sockets and are dropped.
+//!
+//! No task of its own: the one consumer pulls with [`RoomFeed::recv`], which reads the bus, puts
+//! messages in order and hands back what is ready, so ordering costs no extra hand-off.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use metrics::counter;
+use parking_lot::Mutex;
+use tokio::sync::{Notify, mpsc};
+
+use super::order::RoomOrder;
+use super::{Bus, BusEvent};
+use crate::domain::{Message, RoomId};
+use crate::store::{HistoryQuery, ReadFrom, Store, StoreError};
+
+/// How long a hole may stay open before the store is asked for the missing messages (they are
+/// usually on their way through Redis from the instance that committed them).
+pub const GAP_WAIT: Duration = Duration::from_millis(100);
+
+/// How long the store may fail to fill a hole before the feed skips it.
+pub const GIVE_UP_AFTER: Duration = Duration::from_secs(5);
+
+/// What a subscriber is handed, in the order it must act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FeedEvent {
+    /// The next message of a watched room.
+    Message(Arc<Message>),
+    /// Messages of `room` before seq `next` could not be recovered: whoever holds the room
+    /// short of `next - 1` must resync (`sync`) before trusting what follows.
+    Resync {
+        room: String,
+        next: i64,
+    },
+    Typing {
+        room: String,
+        user_id: String,
+    },
+    Presence {
+        room: String,
+        user_id: String,
+        online: bool,
+        origin: String,
+    },
+}
+
+/// Where missing messages are read from.
+#[async_trait]
+pub trait HistorySource: Send + Sync + 'static {
+    /// The stored messages of `room` with `from <= seq < to`, ascending (at most 500).
+    async fn range(&self, room: &str, from: i64, to: i64) -> Result<Vec<Message>, StoreError>;
+}
+
+/// The store as a history source: always the primary, which holds every commit.
+pub struct StoreHistory(pub Arc<dyn Store>);
+
+#[async_trait]
+impl HistorySource for StoreHistory {
+    async fn range(&self, room: &str, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
+        let Ok(id) = RoomId::parse(room) else {
+            return Ok(Vec::new());
+        };
+        let q = HistoryQuery {
+            after_seq: Some(from - 1),
+            before_seq: Some(to),
+            limit: (to - from).clamp(1, 500) as u32,
+        };
+        Ok(self.0.history(&id, q, ReadFrom::Primary).await?.items)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Watched rooms and their order.
+    rooms: HashMap<String, RoomOrder>,
+    /// Released, not yet handed to the consumer; pushed under this lock, so in release order.
+    ready: VecDeque<FeedEvent>,
+    /// Rooms whose hole a fill task is working on.
+    filling: HashSet<String>,
+}
+
+pub struct RoomFeed {
+    state: Mutex<State>,
+    /// Wakes the consumer when something was released outside `recv` (a start, a fill).
+    released: Notify,
+    bus_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<BusEvent>>,
+    history: Arc<dyn HistorySource>,
+    me: Weak<RoomFeed>,
+}
+
+impl RoomFeed {
+    /// Subscribes to `bus`; holes are filled from `history`.
+    pub fn new(bus: &dyn Bus, history: Arc<dyn HistorySource>) -> Arc<Self> {
+        let events = bus.subscribe();
+        Arc::new_cyclic(|me| RoomFeed {
+            state: Mutex::default(),
+            released: Notify::new(),
+            bus_events: tokio::sync::Mutex::new(events),
+            history,
+            me: me.clone(),
+        })
+    }
+
+    /// Local interest in `room` begins: its messages are held until [`Self::start_at`].
+    pub fn watch(&self, room: &str) {
+        self.state.lock().rooms.entry(room.to_owned()).or_default();
+    }
+
+    /// No local interest any more: the room's order is forgotten (it restarts at the next join).
+    pub fn unwatch(&self, room: &str) {
+        self.state.lock().rooms.remove(room);
+    }
+
+    /// A join read `room` up to `last_seq`: ordering starts there unless it already runs.
+    pub fn start_at(&self, room: &str, last_seq: i64) {
+        let mut st = self.state.lock();
+        let Some(order) = st.rooms.get_mut(room) else {
+            return; // nobody here watches it any more
+        };
+        let ready = order.start_at(last_seq);
+        let gap = order.gap().is_some();
+        let released = !ready.is_empty();
+        st.ready.extend(ready.into_iter().map(FeedEvent::Message));
+        if gap {
+            self.fill_later(&mut st, room);
+        }
+        drop(st);
+        if released {
+            self.released.notify_one();
+        }
+    }
+
+    /// The next event, in order; `None` once the bus has closed. One consumer only.
+    pub async fn recv(&self) -> Option<FeedEvent> {
+        let mut events = self.bus_events.lock().await;
+        loop {
+            if let Some(ev) = self.state.lock().ready.pop_front() {
+                return Some(ev);
+            }
+            tokio::select! {
+                biased;
+                _ = self.released.notified() => {}
+                ev = events.recv() => self.accept(ev?),
+            }
+        }
+    }
+
+    fn accept(&self, event: BusEvent) {
+        let passed = match event {
+            BusEvent::Message(msg) => return self.accept_message(msg),
+            BusEvent::Typing { room, user_id } => FeedEvent::Typing { room, user_id },
+            BusEvent::Presence {
+                room,
+                user_id,
+                online,
+                origin,
+            } => FeedEvent::Presence {
+                room,
+                user_id,
+                online,
+                origin,
+            },
+            BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => return,
+        };
+        self.state.lock().ready.push_back(passed);
+    }
+
+    fn accept_message(&self, msg: Arc<Message>) {
+        let mut st = self.state.lock();
+        let room = msg.room.clone();
+        let Some(order) = st.rooms.get_mut(&room) else {
+            return; // no socket here reads this room
+        };
+        let ready = order.accept(msg);
+        let gap = order.gap().is_some();
+        st.ready.extend(ready.into_iter().map(FeedEvent::Message));
+        if gap {
+            self.fill_later(&mut st, &room);
+        }
+    }
+
+    fn fill_later(&self, st: &mut State, room: &str) {
+        if !st.filling.insert(room.to_owned()) {
+            return;
+        }
+        let Some(feed) = self.me.upgrade() else {
+            return;
+        };
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            feed.fill(&room).await;
+            feed.state.lock().filling.remove(&room);
+        });
+    }
+
+    /// Fills `room`'s hole from the store once it has stayed open for `GAP_WAIT`; if the store
+    /// cannot answer for `GIVE_UP_AFTER`, skips it and declares a resync.
+    async fn fill(&self, room: &str) {
+        let attempts = (GIVE_UP_AFTER.as_millis() / GAP_WAIT.as_millis()).max(1);
+        for _ in 0..attempts {
+            tokio::time::sleep(GAP_WAIT).await;
+            let gap = self.state.lock().rooms.get(room).and_then(RoomOrder::gap);
+            let Some((from, to)) = gap else { return };
+            match self.history.range(room, from, to).await {
+                Ok(found) => {
+                    counter!("tsunagi_delivery_gap_fills_total").increment(found.len() as u64);
+                    for msg in found {
+                        self.accept_message(Arc::new(msg));
+                    }
+                    self.released.notify_one();
+                }
+                Err(e) => tracing::warn!(room, error = %e, "could not fill a delivery gap yet"),
+            }
+        }
+        let mut st = self.state.lock();
+        let Some(order) = st.rooms.get_mut(room) else {
+            return;
+        };
+        let Some((_, next)) = order.gap() else { return };
+        let ready = order.skip_gap();
+        st.ready.push_back(FeedEvent::Resync {
+            room: room.to_owned(),
+            next,
+        });
+        st.ready.extend(ready.into_iter().map(FeedEvent::Message));
+        drop(st);
+        self.released.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::local::LocalBus;
+
+    fn msg(seq: i64) -> Message {
+        Message {
+            id: format!("m{seq}"),
+            room: "r".into(),
+            seq,
+            user_id: "u".into(),
+            content: "x".into(),
+            client_id: None,
+            created_at: "t".into(),
+        }
+    }
+
+    /// A store that holds `stored`, or fails every read when `down`.
+    struct Fake {
+        stored: Vec<Message>,
+        down: bool,
+    }
+
+    #[async_trait]
+    impl HistorySource for Fake {
+        async fn range(&self, _: &str, from: i64, to: i64) -> Result<Vec<Message>, StoreError> {
+            if self.down {
+                return Err(StoreError::Unavailable("down".into()));
+            }
+            Ok(self
+                .stored
+                .iter()
+                .filter(|m| (from..to).contains(&m.seq))
+                .cloned()
+                .collect())
+        }
+    }
+
+    fn seq_of(ev: Option<FeedEvent>) -> i64 {
+        match ev {
+            Some(FeedEvent::Message(m)) => m.seq,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    fn feed(stored: Vec<Message>, down: bool) -> (LocalBus, Arc<RoomFeed>) {
+        let bus = LocalBus::default();
+        let feed = RoomFeed::new(&bus, Arc::new(Fake { stored, down }));
+        (bus, feed)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hole_is_filled_from_the_store_after_the_gap_wait() {
+        let (bus, feed) = feed((1..=3).map(msg).collect(), false);
+        feed.watch("r");
+        feed.start_at("r", 0);
+        bus.publish(BusEvent::Message(Arc::new(msg(1))));
+        bus.publish(BusEvent::Message(Arc::new(msg(3)))); // 2 was lost on the way
+        assert_eq!(seq_of(feed.recv().await), 1);
+        let started = tokio::time::Instant::now();
+        assert_eq!(seq_of(feed.recv().await), 2);
+        assert!(started.elapsed() >= GAP_WAIT, "filled before the wait");
+        assert_eq!(seq_of(feed.recv().await), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unfillable_hole_is_declared_then_skipped() {
+        let (bus, feed) = feed(Vec::new(), true);
+        feed.watch("r");
+        feed.start_at("r", 4);
+        bus.publish(BusEvent::Message(Arc::new(msg(7))));
+        let started = tokio::time::Instant::now();
+        let ev = feed.recv().await;
+        assert_eq!(
+            ev,
+            Some(FeedEvent::Resync {
+                room: "r".into(),
+                next: 7
+            })
+        );
+        assert!(started.elapsed() >= GIVE_UP_AFTER);
+        assert_eq!(seq_of(feed.recv().await), 7);
+        bus.publish(BusEvent::Message(Arc::new(msg(8))));
+        assert_eq!(seq_of(feed.recv().await), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_wait_for_the_start_and_unwatched_rooms_are_dropped() {
+        let (bus, feed) = feed(Vec::new(), false);
+        bus.publish(BusEvent::Message(Arc::new(msg(1)))); // not watched: dropped
+        feed.watch("r");
+        bus.publish(BusEvent::Message(Arc::new(msg(2))));
+        bus.publish(BusEvent::Message(Arc::new(msg(3))));
+        bus.publish(BusEvent::Typing {
+            room: "r".into(),
+            user_id: "u".into(),
+        });
+        // typing passes at once; the messages wait for the join's position
+        assert!(matches!(feed.recv().await, Some(FeedEvent::Typing { .. })));
+        feed.start_at("r", 2);
+        assert_eq!(seq_of(feed.recv().await), 3);
+        feed.unwatch("r");
+        bus.publish(BusEvent::Message(Arc::new(msg(4))));
+        let pending = tokio::time::timeout(Duration::from_secs(1), feed.recv()).await;
+        assert!(pending.is_err(), "an unwatched room's message came out");
+    }
+}

@@ -1,0 +1,66 @@
+//! The operator's reads: the audit log and the figures of every part, for admins only.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::auth::Identity;
+use crate::bus::Bus;
+use crate::cache::Invalidate;
+use crate::error::{ApiError, ApiResult};
+use crate::store::Store;
+use crate::store::users::{AuditEntry, AuditQuery};
+
+pub struct AdminService {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    caches: Vec<Arc<dyn Invalidate>>,
+    redis_configured: bool,
+}
+
+fn require_admin(who: &Identity) -> ApiResult<()> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("admins only"))
+    }
+}
+
+impl AdminService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        caches: Vec<Arc<dyn Invalidate>>,
+        redis_configured: bool,
+    ) -> Self {
+        AdminService {
+            store,
+            bus,
+            caches,
+            redis_configured,
+        }
+    }
+
+    pub async fn audit(&self, who: &Identity, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
+        require_admin(who)?;
+        Ok(self.store.audit_log(q).await?)
+    }
+
+    /// Pools, caches (hits, misses, hit ratio per layer), sockets (`connected`, from the
+    /// gateway), bus.
+    pub fn stats(&self, who: &Identity, sockets_connected: usize) -> ApiResult<Value> {
+        require_admin(who)?;
+        let caches: serde_json::Map<String, Value> = self
+            .caches
+            .iter()
+            .map(|c| (c.name().to_owned(), c.stats()))
+            .collect();
+        Ok(json!({
+            "pools": self.store.pool_stats(),
+            "caches": caches,
+            "sockets": { "connected": sockets_connected },
+            "bus": self.bus.stats(),
+            "redis": { "configured": self.redis_configured },
+        }))
+    }
+}
