@@ -7,6 +7,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// How often the Redis bus pings its subscription: a dead link is noticed within this plus the
+/// Redis timeout, which bounds `TSUNAGI_BUS_ACK_TIMEOUT_MS` from below.
+pub const BUS_HEARTBEAT: Duration = Duration::from_millis(250);
+
 /// Every setting: (environment variable, default, one line for the README table).
 pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
@@ -464,7 +468,7 @@ impl Config {
         let bus_ack_timeout = ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 600_000)?;
         // A peer cut off from Redis must notice (heartbeat + one Redis timeout) and stop reading
         // its L1 before a writer stops waiting for that peer's ack.
-        let detection = crate::bus::redis::HEARTBEAT + redis_timeout * 2;
+        let detection = BUS_HEARTBEAT + redis_timeout * 2;
         if bus_ack_timeout < detection {
             return Err(err(
                 "TSUNAGI_BUS_ACK_TIMEOUT_MS",

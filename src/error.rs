@@ -1,8 +1,13 @@
-//! The one error type services return, and its single mapping to the contract's codes
-//! (PROTOCOL.md §3 ack codes, §4 HTTP statuses). Everything inside maps into this once.
+//! The edges' error: a failure as the contract words it, with its single mapping to ack codes
+//! (PROTOCOL.md §3) and HTTP statuses (§4). Only `http` and `gateway` use it; everything inside
+//! (domain, auth, services) has its own typed error, turned into this once, here.
 
 use axum::http::StatusCode;
-use serde::Serialize;
+
+pub use crate::auth::AuthCode;
+use crate::auth::AuthError;
+use crate::domain::DomainError;
+use crate::services::error::ServiceError;
 
 /// A failure as the contract names it. The order of the variants is the contract's precedence
 /// (§5 "Everywhere"): when several apply, the caller reports the first.
@@ -28,25 +33,6 @@ pub enum ApiError {
     Unauthorized(AuthCode, String),
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
-}
-
-/// The connect / 401 codes of §3 and §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuthCode {
-    AuthRequired,
-    InvalidToken,
-    TokenExpired,
-}
-
-impl AuthCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuthCode::AuthRequired => "auth_required",
-            AuthCode::InvalidToken => "invalid_token",
-            AuthCode::TokenExpired => "token_expired",
-        }
-    }
 }
 
 impl ApiError {
@@ -103,16 +89,34 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
         match e {
-            StoreError::Conflict(what) => ApiError::Conflict(what),
-            StoreError::NotFound(what) => ApiError::NotFound(what),
-            StoreError::Unavailable(_) | StoreError::Statement(_) => {
-                ApiError::Unavailable("storage is unavailable, try again".into())
+            ServiceError::BadRequest(_) => ApiError::BadRequest(message),
+            ServiceError::TooLarge(_) => ApiError::TooLarge(message),
+            ServiceError::NotFound(_) => ApiError::NotFound(message),
+            ServiceError::Forbidden(_) => ApiError::Forbidden(message),
+            ServiceError::RateLimited(retry_after_ms) => ApiError::RateLimited { retry_after_ms },
+            ServiceError::Storage(_) | ServiceError::Unavailable(_) => {
+                ApiError::Unavailable(message)
             }
+            ServiceError::Conflict(_) => ApiError::Conflict(message),
+            ServiceError::Reset => ApiError::Reset,
+            ServiceError::Unauthorized(code, _) => ApiError::Unauthorized(code, message),
         }
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized(e.code, e.message)
     }
 }
 

@@ -108,7 +108,7 @@ fn token(
         "admin" => true,
         other => anyhow::bail!("--role {other}: use user or admin"),
     };
-    tsunagi::domain::check_user_id(sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
+    tsunagi::domain::UserId::parse(sub).map_err(|e| anyhow::anyhow!("--sub: {e}"))?;
     let ttl = tsunagi::auth::parse_ttl(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     let tokens = tsunagi::auth::Tokens::new(tsunagi::server::jwt_secret(config)?.as_bytes());
     println!("{}", tokens.mint(sub, admin, name.as_deref(), ttl));

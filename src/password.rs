@@ -12,7 +12,7 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::Semaphore;
 
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{DomainError, DomainResult};
 
 pub struct Passwords {
     argon: Argon2<'static>,
@@ -82,39 +82,44 @@ const COMMON: &[&str] = &[
 
 /// The policy (README, "Accounts"): 8 to 128 characters, not a known common password, not one
 /// repeated character, and not containing the username or the email's local part.
-pub fn check_policy(password: &str, username: &str, email: &str) -> ApiResult<()> {
+pub fn check_policy(password: &str, username: &str, email: &str) -> DomainResult<()> {
     let n = password.chars().count();
     if n < 8 {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "password must be at least 8 characters",
         ));
     }
     if n > 128 {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "password must be at most 128 characters",
         ));
     }
     let lower = password.to_lowercase();
     if COMMON.contains(&lower.as_str()) {
-        return Err(ApiError::bad_request("password is too common"));
+        return Err(DomainError::invalid("password is too common"));
     }
     let mut chars = password.chars();
     let first = chars.next();
     if chars.all(|c| Some(c) == first) {
-        return Err(ApiError::bad_request(
+        return Err(DomainError::invalid(
             "password must not be one repeated character",
         ));
     }
     let local = email.split('@').next().unwrap_or("").to_lowercase();
     for part in [username.to_lowercase(), local] {
         if part.chars().count() >= 3 && lower.contains(&part) {
-            return Err(ApiError::bad_request(
+            return Err(DomainError::invalid(
                 "password must not contain the username or email",
             ));
         }
     }
     Ok(())
 }
+
+/// Hashing failed (the job panicked or argon2 refused): the request may be tried again.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("could not hash the password, try again")]
+pub struct HashFailed;
 
 impl Passwords {
     pub fn new(memory_kib: u32, iterations: u32) -> anyhow::Result<Arc<Self>> {
@@ -155,7 +160,7 @@ impl Passwords {
         .ok()
     }
 
-    pub async fn hash(self: &Arc<Self>, password: String) -> ApiResult<String> {
+    pub async fn hash(self: &Arc<Self>, password: String) -> Result<String, HashFailed> {
         self.on_a_core(move |me| {
             me.argon
                 .hash_password(password.as_bytes())
@@ -163,7 +168,7 @@ impl Passwords {
         })
         .await
         .and_then(Result::ok)
-        .ok_or_else(|| ApiError::unavailable("could not hash the password, try again"))
+        .ok_or(HashFailed)
     }
 
     /// True if `password` matches `hash`; with no hash (unknown user), spends the same time
@@ -202,7 +207,7 @@ mod tests {
         ];
         for pw in weak {
             let e = check_policy(pw, "alice", "alicemail@x.io").unwrap_err();
-            assert_eq!(e.code(), "bad_request", "{pw}");
+            assert!(matches!(e, DomainError::Invalid(_)), "{pw}");
         }
         assert!(check_policy(&"é1".repeat(65), "bob", "b@x.io").is_err());
     }

@@ -63,8 +63,8 @@ impl Pending {
     }
 }
 
-/// How often the subscription is pinged.
-pub const HEARTBEAT: Duration = Duration::from_millis(250);
+/// How often the subscription is pinged (a setting's bound depends on it, so config owns it).
+pub const HEARTBEAT: Duration = crate::config::BUS_HEARTBEAT;
 
 struct PendingGuard<'a> {
     bus: &'a RedisBus,

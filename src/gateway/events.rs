@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
-
-use crate::payload::{opt_int, opt_str, req_str};
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::Gateway;
+use super::client_event::{self, ClientEvent};
 use super::metrics as m;
 use super::packet;
 use super::session::{InboundEvent, Session};
@@ -55,38 +54,27 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
         m::events_in("unknown").increment(1);
         return reply(session, ev.ack, Err(ApiError::bad_request(reason)));
     }
-    let name: &'static str = match ev.name.as_str() {
-        "join" => "join",
-        "leave" => "leave",
-        "send" => "send",
-        "typing" => "typing",
-        "sync" => "sync",
-        "presence" => "presence",
-        _ => "unknown",
+    m::events_in(client_event::label(&ev.name)).increment(1);
+    let event = match ClientEvent::parse(&ev.name, ev.payload) {
+        Ok(event) => event,
+        Err(e) => return reply(session, ev.ack, Err(e)),
     };
-    m::events_in(name).increment(1);
-    let payload = match ev.payload {
-        Some(Value::Object(map)) => map,
-        _ => {
-            let e = if name == "unknown" {
-                ApiError::bad_request(format!("unknown event `{}`", ev.name))
-            } else {
-                ApiError::bad_request("the payload must be an object")
-            };
-            return reply(session, ev.ack, Err(e));
-        }
-    };
-    let result = match name {
-        "join" => join(gw, session, &payload, ev.ack).await,
-        "leave" => leave(gw, session, &payload).await,
-        "send" => return send(gw, session, payload, ev.ack).await,
-        "typing" => typing(gw, session, &payload).await,
-        "sync" => sync(gw, session, &payload).await,
-        "presence" => presence(gw, session, &payload).await,
-        _ => Err(ApiError::bad_request(format!(
-            "unknown event `{}`",
-            ev.name
-        ))),
+    let result = match event {
+        ClientEvent::Join { room } => join(gw, session, room, ev.ack).await,
+        ClientEvent::Leave { room } => leave(gw, session, room).await,
+        ClientEvent::Send {
+            room,
+            content,
+            client_id,
+        } => return send(gw, session, &room, content, client_id, ev.ack).await,
+        ClientEvent::Typing { room } => typing(gw, session, room).await,
+        ClientEvent::Sync {
+            room,
+            since_seq,
+            epoch,
+            limit,
+        } => sync(gw, session, room, since_seq, epoch.as_deref(), limit).await,
+        ClientEvent::Presence { room } => presence(gw, session, room).await,
     };
     match result {
         // join sends its own ack, in order with the messages that follow it
@@ -96,17 +84,12 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
     }
 }
 
-fn room_of(p: &Map<String, Value>) -> ApiResult<RoomId> {
-    RoomId::parse(req_str(p, "room")?)
-}
-
 async fn join(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
-    p: &Map<String, Value>,
+    room: RoomId,
     ack: Option<i64>,
 ) -> ApiResult<Option<Value>> {
-    let room = room_of(p)?;
     let meta = gw.app.rooms.check_access(&session.identity, &room).await?;
     session.begin_join(room.as_str());
     gw.hub.add(room.as_str(), session.clone());
@@ -119,7 +102,7 @@ async fn join(
         Ok(h) => h,
         Err(e) => {
             part(gw, session, room.as_str()).await;
-            return Err(e);
+            return Err(e.into());
         }
     };
     let last_seq = history.items.last().map(|m| m.seq).unwrap_or(0);
@@ -160,9 +143,8 @@ pub async fn depart(app: &App, session: &Session, room: &str) {
 async fn leave(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
-    p: &Map<String, Value>,
+    room: RoomId,
 ) -> ApiResult<Option<Value>> {
-    let room = room_of(p)?;
     if session.joined_rooms().iter().any(|r| r == room.as_str()) {
         part(gw, session, room.as_str()).await;
     } else {
@@ -171,22 +153,28 @@ async fn leave(
     Ok(Some(json!({})))
 }
 
-async fn send(gw: &Arc<Gateway>, session: &Arc<Session>, p: Map<String, Value>, ack: Option<i64>) {
-    let started = async {
-        let room = req_str(&p, "room")?;
-        let content = req_str(&p, "content")?.to_owned();
-        let client_id = opt_str(&p, "client_id")?.map(str::to_owned);
-        gw.app
-            .messages
-            .start_send(&session.identity, room, content, client_id)
-            .await
-    };
-    match started.await {
-        Err(e) => reply(session, ack, Err(e)),
+async fn send(
+    gw: &Arc<Gateway>,
+    session: &Arc<Session>,
+    room: &str,
+    content: String,
+    client_id: Option<String>,
+    ack: Option<i64>,
+) {
+    let started = gw
+        .app
+        .messages
+        .start_send(&session.identity, room, content, client_id)
+        .await;
+    match started {
+        Err(e) => reply(session, ack, Err(e.into())),
         Ok(commit) => {
             let session = session.clone();
             gw.replies.spawn(async move {
-                let result = commit.await.map(|a| json!({ "message": a.message }));
+                let result = commit
+                    .await
+                    .map(|a| json!({ "message": a.message }))
+                    .map_err(ApiError::from);
                 reply(&session, ack, result);
             });
         }
@@ -196,9 +184,8 @@ async fn send(gw: &Arc<Gateway>, session: &Arc<Session>, p: Map<String, Value>, 
 async fn typing(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
-    p: &Map<String, Value>,
+    room: RoomId,
 ) -> ApiResult<Option<Value>> {
-    let room = room_of(p)?;
     gw.app.presence.typing(&session.identity, &room).await?;
     Ok(Some(json!({})))
 }
@@ -206,13 +193,11 @@ async fn typing(
 async fn sync(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
-    p: &Map<String, Value>,
+    room: RoomId,
+    since_seq: i64,
+    epoch: Option<&str>,
+    limit: u32,
 ) -> ApiResult<Option<Value>> {
-    let room = room_of(p)?;
-    let since_seq = opt_int(p, "since_seq", 0, i64::MAX)?
-        .ok_or_else(|| ApiError::bad_request("since_seq is required"))?;
-    let epoch = opt_str(p, "epoch")?;
-    let limit = opt_int(p, "limit", 1, 500)?.unwrap_or(100) as u32;
     let r = gw
         .app
         .messages
@@ -226,9 +211,8 @@ async fn sync(
 async fn presence(
     gw: &Arc<Gateway>,
     session: &Arc<Session>,
-    p: &Map<String, Value>,
+    room: RoomId,
 ) -> ApiResult<Option<Value>> {
-    let room = room_of(p)?;
     let users: Vec<Value> = gw
         .app
         .presence

@@ -22,6 +22,7 @@ use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod client_event;
 mod events;
 mod hub;
 mod metrics;
@@ -126,7 +127,7 @@ impl Gateway {
                 AuthCode::AuthRequired,
                 "a token is required".into(),
             )),
-            Some(t) => self.app.tokens.verify(&t),
+            Some(t) => self.app.tokens.verify(&t).map_err(ApiError::from),
         };
         let identity = match identity {
             Ok(i) => i,

@@ -13,7 +13,7 @@ use super::extract::{Caller, keyset_page};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
-use crate::store::users::AuditQuery;
+use crate::services::admin::AuditQuery;
 
 fn filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> {
     match q.get(name).map(String::as_str) {

@@ -39,7 +39,7 @@ where
                 ApiError::Unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer".into())
             })?,
         };
-        app.tokens.verify(token).map(Caller)
+        Ok(Caller(app.tokens.verify(token)?))
     }
 }
 
@@ -71,7 +71,7 @@ where
         }
         let value = serde_json::from_slice(&bytes)
             .map_err(|_| ApiError::bad_request("the body must be JSON"))?;
-        payload::object(Some(value)).map(JsonObject)
+        Ok(JsonObject(payload::object(Some(value))?))
     }
 }
 

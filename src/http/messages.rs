@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_str, query_int, req_str};
-use crate::store::HistoryQuery;
+use crate::services::messages::HistoryQuery;
 
 pub async fn list(
     State(state): State<Arc<App>>,

@@ -13,8 +13,8 @@ use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
 use crate::app::App;
 use crate::error::ApiResult;
 use crate::payload::query_int;
+use crate::services::users::UserRecord;
 use crate::services::users::{identity_of, own_view, user_view};
-use crate::store::users::UserRecord;
 
 fn with_token(state: &App, user: &UserRecord) -> serde_json::Value {
     let who = identity_of(user);

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::error::{ServiceError, ServiceResult};
 use crate::auth::Identity;
 use crate::bus::Bus;
 use crate::cache::Invalidate;
-use crate::error::{ApiError, ApiResult};
 use crate::store::Store;
-use crate::store::users::{AuditEntry, AuditQuery};
+pub use crate::store::users::{AuditEntry, AuditQuery};
 
 pub struct AdminService {
     store: Arc<dyn Store>,
@@ -18,11 +18,11 @@ pub struct AdminService {
     redis_configured: bool,
 }
 
-fn require_admin(who: &Identity) -> ApiResult<()> {
+fn require_admin(who: &Identity) -> ServiceResult<()> {
     if who.admin {
         Ok(())
     } else {
-        Err(ApiError::forbidden("admins only"))
+        Err(ServiceError::forbidden("admins only"))
     }
 }
 
@@ -41,14 +41,14 @@ impl AdminService {
         }
     }
 
-    pub async fn audit(&self, who: &Identity, q: &AuditQuery) -> ApiResult<Vec<AuditEntry>> {
+    pub async fn audit(&self, who: &Identity, q: &AuditQuery) -> ServiceResult<Vec<AuditEntry>> {
         require_admin(who)?;
         Ok(self.store.audit_log(q).await?)
     }
 
     /// Pools, caches (hits, misses, hit ratio per layer), sockets (`connected`, from the
     /// gateway), bus.
-    pub fn stats(&self, who: &Identity, sockets_connected: usize) -> ApiResult<Value> {
+    pub fn stats(&self, who: &Identity, sockets_connected: usize) -> ServiceResult<Value> {
         require_admin(who)?;
         let caches: serde_json::Map<String, Value> = self
             .caches

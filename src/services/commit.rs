@@ -11,16 +11,16 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{ServiceError, ServiceResult};
 use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
-use crate::error::{ApiError, ApiResult};
 use crate::store::{Appended, NewMessage, Store, WritePos};
 
 enum Job {
     Append {
         message: NewMessage,
         queued: Instant,
-        reply: oneshot::Sender<ApiResult<Appended>>,
+        reply: oneshot::Sender<ServiceResult<Appended>>,
     },
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
@@ -50,10 +50,10 @@ impl Committer {
     pub fn enqueue(
         &self,
         message: NewMessage,
-    ) -> impl Future<Output = ApiResult<Appended>> + Send + 'static {
+    ) -> impl Future<Output = ServiceResult<Appended>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let queued = if self.shutdown.is_cancelled() {
-            Err(ApiError::unavailable("the server is shutting down"))
+            Err(ServiceError::unavailable("the server is shutting down"))
         } else {
             self.tx
                 .send(Job::Append {
@@ -61,12 +61,12 @@ impl Committer {
                     queued: Instant::now(),
                     reply,
                 })
-                .map_err(|_| ApiError::unavailable("the committer has stopped"))
+                .map_err(|_| ServiceError::unavailable("the committer has stopped"))
         };
         async move {
             queued?;
             rx.await
-                .unwrap_or_else(|_| Err(ApiError::unavailable("the committer has stopped")))
+                .unwrap_or_else(|_| Err(ServiceError::unavailable("the committer has stopped")))
         }
     }
 
@@ -80,7 +80,7 @@ impl Committer {
     }
 }
 
-type Waiter = (Instant, oneshot::Sender<ApiResult<Appended>>);
+type Waiter = (Instant, oneshot::Sender<ServiceResult<Appended>>);
 
 /// Publishes what a commit created (in seq order, before anyone is answered), then answers.
 fn answer(
@@ -137,14 +137,14 @@ async fn run(
                         match store.append(m).await {
                             Ok((appended, pos)) => answer(&*bus, &ryw, vec![waiter], appended, pos),
                             Err(e) => {
-                                waiter.1.send(Err(ApiError::from(e))).ok();
+                                waiter.1.send(Err(ServiceError::from(e))).ok();
                             }
                         }
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "group commit failed");
-                    let err = ApiError::from(e);
+                    let err = ServiceError::from(e);
                     for (_, reply) in waiters {
                         reply.send(Err(err.clone())).ok();
                     }

@@ -3,13 +3,14 @@
 use std::sync::Arc;
 
 use super::commit::Committer;
+use super::error::{ServiceError, ServiceResult};
 use super::rooms::{RoomMeta, RoomsService};
 use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
-use crate::domain::{RoomId, check_client_id, check_content};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{ClientId, Content, RoomId};
 use crate::shared_state::RateLimiter;
-use crate::store::{Appended, HistoryPage, HistoryQuery, NewMessage, ReadFrom, Store};
+use crate::store::{Appended, NewMessage, ReadFrom, Store};
+pub use crate::store::{HistoryPage, HistoryQuery};
 
 pub struct MessagesService {
     rooms: Arc<RoomsService>,
@@ -110,17 +111,17 @@ impl MessagesService {
         room: &str,
         content: String,
         client_id: Option<String>,
-    ) -> ApiResult<impl Future<Output = ApiResult<Appended>> + Send + 'static> {
+    ) -> ServiceResult<impl Future<Output = ServiceResult<Appended>> + Send + 'static> {
         let room = RoomId::parse(room)?;
         if let Some(cid) = &client_id {
-            check_client_id(cid)?;
+            ClientId::parse(cid)?;
         }
-        check_content(&content, self.max_message_bytes)?;
+        let content = Content::parse(content, self.max_message_bytes)?.into_string();
         self.rooms.check_access(who, &room).await?;
         self.send_limiter
             .check(&who.user_id)
             .await
-            .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })?;
+            .map_err(ServiceError::RateLimited)?;
         Ok(self.committer.enqueue(NewMessage {
             room,
             user_id: who.user_id.clone(),
@@ -135,7 +136,7 @@ impl MessagesService {
         room: &str,
         content: String,
         client_id: Option<String>,
-    ) -> ApiResult<Appended> {
+    ) -> ServiceResult<Appended> {
         self.start_send(who, room, content, client_id).await?.await
     }
 
@@ -145,7 +146,7 @@ impl MessagesService {
         who: &Identity,
         room: &RoomId,
         q: HistoryQuery,
-    ) -> ApiResult<HistoryPage> {
+    ) -> ServiceResult<HistoryPage> {
         self.rooms.check_access(who, room).await?;
         let from = self.ryw.read_for(&who.user_id);
         let mut page = self.store.history(room, q, from).await?;
@@ -159,7 +160,7 @@ impl MessagesService {
         who: &Identity,
         meta: &RoomMeta,
         limit: u32,
-    ) -> ApiResult<HistoryPage> {
+    ) -> ServiceResult<HistoryPage> {
         let q = HistoryQuery {
             after_seq: None,
             before_seq: None,
@@ -173,12 +174,12 @@ impl MessagesService {
         Ok(page)
     }
 
-    async fn charge_read(&self, who: &Identity, bytes: usize) -> ApiResult<()> {
+    async fn charge_read(&self, who: &Identity, bytes: usize) -> ServiceResult<()> {
         let kib = u32::try_from(bytes / 1024 + 1).unwrap_or(u32::MAX);
         self.read_limiter
             .check_n(&who.user_id, kib)
             .await
-            .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })
+            .map_err(ServiceError::RateLimited)
     }
 
     /// Everything after `since_seq`, or `reset` when the client's position cannot be in this
@@ -190,11 +191,11 @@ impl MessagesService {
         since_seq: i64,
         epoch: Option<&str>,
         limit: u32,
-    ) -> ApiResult<SyncPage> {
+    ) -> ServiceResult<SyncPage> {
         self.rooms.check_access(who, room).await?;
         let info = self.rooms.info(room).await?;
         if epoch.is_some_and(|e| e != info.epoch) || since_seq > info.last_seq {
-            return Err(ApiError::Reset);
+            return Err(ServiceError::Reset);
         }
         let q = HistoryQuery {
             after_seq: Some(since_seq),

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod commit;
+pub mod error;
 pub mod messages;
 pub mod presence;
 pub mod rooms;

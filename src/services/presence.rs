@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
+use super::error::{ServiceError, ServiceResult};
 use super::rooms::RoomsService;
 use crate::auth::Identity;
 use crate::bus::{Bus, BusEvent};
 use crate::domain::RoomId;
-use crate::error::{ApiError, ApiResult};
 use crate::shared_state::{Presence, RateLimiter};
 
 pub struct PresenceService {
@@ -56,12 +56,12 @@ impl PresenceService {
     }
 
     /// `typing`: to the room's sockets of other users, within the typing rate.
-    pub async fn typing(&self, who: &Identity, room: &RoomId) -> ApiResult<()> {
+    pub async fn typing(&self, who: &Identity, room: &RoomId) -> ServiceResult<()> {
         self.rooms.check_access(who, room).await?;
         self.typing_limiter
             .check(&who.user_id)
             .await
-            .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })?;
+            .map_err(ServiceError::RateLimited)?;
         self.bus.publish(BusEvent::Typing {
             room: room.as_str().to_owned(),
             user_id: who.user_id.clone(),
@@ -70,7 +70,7 @@ impl PresenceService {
     }
 
     /// `presence`: the users online in `room`, for a reader with access.
-    pub async fn online(&self, who: &Identity, room: &RoomId) -> ApiResult<Vec<String>> {
+    pub async fn online(&self, who: &Identity, room: &RoomId) -> ServiceResult<Vec<String>> {
         self.rooms.check_access(who, room).await?;
         Ok(self.presence.online(room.as_str()).await)
     }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::{ServiceError, ServiceResult};
 use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
 use crate::cache::Versioned;
 use crate::cache::layered::LayeredCache;
-use crate::domain::{RoomId, RoomInfo, check_user_id};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{RoomId, RoomInfo, UserId};
 use crate::store::users::MemberRow;
 use crate::store::{NewRoom, ReadFrom, Store};
 
@@ -49,11 +49,11 @@ pub struct RoomsService {
 }
 
 /// A room's name: at most 200 characters (empty or absent: the id).
-pub fn check_room_name(name: Option<&str>) -> ApiResult<()> {
+pub fn check_room_name(name: Option<&str>) -> ServiceResult<()> {
     match name {
-        Some(n) if n.chars().count() > 200 => {
-            Err(ApiError::bad_request("name must be at most 200 characters"))
-        }
+        Some(n) if n.chars().count() > 200 => Err(ServiceError::bad_request(
+            "name must be at most 200 characters",
+        )),
         _ => Ok(()),
     }
 }
@@ -87,7 +87,7 @@ impl RoomsService {
         name: Option<String>,
         private: bool,
         metadata: Option<serde_json::Value>,
-    ) -> ApiResult<RoomInfo> {
+    ) -> ServiceResult<RoomInfo> {
         let name = name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.as_str().to_owned());
@@ -122,7 +122,7 @@ impl RoomsService {
         who: &Identity,
         cursor: Option<&str>,
         limit: u32,
-    ) -> ApiResult<Vec<RoomInfo>> {
+    ) -> ServiceResult<Vec<RoomInfo>> {
         let from = self.ryw.read_for(&who.user_id);
         Ok(self
             .store
@@ -131,7 +131,7 @@ impl RoomsService {
     }
 
     /// The room, or `not_found`.
-    pub async fn meta(&self, room: &RoomId) -> ApiResult<Arc<RoomMeta>> {
+    pub async fn meta(&self, room: &RoomId) -> ServiceResult<Arc<RoomMeta>> {
         let load = || async {
             let info = self.store.room(room, ReadFrom::Primary).await?;
             Ok(info.map(|info| RoomMeta {
@@ -144,20 +144,24 @@ impl RoomsService {
         self.meta_cache
             .get(room.as_str(), load)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))
+            .ok_or_else(|| ServiceError::not_found(format!("room {room} does not exist")))
     }
 
     /// Fresh room info (last_seq moves), or `not_found`.
-    pub async fn info(&self, room: &RoomId) -> ApiResult<RoomInfo> {
+    pub async fn info(&self, room: &RoomId) -> ServiceResult<RoomInfo> {
         self.store
             .room(room, ReadFrom::Primary)
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("room {room} does not exist")))
+            .ok_or_else(|| ServiceError::not_found(format!("room {room} does not exist")))
     }
 
     /// Read access (and write: the contract gives both to the same people): public rooms to
     /// everyone; private rooms to the owner, members and admins.
-    pub async fn check_access(&self, who: &Identity, room: &RoomId) -> ApiResult<Arc<RoomMeta>> {
+    pub async fn check_access(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+    ) -> ServiceResult<Arc<RoomMeta>> {
         let meta = self.meta(room).await?;
         if !meta.private || who.admin || meta.owner_id == who.user_id {
             return Ok(meta);
@@ -170,17 +174,17 @@ impl RoomsService {
         if self.member_cache.get(&key, load).await?.is_some() {
             Ok(meta)
         } else {
-            Err(ApiError::forbidden(format!("room {room} is private")))
+            Err(ServiceError::forbidden(format!("room {room} is private")))
         }
     }
 
     /// `POST /rooms/{id}/members`: by the owner or an admin.
-    pub async fn add_member(&self, who: &Identity, room: &str, user_id: &str) -> ApiResult<()> {
+    pub async fn add_member(&self, who: &Identity, room: &str, user_id: &str) -> ServiceResult<()> {
         let room = RoomId::parse(room)?;
-        check_user_id(user_id)?;
+        UserId::parse(user_id)?;
         let meta = self.meta(&room).await?;
         if !(who.admin || meta.owner_id == who.user_id) {
-            return Err(ApiError::forbidden(
+            return Err(ServiceError::forbidden(
                 "only the room's owner or an admin adds members",
             ));
         }
@@ -206,7 +210,7 @@ impl RoomsService {
         room: &str,
         cursor: Option<&str>,
         limit: u32,
-    ) -> ApiResult<Vec<MemberRow>> {
+    ) -> ServiceResult<Vec<MemberRow>> {
         let room = RoomId::parse(room)?;
         self.check_access(who, &room).await?;
         let from = self.ryw.read_for(&who.user_id);

@@ -4,16 +4,19 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::error::{ServiceError, ServiceResult};
 use super::ryw::ReadYourWrites;
+use crate::auth::AuthCode;
 use crate::auth::Identity;
 use crate::cache::Versioned;
 use crate::cache::layered::LayeredCache;
-use crate::error::{ApiError, ApiResult, AuthCode};
+use crate::domain::{Email, UserId, Username};
 use crate::password::{Passwords, check_policy};
 use crate::payload::{Object, opt_str, req_str};
 use crate::shared_state::RateLimiter;
 use crate::store::Store;
-use crate::store::users::{NewUser, UserPatch, UserRecord};
+pub use crate::store::users::UserRecord;
+use crate::store::users::{NewUser, UserPatch};
 
 impl Versioned for UserRecord {
     fn version(&self) -> i64 {
@@ -52,40 +55,10 @@ pub fn identity_of(u: &UserRecord) -> Identity {
     }
 }
 
-fn check_username(s: &str) -> ApiResult<()> {
-    let ok = (3..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(
-            "username must be 3 to 32 of A-Z, a-z, 0-9, _, - and .",
-        ))
-    }
-}
-
-/// A practical check, not RFC 5322: one `@`, a local part, a dotted domain; stored lower case.
-fn check_email(s: &str) -> ApiResult<String> {
-    let bad = || ApiError::bad_request("email is not a valid address");
-    if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    let (local, domain) = s.split_once('@').ok_or_else(bad)?;
-    let domain_ok = domain.contains('.')
-        && domain
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if local.is_empty() || local.len() > 64 || domain.contains('@') || !domain_ok {
-        return Err(bad());
-    }
-    Ok(s.to_lowercase())
-}
-
-fn check_text(field: &str, s: &str, min: usize, max: usize) -> ApiResult<String> {
+fn check_text(field: &str, s: &str, min: usize, max: usize) -> ServiceResult<String> {
     let n = s.chars().count();
     if n < min || n > max || s.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::bad_request(format!(
+        return Err(ServiceError::bad_request(format!(
             "{field} must be {min} to {max} characters without control characters"
         )));
     }
@@ -93,18 +66,18 @@ fn check_text(field: &str, s: &str, min: usize, max: usize) -> ApiResult<String>
 }
 
 /// An open JSON object of at most `max` bytes (as JSON); `null` is absent.
-pub fn opt_metadata(p: &Object, max: usize) -> ApiResult<Option<Value>> {
+pub fn opt_metadata(p: &Object, max: usize) -> ServiceResult<Option<Value>> {
     match p.get("metadata") {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => {
             if v.to_string().len() > max {
-                return Err(ApiError::TooLarge(format!(
+                return Err(ServiceError::TooLarge(format!(
                     "metadata must be at most {max} bytes of JSON"
                 )));
             }
             Ok(Some(v.clone()))
         }
-        Some(_) => Err(ApiError::bad_request("metadata must be a JSON object")),
+        Some(_) => Err(ServiceError::bad_request("metadata must be a JSON object")),
     }
 }
 
@@ -137,13 +110,13 @@ impl UsersService {
     }
 
     /// `POST /auth/register`: `{ username, email, password, display_name? }`.
-    pub async fn register(&self, body: &Object) -> ApiResult<UserRecord> {
+    pub async fn register(&self, body: &Object) -> ServiceResult<UserRecord> {
         let username = req_str(body, "username")?;
         let email = req_str(body, "email")?;
         let password = req_str(body, "password")?;
         let display_name = opt_str(body, "display_name")?;
-        check_username(username)?;
-        let email = check_email(email)?;
+        Username::parse(username)?;
+        let email = Email::parse(email)?.into_string();
         let display_name = match display_name {
             Some(d) => check_text("display_name", d, 1, 64)?,
             None => username.to_owned(),
@@ -173,22 +146,24 @@ impl UsersService {
 
     /// `POST /auth/login`: `{ login, password }`. One answer for an unknown login and a wrong
     /// password, in the same time.
-    pub async fn login(&self, body: &Object) -> ApiResult<UserRecord> {
+    pub async fn login(&self, body: &Object) -> ServiceResult<UserRecord> {
         let login = req_str(body, "login")?;
         let password = req_str(body, "password")?;
         if login.is_empty() || login.chars().count() > 254 {
-            return Err(ApiError::bad_request("login must be 1 to 254 characters"));
+            return Err(ServiceError::bad_request(
+                "login must be 1 to 254 characters",
+            ));
         }
         self.login_limiter
             .check(&format!("login:{}", login.to_lowercase()))
             .await
-            .map_err(|retry_after_ms| ApiError::RateLimited { retry_after_ms })?;
+            .map_err(ServiceError::RateLimited)?;
         let user = self.store.user_by_login(login).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
         let ok = self.passwords.verify(password.to_owned(), hash).await;
         match user {
             Some(u) if ok => Ok(u),
-            _ => Err(ApiError::Unauthorized(
+            _ => Err(ServiceError::Unauthorized(
                 AuthCode::AuthRequired,
                 "unknown login or wrong password".into(),
             )),
@@ -196,18 +171,21 @@ impl UsersService {
     }
 
     /// Through the cache: L1, L2, then the primary.
-    pub async fn get(&self, id: &str) -> ApiResult<Arc<UserRecord>> {
-        if id.is_empty() || id.chars().count() > 128 {
-            return Err(ApiError::bad_request("a user id is 1 to 128 characters"));
-        }
+    pub async fn get(&self, id: &str) -> ServiceResult<Arc<UserRecord>> {
+        UserId::parse(id)?;
         self.cache
             .get(id, || self.store.user(id))
             .await?
-            .ok_or_else(|| ApiError::not_found(format!("user {id} does not exist")))
+            .ok_or_else(|| ServiceError::not_found(format!("user {id} does not exist")))
     }
 
     /// `PATCH /users/{id}`: `{ display_name?, bio?, email?, metadata?, role? (admins) }`.
-    pub async fn patch(&self, who: &Identity, id: &str, body: &Object) -> ApiResult<UserRecord> {
+    pub async fn patch(
+        &self,
+        who: &Identity,
+        id: &str,
+        body: &Object,
+    ) -> ServiceResult<UserRecord> {
         let patch = UserPatch {
             display_name: opt_str(body, "display_name")?
                 .map(|d| check_text("display_name", d, 1, 64))
@@ -215,22 +193,24 @@ impl UsersService {
             bio: opt_str(body, "bio")?
                 .map(|b| check_text("bio", b, 0, 1000))
                 .transpose()?,
-            email: opt_str(body, "email")?.map(check_email).transpose()?,
+            email: opt_str(body, "email")?
+                .map(|e| Email::parse(e).map(Email::into_string))
+                .transpose()?,
             role: match opt_str(body, "role")? {
                 None => None,
                 Some(r @ ("user" | "admin")) => Some(r.to_owned()),
-                Some(_) => return Err(ApiError::bad_request("role must be user or admin")),
+                Some(_) => return Err(ServiceError::bad_request("role must be user or admin")),
             },
             metadata: opt_metadata(body, self.max_metadata_bytes)?,
         };
         self.get(id).await?; // a missing user is not_found before forbidden
         if !(who.admin || who.user_id == id) {
-            return Err(ApiError::forbidden(
+            return Err(ServiceError::forbidden(
                 "only the user or an admin edits a user",
             ));
         }
         if patch.role.is_some() && !who.admin {
-            return Err(ApiError::forbidden("only an admin changes roles"));
+            return Err(ServiceError::forbidden("only an admin changes roles"));
         }
         let (store, key, actor) = (self.store.clone(), id.to_owned(), who.user_id.clone());
         let write = async move { store.update_user(&key, &patch, &actor).await };
@@ -248,7 +228,7 @@ impl UsersService {
         who: &Identity,
         cursor: Option<&str>,
         limit: u32,
-    ) -> ApiResult<Vec<UserRecord>> {
+    ) -> ServiceResult<Vec<UserRecord>> {
         let from = self.ryw.read_for(&who.user_id);
         Ok(self.store.list_users(cursor, limit, from).await?)
     }
@@ -260,21 +240,17 @@ mod tests {
 
     #[test]
     fn field_rules() {
-        assert!(check_username("alice_1.x").is_ok());
-        assert!(check_username("al").is_err());
-        assert!(check_username("a@b").is_err());
-        assert_eq!(
-            check_email("Al.Ice@Example.ORG").unwrap(),
-            "al.ice@example.org"
-        );
-        for bad in ["a", "a@b", "@x.io", "a@x..io", "a b@x.io", "a@b@x.io"] {
-            assert!(check_email(bad).is_err(), "{bad}");
-        }
         let mut o = Object::new();
         o.insert("metadata".into(), json!({ "k": "v".repeat(100) }));
-        assert_eq!(opt_metadata(&o, 50).unwrap_err().code(), "too_large");
+        assert!(matches!(
+            opt_metadata(&o, 50),
+            Err(ServiceError::TooLarge(_))
+        ));
         assert!(opt_metadata(&o, 500).unwrap().is_some());
         o.insert("metadata".into(), json!([1]));
-        assert_eq!(opt_metadata(&o, 500).unwrap_err().code(), "bad_request");
+        assert!(matches!(
+            opt_metadata(&o, 500),
+            Err(ServiceError::BadRequest(_))
+        ));
     }
 }
