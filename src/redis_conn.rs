@@ -1,12 +1,27 @@
-//! The Redis connection shared by the L2 cache and the bus (and, later, presence and rate
-//! limits): one multiplexed, self-reconnecting connection for commands, every call bounded by a
-//! timeout so a Redis outage costs a request milliseconds, never a hang.
+//! The Redis connection shared by the L2 cache, the bus, presence and rate limits: one
+//! multiplexed, self-reconnecting connection for commands, every call bounded by a timeout so a
+//! Redis outage costs a request milliseconds, never a hang.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+/// Why a Redis call did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// A call failed a moment ago: not tried again until the breaker closes.
+    #[error("Redis is unavailable (recent failure)")]
+    Breaker,
+    #[error("Redis did not answer in time")]
+    Timeout,
+    /// The subscription connection closed or stopped answering its pings.
+    #[error("Redis subscription lost")]
+    Lost,
+    #[error("Redis: {0}")]
+    Command(#[from] redis::RedisError),
+}
 
 pub struct RedisConn {
     client: redis::Client,
@@ -62,28 +77,28 @@ impl RedisConn {
 
     /// Runs `f` on the shared connection, giving up after the configured timeout; fails at once
     /// while the breaker is open.
-    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, String>
+    pub async fn run<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         if self.now_ms() < self.open_until_ms.load(Ordering::Relaxed) {
-            return Err("Redis is unavailable (recent failure)".into());
+            return Err(RedisError::Breaker);
         }
         self.call(f).await
     }
 
     /// Like `run`, past the breaker: for what must be tried every time (the bus's publishes of
     /// invalidations, whose loss would leave other instances stale).
-    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, String>
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, RedisError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let result = match tokio::time::timeout(self.timeout, f(self.manager.clone())).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("Redis did not answer in time".into()),
+            Ok(Err(e)) => Err(RedisError::Command(e)),
+            Err(_) => Err(RedisError::Timeout),
         };
         if result.is_err() {
             let until = self.now_ms() + BREAKER_OPEN.as_millis() as u64;
@@ -100,7 +115,7 @@ impl RedisConn {
     }
 
     /// For `/readyz`: always asks Redis (past the breaker), and closes the breaker on success.
-    pub async fn ping(&self) -> Result<(), String> {
+    pub async fn ping(&self) -> Result<(), RedisError> {
         self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await
             .map(|_| ())

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::local::LocalBus;
 use super::{Bus, BusEvent, InvalidationHandler};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConn, RedisError};
 
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -136,7 +136,7 @@ impl RedisBus {
         bus
     }
 
-    async fn publish_raw(&self, channel: String, payload: String) -> Result<usize, String> {
+    async fn publish_raw(&self, channel: String, payload: String) -> Result<usize, RedisError> {
         self.conn
             .call(|mut c| async move {
                 redis::cmd("PUBLISH")
@@ -230,18 +230,16 @@ impl RedisBus {
         }
     }
 
-    async fn subscribe_once(&self) -> Result<(), String> {
+    async fn subscribe_once(&self) -> Result<(), RedisError> {
         let limit = self.conn.timeout().max(Duration::from_secs(1));
         let pubsub = tokio::time::timeout(limit, self.conn.client().get_async_pubsub())
             .await
-            .map_err(|_| "connect timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| RedisError::Timeout)??;
         let (mut sink, mut stream) = pubsub.split();
         let channels = [self.channel.as_str(), self.ack_channel.as_str()];
         tokio::time::timeout(limit, sink.subscribe(&channels[..]))
             .await
-            .map_err(|_| "subscribe timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| RedisError::Timeout)??;
         // Anything published while we were away is lost: start from empty in-process caches,
         // applied before the bus reports healthy (and L1 is read again).
         if let Some(apply) = self.handler.get() {
@@ -257,7 +255,7 @@ impl RedisBus {
         loop {
             tokio::select! {
                 msg = stream.next() => {
-                    let Some(msg) = msg else { return Err("connection closed".into()) };
+                    let Some(msg) = msg else { return Err(RedisError::Lost) };
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     if msg.get_channel_name() == self.ack_channel {
                         if let Ok(id) = payload.parse() {
@@ -279,7 +277,7 @@ impl RedisBus {
                     // (In subscribed mode the reply is an array, not "PONG".)
                     match tokio::time::timeout(self.conn.timeout(), sink.ping::<redis::Value>()).await {
                         Ok(Ok(_)) => {}
-                        _ => return Err("ping unanswered".into()),
+                        _ => return Err(RedisError::Lost),
                     }
                 }
             }

@@ -26,9 +26,12 @@ use crate::bus::{BusEvent, InvalidationHandler};
 pub mod layered;
 pub mod redis;
 
+/// The shared layer did not answer (the caller then reads the store).
 #[derive(Debug, thiserror::Error)]
-#[error("cache: {0}")]
-pub struct CacheError(pub String);
+pub enum CacheError {
+    #[error("cache: {0}")]
+    Redis(#[from] crate::redis_conn::RedisError),
+}
 
 /// The shared layer (L2). Values carry a version; a lower or equal version never replaces a
 /// stored one, so concurrent fills and write-throughs settle on the newest value.

@@ -46,7 +46,7 @@ impl RemoteCache for RedisCache {
             .conn
             .run(|mut c| async move { redis::cmd("GET").arg(k).query_async(&mut c).await })
             .await
-            .map_err(CacheError)?;
+            .map_err(CacheError::from)?;
         Ok(raw.and_then(|r| {
             let (version, value) = r.split_once('\n')?;
             Some((version.parse().ok()?, value.to_owned()))
@@ -59,7 +59,7 @@ impl RemoteCache for RedisCache {
             .run(|mut c| async move { redis::cmd("DEL").arg(k).query_async::<i64>(&mut c).await })
             .await
             .map(|_| ())
-            .map_err(CacheError)
+            .map_err(CacheError::from)
     }
 
     async fn clear(&self, cache: &str) -> Result<u64, CacheError> {
@@ -81,7 +81,7 @@ impl RemoteCache for RedisCache {
                         .await
                 })
                 .await
-                .map_err(CacheError)?;
+                .map_err(CacheError::from)?;
             if !keys.is_empty() {
                 deleted += keys.len() as u64;
                 self.conn
@@ -92,7 +92,7 @@ impl RemoteCache for RedisCache {
                             .await
                     })
                     .await
-                    .map_err(CacheError)?;
+                    .map_err(CacheError::from)?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -124,6 +124,6 @@ impl RemoteCache for RedisCache {
             })
             .await
             .map(|_| ())
-            .map_err(CacheError)
+            .map_err(CacheError::from)
     }
 }

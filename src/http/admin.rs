@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::Edge;
-use super::extract::{Caller, keyset_page};
+use super::extract::{Caller, keyset_page, list_limit};
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
@@ -32,7 +32,7 @@ pub async fn audit(
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
+    let limit = list_limit(&q)?;
     let before_id = query_int(q.get("cursor"), "cursor", 1, i64::MAX)?;
     let query = AuditQuery {
         actor: filter(&q, "actor")?,

@@ -92,10 +92,20 @@ async fn drain(mut body: axum::body::BodyDataStream) {
     .await;
 }
 
-/// The `cursor` query parameter of a keyset listing: absent or empty means the start.
-pub fn cursor_param(
+/// `limit` of a listing's query string: 1 to 500, default 50.
+pub fn list_limit(q: &std::collections::HashMap<String, String>) -> Result<u32, ApiError> {
+    Ok(crate::payload::query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32)
+}
+
+/// `limit` and `cursor` of a keyset listing (`GET /rooms`, `/users`, `…/members`), in that order.
+pub fn listing(
     q: &std::collections::HashMap<String, String>,
-) -> Result<Option<&str>, ApiError> {
+) -> Result<(u32, Option<&str>), ApiError> {
+    Ok((list_limit(q)?, cursor_param(q)?))
+}
+
+/// The `cursor` query parameter of a keyset listing: absent or empty means the start.
+fn cursor_param(q: &std::collections::HashMap<String, String>) -> Result<Option<&str>, ApiError> {
     match q.get("cursor").map(String::as_str) {
         None | Some("") => Ok(None),
         Some(c) if c.contains('\0') || c.chars().count() > 256 => {

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject};
+use super::extract::{Caller, JsonObject, list_limit};
 use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
@@ -24,7 +24,7 @@ pub async fn list(
     let query = HistoryQuery {
         after_seq: query_int(q.get("after_seq"), "after_seq", 0, i64::MAX)?,
         before_seq: query_int(q.get("before_seq"), "before_seq", 0, i64::MAX)?,
-        limit: query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32,
+        limit: list_limit(&q)?,
     };
     let page = state.messages.history(&who, &room, query).await?;
     Ok(Json(json!({ "items": page.items, "more": page.more })))

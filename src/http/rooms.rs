@@ -7,11 +7,11 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
+use super::extract::{Caller, JsonObject, keyset_page, listing};
 use crate::app::App;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
-use crate::payload::{opt_bool, opt_str, query_int, req_str};
+use crate::payload::{opt_bool, opt_str, req_str};
 use crate::services::rooms::check_room_name;
 use crate::services::users::{opt_metadata, user_view};
 
@@ -39,8 +39,7 @@ pub async fn list(
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
-    let cursor = cursor_param(&q)?;
+    let (limit, cursor) = listing(&q)?;
     let fetched = state.rooms.list(&who, cursor, limit + 1).await?;
     let (items, next_cursor) = keyset_page(fetched, limit, |r| r.id.clone());
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
@@ -65,8 +64,7 @@ pub async fn members(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
-    let cursor = cursor_param(&q)?;
+    let (limit, cursor) = listing(&q)?;
     let fetched = state.rooms.members(&who, &id, cursor, limit + 1).await?;
     let (rows, next_cursor) = keyset_page(fetched, limit, |m| m.user_id.clone());
     let items: Vec<_> = rows

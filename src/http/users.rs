@@ -9,10 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject, cursor_param, keyset_page};
+use super::extract::{Caller, JsonObject, keyset_page, listing};
 use crate::app::App;
 use crate::error::ApiResult;
-use crate::payload::query_int;
 use crate::services::users::UserRecord;
 use crate::services::users::{identity_of, own_view, user_view};
 
@@ -67,8 +66,7 @@ pub async fn list(
     Caller(who): Caller,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<impl IntoResponse> {
-    let limit = query_int(q.get("limit"), "limit", 1, 500)?.unwrap_or(50) as u32;
-    let cursor = cursor_param(&q)?;
+    let (limit, cursor) = listing(&q)?;
     let fetched = state.users.list(&who, cursor, limit + 1).await?;
     let (items, next_cursor) = keyset_page(fetched, limit, |u| u.id.clone());
     let items: Vec<_> = items.iter().map(|u| user_view(u, &who)).collect();

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 
 use super::Presence;
 use super::local::LocalPresence;
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConn, RedisError};
 
 const TTL: Duration = Duration::from_secs(30);
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -103,7 +103,7 @@ impl RedisPresence {
         user: &str,
         conn: &str,
         extra: &[u64],
-    ) -> Result<bool, String> {
+    ) -> Result<bool, RedisError> {
         let (room_key, user_key) = self.keys(room, user);
         self.conn
             .run(|mut c| async move {
@@ -118,7 +118,7 @@ impl RedisPresence {
             .map(|answer| answer == 1)
     }
 
-    async fn join_remote(&self, room: &str, user: &str, conn: &str) -> Result<bool, String> {
+    async fn join_remote(&self, room: &str, user: &str, conn: &str) -> Result<bool, RedisError> {
         let ttl = TTL.as_millis() as u64;
         self.run(&self.join, room, user, conn, &[ttl]).await
     }

@@ -20,6 +20,23 @@ pub mod users;
 
 pub use build::{build, migrate, pg_settings, sqlite_settings};
 
+/// The columns a room row is read with, the same in both stores (a macro, not a const: sqlx
+/// takes only literal SQL, and `concat!` keeps it literal).
+macro_rules! room_columns {
+    () => {
+        "id, name, private, owner_id, epoch, last_seq, created_at, metadata"
+    };
+}
+pub(crate) use room_columns;
+
+/// The columns a message row is read with, the same in both stores.
+macro_rules! message_columns {
+    () => {
+        "id, room_id, seq, user_id, content, client_id, created_at"
+    };
+}
+pub(crate) use message_columns;
+
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     #[error("{0} already exists")]

@@ -3,7 +3,7 @@
 //! (sqlx counts size and idle but not waiters, so acquisition goes through here.)
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
@@ -109,9 +109,5 @@ impl<DB: Database> InstrumentedPool<DB> {
             "in_use": in_use,
             "waiting": self.waiting.load(Ordering::Relaxed),
         })
-    }
-
-    pub fn acquire_timeout(&self) -> Duration {
-        self.inner.options().get_acquire_timeout()
     }
 }

@@ -22,6 +22,7 @@ use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
     StoreError, WritePos, assign_seqs,
 };
+use super::{message_columns, room_columns};
 use crate::domain::{Message, RoomId, RoomInfo};
 
 mod replicas;
@@ -119,17 +120,6 @@ pub struct PgStore {
     primary: Arc<InstrumentedPool<Postgres>>,
     replicas: Arc<Replicas>,
     watcher: Option<tokio::task::JoinHandle<()>>,
-}
-
-macro_rules! room_columns {
-    () => {
-        "id, name, private, owner_id, epoch, last_seq, created_at, metadata"
-    };
-}
-macro_rules! message_columns {
-    () => {
-        "id, room_id, seq, user_id, content, client_id, created_at"
-    };
 }
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.

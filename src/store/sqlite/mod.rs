@@ -18,6 +18,7 @@ use super::{
     Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
     WritePos, assign_seqs,
 };
+use super::{message_columns, room_columns};
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
 
 /// Settings of the embedded store (README, "Configuration").
@@ -139,16 +140,6 @@ impl SqliteStore {
 }
 
 // Macros, not consts: sqlx takes only literal SQL, and `concat!` keeps these literal.
-macro_rules! room_columns {
-    () => {
-        "id, name, private, owner_id, epoch, last_seq, created_at, metadata"
-    };
-}
-macro_rules! message_columns {
-    () => {
-        "id, room_id, seq, user_id, content, client_id, created_at"
-    };
-}
 
 fn room_from_row(r: &sqlx::sqlite::SqliteRow) -> RoomInfo {
     RoomInfo {
