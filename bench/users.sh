@@ -19,6 +19,9 @@
 # (--pid), which the other work on a shared machine disturbs less than requests/s. A server that
 # does not start is reported, with its log, and left out of the run.
 #
+# A failed check, or a run that ends without its summary, fails the script (exit 1) once both
+# database kinds have run.
+#
 # SQLite: a file per server in a temp directory. BENCH_DATABASE_URL=postgres://… (an empty
 # database): the three servers share it, each with accounts of its own. BENCH_SQLITE=0 skips
 # SQLite. JSON lines land in $BENCH_OUT (default target/bench/users.jsonl), logs beside it.
@@ -38,6 +41,7 @@ cargo build --release --bins --quiet
 tmp=$(mktemp -d)
 pids=()
 prefixes=()
+failed=()
 stop_servers() {
   for p in "${pids[@]}"; do
     if ! kill "$p" 2>/dev/null; then
@@ -122,8 +126,12 @@ one_kind() {
     echo "!! no server started on $label" >&2
     return 1
   fi
+  # a failed check makes tsunagi-bench exit non-zero (after its summary); no summary at all is
+  # a failure too. Either is reported after the servers' usage, and fails the script at the end.
+  local status=0
   ./target/release/tsunagi-bench users "${targets[@]}" "$@" |
-    sed -u "s/^{/{\"db\":\"$label\",/" | tee -a "$OUT" | grep '"users_summary"' >/dev/null
+    sed -u "s/^{/{\"db\":\"$label\",/" | tee -a "$OUT" | grep '"users_summary"' >/dev/null ||
+    status=$?
   for i in "${!names[@]}"; do
     echo "${names[$i]}: $(usage "${spids[$i]}")" >&2
     if grep -qiE 'warn|error' "$LOGS/users-$label-${names[$i]}.log"; then
@@ -132,6 +140,10 @@ one_kind() {
     fi
   done
   stop_servers
+  if [ "$status" != 0 ]; then
+    echo "!! tsunagi-bench users failed on $label (status $status): see CHECK FAILED or the error above" >&2
+    failed+=("$label")
+  fi
   echo >&2
 }
 
@@ -142,3 +154,7 @@ if [ -n "${BENCH_DATABASE_URL:-}" ]; then
   one_kind postgres "$BENCH_DATABASE_URL" "$BENCH_DATABASE_URL" "$BENCH_DATABASE_URL" "$@"
 fi
 echo "JSON lines: $OUT" >&2
+if [ "${#failed[@]}" != 0 ]; then
+  echo "!! bench/users.sh failed on: ${failed[*]}" >&2
+  exit 1
+fi

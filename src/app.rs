@@ -5,10 +5,9 @@
 //! the backplane, which decides "Redis or in process" once). The edges (`http`, `gateway`) are
 //! built on an [`App`]; `server` serves them and drains. Nothing here knows HTTP or Socket.IO.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Tokens, load_or_create_secret};
@@ -29,6 +28,7 @@ use crate::services::ryw::ReadYourWrites;
 use crate::services::users::UsersService;
 use crate::shared_state::Limiters;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// One running tsunagi: the services the edges call, and what operations look at.
 pub struct App {
@@ -43,28 +43,11 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Every part's check, for `/readyz`.
     health: Vec<HealthCheck>,
-    metrics: PrometheusHandle,
+    /// This app's metrics (every part records into it) and slow-query threshold.
+    telemetry: Telemetry,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     committer: Committer,
-}
-
-/// The process-wide Prometheus recorder (the `metrics` facade has one global recorder, so every
-/// app in a process shares it).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let latency = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-            ];
-            PrometheusBuilder::new()
-                .set_buckets(&latency)
-                .expect("non-empty buckets")
-                .install_recorder()
-                .expect("the metrics recorder is installed once")
-        })
-        .clone()
 }
 
 /// The token secret: configured, or (SQLite) generated once in the data directory.
@@ -81,10 +64,10 @@ pub fn jwt_secret(config: &Config) -> anyhow::Result<String> {
 impl App {
     /// Opens (and migrates) the store, connects the backplane and starts every background part.
     pub async fn build(config: Config) -> anyhow::Result<Arc<App>> {
-        let metrics = metrics_handle();
+        let telemetry = Telemetry::new(config.slow_query_ms);
         let tokens = Tokens::new(jwt_secret(&config)?.as_bytes());
-        let (store, store_check) = crate::store::build(&config).await?;
-        let (backplane, backplane_check) = Backplane::build(&config)?;
+        let (store, store_check) = crate::store::build(&config, &telemetry).await?;
+        let (backplane, backplane_check) = Backplane::build(&config, &telemetry)?;
         let (bus, bus_check) = crate::bus::build(&backplane, &config);
         let health: Vec<HealthCheck> = [Some(store_check), backplane_check, Some(bus_check)]
             .into_iter()
@@ -97,6 +80,7 @@ impl App {
             l1_ttl: config.cache_l1_ttl,
             l2_ttl: config.cache_l2_ttl,
             negative_ttl: config.cache_negative_ttl,
+            telemetry: telemetry.clone(),
         };
         let user_cache = Arc::new(LayeredCache::new(
             "users",
@@ -127,6 +111,7 @@ impl App {
             ryw.clone(),
             config.group_commit_max,
             shutdown.clone(),
+            telemetry.clone(),
         );
         let rooms = Arc::new(RoomsService::new(
             store.clone(),
@@ -183,7 +168,7 @@ impl App {
             admin,
             shutdown,
             health,
-            metrics,
+            telemetry,
             store,
             bus,
             committer,
@@ -194,7 +179,11 @@ impl App {
 
     /// The ordered, gap-filled feed of this instance's watched rooms (for the gateway).
     pub fn room_feed(&self) -> Arc<RoomFeed> {
-        RoomFeed::new(&*self.bus, Arc::new(StoreHistory(self.store.clone())))
+        RoomFeed::new(
+            &*self.bus,
+            Arc::new(StoreHistory(self.store.clone())),
+            self.telemetry.clone(),
+        )
     }
 
     /// Runs every health check at once; `(name, Err(why))` for those that failed.
@@ -210,7 +199,12 @@ impl App {
     /// The Prometheus text, with fresh pool gauges.
     pub fn render_metrics(&self) -> String {
         self.store.report_pool_metrics();
-        self.metrics.render()
+        self.telemetry.render()
+    }
+
+    /// Where every part of this app records its metrics.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     /// Refuses new sends and waits until everything already queued is committed and answered.
@@ -222,14 +216,17 @@ impl App {
         self.store.close().await;
     }
 
-    /// Publishes the pool gauges every 5 s until shutdown.
+    /// Publishes the pool gauges (and folds histogram samples) every 5 s until shutdown.
     fn report_pools_until_stopped(self: Arc<Self>) {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(5));
             loop {
                 tokio::select! {
                     _ = self.shutdown.cancelled() => return,
-                    _ = tick.tick() => self.store.report_pool_metrics(),
+                    _ = tick.tick() => {
+                        self.store.report_pool_metrics();
+                        self.telemetry.upkeep();
+                    }
                 }
             }
         });

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::health::HealthCheck;
 use crate::redis_conn::RedisConn;
+use crate::telemetry::Telemetry;
 
 #[derive(Clone)]
 pub enum Backplane {
@@ -18,15 +19,16 @@ pub enum Backplane {
 
 impl Backplane {
     /// The backplane the configuration names, with a health check when it is a remote one.
-    pub fn build(config: &Config) -> anyhow::Result<(Self, Option<HealthCheck>)> {
+    pub fn build(
+        config: &Config,
+        telemetry: &Telemetry,
+    ) -> anyhow::Result<(Self, Option<HealthCheck>)> {
         let Some(url) = &config.redis_url else {
             return Ok((Backplane::Local, None));
         };
-        let conn = Arc::new(RedisConn::open(
-            url,
-            &config.redis_prefix,
-            config.redis_timeout,
-        )?);
+        let conn = RedisConn::open(url, &config.redis_prefix, config.redis_timeout)?
+            .with_telemetry(telemetry.clone());
+        let conn = Arc::new(conn);
         let probe = conn.clone();
         let check = HealthCheck::new("redis", move || {
             let conn = probe.clone();

@@ -37,3 +37,4 @@ pub mod server;
 pub mod services;
 pub mod shared_state;
 pub mod store;
+pub mod telemetry;

@@ -13,16 +13,20 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::telemetry::Telemetry;
+
 pub struct CappedListener {
     inner: TcpListener,
     permits: Arc<Semaphore>,
+    telemetry: Telemetry,
 }
 
 impl CappedListener {
-    pub fn new(inner: TcpListener, max_connections: usize) -> Self {
+    pub fn new(inner: TcpListener, max_connections: usize, telemetry: Telemetry) -> Self {
         CappedListener {
             inner,
             permits: Arc::new(Semaphore::new(max_connections)),
+            telemetry,
         }
     }
 }
@@ -40,17 +44,23 @@ impl Listener for CappedListener {
             stream.set_nodelay(true).ok(); // small frames (acks) must not wait for delayed ACKs
             match self.permits.clone().try_acquire_owned() {
                 Ok(permit) => {
-                    metrics::gauge!("tsunagi_connections_open").increment(1.0);
+                    let open = self
+                        .telemetry
+                        .record(|| metrics::gauge!("tsunagi_connections_open"));
+                    open.increment(1.0);
                     return (
                         Capped {
                             stream,
+                            open,
                             _permit: permit,
                         },
                         addr,
                     );
                 }
                 Err(_) => {
-                    metrics::counter!("tsunagi_connections_refused_total").increment(1);
+                    self.telemetry
+                        .record(|| metrics::counter!("tsunagi_connections_refused_total"))
+                        .increment(1);
                     tokio::spawn(refuse(stream));
                 }
             }
@@ -73,12 +83,14 @@ async fn refuse(mut stream: TcpStream) {
 /// A connection that holds its permit until dropped.
 pub struct Capped {
     stream: TcpStream,
+    /// `tsunagi_connections_open`, lowered when the connection closes.
+    open: metrics::Gauge,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Drop for Capped {
     fn drop(&mut self) {
-        metrics::gauge!("tsunagi_connections_open").decrement(1.0);
+        self.open.decrement(1.0);
     }
 }
 
@@ -131,7 +143,7 @@ mod tests {
     async fn one_past_the_cap_is_told_503_and_a_freed_slot_is_reused() {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let mut listener = CappedListener::new(tcp, 1);
+        let mut listener = CappedListener::new(tcp, 1, Telemetry::detached());
         let first = TcpStream::connect(addr).await.unwrap();
         let (held, _) = listener.accept().await;
         let mut second = TcpStream::connect(addr).await.unwrap();

@@ -25,6 +25,8 @@ pub enum RedisError {
 
 pub struct RedisConn {
     client: redis::Client,
+    /// The app's metrics, for everything built on this connection.
+    telemetry: crate::telemetry::Telemetry,
     manager: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -50,12 +52,23 @@ impl RedisConn {
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisConn {
             client,
+            telemetry: crate::telemetry::Telemetry::detached(),
             manager,
             prefix: prefix.to_owned(),
             timeout,
             open_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
+    }
+
+    /// Records what is built on this connection into `telemetry` (an app's).
+    pub fn with_telemetry(mut self, telemetry: crate::telemetry::Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
+    pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
+        &self.telemetry
     }
 
     pub fn client(&self) -> &redis::Client {

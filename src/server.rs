@@ -53,7 +53,7 @@ pub async fn run(
             drained.cancel();
         }
     };
-    let listener = CappedListener::new(listener, max_connections);
+    let listener = CappedListener::new(listener, max_connections, app.telemetry().clone());
     let stop = drained.clone();
     let serve = axum::serve(listener, routes.into_make_service())
         .with_graceful_shutdown(async move { stop.cancelled().await });

@@ -9,21 +9,10 @@
 //! `tsunagi-bench users …` is another load: `GET /api/v1/users/{id}` over keep-alive HTTP/1.1
 //! against several servers side by side (`src/bin/bench/users.rs`).
 
+#[path = "bench/rounds.rs"]
+mod rounds;
 #[path = "bench/users.rs"]
 mod users;
-
-/// The median of `v` (the mean of the middle two for an even count).
-pub(crate) fn median_of(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +27,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tsunagi::client::{ClientError, SioClient};
+
+use rounds::Rounds;
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -457,25 +448,21 @@ async fn run(
 
 /// The median of each figure on its own (counts are summed: they are failures to report).
 fn median(runs: &[Figures]) -> Figures {
-    let med = |f: fn(&Figures) -> f64| median_of(runs.iter().map(f).collect());
-    let mut error_codes = BTreeMap::new();
-    for (code, n) in runs.iter().flat_map(|r| &r.error_codes) {
-        *error_codes.entry(code.clone()).or_default() += n;
-    }
+    let r = Rounds(runs);
     Figures {
-        acked_sends_per_s: med(|r| r.acked_sends_per_s),
-        delivered_per_s: med(|r| r.delivered_per_s),
-        p50_ms: med(|r| r.p50_ms),
-        p99_ms: med(|r| r.p99_ms),
-        max_ms: med(|r| r.max_ms),
-        ack_p50_ms: med(|r| r.ack_p50_ms),
-        ack_p99_ms: med(|r| r.ack_p99_ms),
-        sent_per_s: med(|r| r.sent_per_s),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        error_codes,
-        disconnects: runs.iter().map(|r| r.disconnects).sum(),
-        missing: runs.iter().map(|r| r.missing).sum(),
-        out_of_order: runs.iter().map(|r| r.out_of_order).sum(),
+        acked_sends_per_s: r.median(|f| f.acked_sends_per_s),
+        delivered_per_s: r.median(|f| f.delivered_per_s),
+        p50_ms: r.median(|f| f.p50_ms),
+        p99_ms: r.median(|f| f.p99_ms),
+        max_ms: r.median(|f| f.max_ms),
+        ack_p50_ms: r.median(|f| f.ack_p50_ms),
+        ack_p99_ms: r.median(|f| f.ack_p99_ms),
+        sent_per_s: r.median(|f| f.sent_per_s),
+        errors: r.sum(|f| f.errors),
+        error_codes: r.sum_codes(|f| &f.error_codes),
+        disconnects: r.sum(|f| f.disconnects),
+        missing: r.sum(|f| f.missing),
+        out_of_order: r.sum(|f| f.out_of_order),
     }
 }
 

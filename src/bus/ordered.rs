@@ -16,7 +16,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use metrics::counter;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
@@ -24,6 +23,7 @@ use super::order::RoomOrder;
 use super::{Bus, BusEvent};
 use crate::domain::{Message, RoomId};
 use crate::store::{HistoryQuery, ReadFrom, Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// How long a hole may stay open before the store is asked for the missing messages (they are
 /// usually on their way through Redis from the instance that committed them).
@@ -96,18 +96,20 @@ pub struct RoomFeed {
     released: Notify,
     bus_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<BusEvent>>,
     history: Arc<dyn HistorySource>,
+    telemetry: Telemetry,
     me: Weak<RoomFeed>,
 }
 
 impl RoomFeed {
     /// Subscribes to `bus`; holes are filled from `history`.
-    pub fn new(bus: &dyn Bus, history: Arc<dyn HistorySource>) -> Arc<Self> {
+    pub fn new(bus: &dyn Bus, history: Arc<dyn HistorySource>, telemetry: Telemetry) -> Arc<Self> {
         let events = bus.subscribe();
         Arc::new_cyclic(|me| RoomFeed {
             state: Mutex::default(),
             released: Notify::new(),
             bus_events: tokio::sync::Mutex::new(events),
             history,
+            telemetry,
             me: me.clone(),
         })
     }
@@ -214,7 +216,11 @@ impl RoomFeed {
             let Some((from, to)) = gap else { return };
             match self.history.range(room, from, to).await {
                 Ok(found) => {
-                    counter!("tsunagi_delivery_gap_fills_total").increment(found.len() as u64);
+                    // messages read from the store because they had not come through the bus in time
+                    self.telemetry.record(|| {
+                        metrics::counter!("tsunagi_delivery_gap_fills_total")
+                            .increment(found.len() as u64)
+                    });
                     for msg in found {
                         self.accept_message(Arc::new(msg));
                     }
@@ -286,7 +292,7 @@ mod tests {
 
     fn feed(stored: Vec<Message>, down: bool) -> (LocalBus, Arc<RoomFeed>) {
         let bus = LocalBus::default();
-        let feed = RoomFeed::new(&bus, Arc::new(Fake { stored, down }));
+        let feed = RoomFeed::new(&bus, Arc::new(Fake { stored, down }), Telemetry::detached());
         (bus, feed)
     }
 

@@ -160,12 +160,16 @@ impl RedisBus {
         match self.publish_raw(self.channel.clone(), payload).await {
             Ok(receivers) => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tsunagi_bus_published_total").increment(1);
+                self.conn
+                    .telemetry()
+                    .record(|| metrics::counter!("tsunagi_bus_published_total").increment(1));
                 Some(receivers)
             }
             Err(e) => {
                 self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("tsunagi_bus_publish_errors_total").increment(1);
+                self.conn
+                    .telemetry()
+                    .record(|| metrics::counter!("tsunagi_bus_publish_errors_total").increment(1));
                 tracing::warn!(error = %e, "bus: publish to Redis failed");
                 None
             }
@@ -197,7 +201,9 @@ impl RedisBus {
         let acked = tokio::time::timeout(self.ack_wait, all_acked).await.is_ok();
         if !acked {
             self.counters.ack_timeouts.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("tsunagi_bus_ack_timeouts_total").increment(1);
+            self.conn
+                .telemetry()
+                .record(|| metrics::counter!("tsunagi_bus_ack_timeouts_total").increment(1));
         }
         acked
     }
@@ -211,7 +217,9 @@ impl RedisBus {
 
     fn set_healthy(&self, up: bool) {
         self.healthy.store(up, Ordering::Release);
-        metrics::gauge!("tsunagi_bus_connected").set(if up { 1.0 } else { 0.0 });
+        self.conn
+            .telemetry()
+            .record(|| metrics::gauge!("tsunagi_bus_connected").set(if up { 1.0 } else { 0.0 }));
     }
 
     /// Subscribes, delivers what arrives, and on any failure marks the bus unhealthy and
@@ -288,7 +296,9 @@ impl RedisBus {
     /// publisher's wait means "applied"; the rest goes to the local subscribers.
     async fn received(&self, env: Envelope) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tsunagi_bus_received_total").increment(1);
+        self.conn
+            .telemetry()
+            .record(|| metrics::counter!("tsunagi_bus_received_total").increment(1));
         match (self.handler.get(), &env.event) {
             (Some(apply), BusEvent::Invalidate { .. } | BusEvent::InvalidateAll) => {
                 apply(env.event).await;

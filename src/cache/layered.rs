@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use super::{CacheSettings, Invalidate, RemoteCache, Versioned};
 use crate::bus::{Bus, BusEvent};
 use crate::store::StoreError;
+use crate::telemetry::Telemetry;
 
 /// `None` is a remembered "no such row".
 type Value<V> = Option<Arc<V>>;
@@ -80,9 +81,11 @@ pub struct LayeredCache<V> {
     counters: Counters,
 }
 
-fn count(name: &'static str, layer: &'static str, result: &'static str) {
-    metrics::counter!("tsunagi_cache_requests_total", "cache" => name, "layer" => layer, "result" => result)
-        .increment(1);
+fn count(t: &Telemetry, name: &'static str, layer: &'static str, result: &'static str) {
+    t.record(|| {
+        metrics::counter!("tsunagi_cache_requests_total", "cache" => name, "layer" => layer, "result" => result)
+            .increment(1)
+    });
 }
 
 impl<V> LayeredCache<V> {
@@ -181,7 +184,7 @@ where
                     (&self.counters.l1_hits, "hit")
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                count(self.name, "l1", result);
+                count(&self.settings.telemetry, self.name, "l1", result);
                 return Ok(value);
             }
             // Read before a write to this key (or its stripe) landed: drop it and read again.
@@ -201,12 +204,12 @@ where
                 Ok(Some((version, _))) if version < self.floor(key) => {
                     // older than a write announced on the bus: the write-through to L2 failed
                     self.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
-                    count(self.name, "l2", "miss");
+                    count(&self.settings.telemetry, self.name, "l2", "miss");
                 }
                 Ok(Some((_, text))) => match serde_json::from_str::<Option<V>>(&text) {
                     Ok(v) => {
                         self.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
-                        count(self.name, "l2", "hit");
+                        count(&self.settings.telemetry, self.name, "l2", "hit");
                         return Ok(v.map(Arc::new));
                     }
                     Err(e) => {
@@ -219,13 +222,15 @@ where
                 },
                 Ok(None) => {
                     self.counters.l2_misses.fetch_add(1, Ordering::Relaxed);
-                    count(self.name, "l2", "miss");
+                    count(&self.settings.telemetry, self.name, "l2", "miss");
                 }
                 Err(e) => self.l2_failed(&e),
             }
         }
         self.counters.loads.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tsunagi_cache_loads_total", "cache" => self.name).increment(1);
+        self.settings.telemetry.record(|| {
+            metrics::counter!("tsunagi_cache_loads_total", "cache" => self.name).increment(1)
+        });
         let value = load().await?;
         self.put_l2(key, value.as_ref()).await;
         Ok(value.map(Arc::new))
@@ -233,8 +238,10 @@ where
 
     fn l2_failed(&self, e: &super::CacheError) {
         self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("tsunagi_cache_errors_total", "cache" => self.name, "layer" => "l2")
-            .increment(1);
+        self.settings.telemetry.record(|| {
+            metrics::counter!("tsunagi_cache_errors_total", "cache" => self.name, "layer" => "l2")
+                .increment(1)
+        });
         tracing::debug!(cache = self.name, error = %e, "L2 unavailable; using the store");
     }
 
@@ -344,8 +351,10 @@ where
             self.mark_dirty(key);
         }
         if !confirmed {
-            metrics::counter!("tsunagi_cache_invalidation_failures_total", "cache" => self.name)
-                .increment(1);
+            self.settings.telemetry.record(|| {
+                metrics::counter!("tsunagi_cache_invalidation_failures_total", "cache" => self.name)
+                    .increment(1)
+            });
             tracing::warn!(
                 cache = self.name,
                 "invalidation not confirmed by the bus; other instances drop the key when their \
@@ -462,6 +471,7 @@ mod tests {
             l1_ttl: Duration::from_secs(60),
             l2_ttl: Duration::from_secs(60),
             negative_ttl: Duration::from_secs(60),
+            telemetry: crate::telemetry::Telemetry::detached(),
         };
         Arc::new(LayeredCache::new(
             "test",

@@ -113,6 +113,8 @@ pub struct CacheSettings {
     pub l2_ttl: Duration,
     /// How long "there is no such row" is remembered (both layers).
     pub negative_ttl: Duration,
+    /// The app's metrics.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The L2 the backplane offers: Redis, or none.

@@ -8,7 +8,6 @@ use tokio::sync::mpsc;
 
 use super::Gateway;
 use super::client_event::{self, ClientEvent};
-use super::metrics as m;
 use super::packet;
 use super::session::{InboundEvent, Session};
 use crate::app::App;
@@ -51,10 +50,12 @@ fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
 
 async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
     if let Some(reason) = ev.refused {
-        m::events_in("unknown").increment(1);
+        gw.metrics.events_in("unknown").increment(1);
         return reply(session, ev.ack, Err(ApiError::bad_request(reason)));
     }
-    m::events_in(client_event::label(&ev.name)).increment(1);
+    gw.metrics
+        .events_in(client_event::label(&ev.name))
+        .increment(1);
     let event = match ClientEvent::parse(&ev.name, ev.payload) {
         Ok(event) => event,
         Err(e) => return reply(session, ev.ack, Err(e)),

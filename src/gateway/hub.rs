@@ -8,7 +8,7 @@ use std::sync::Arc;
 use engineioxide::Str;
 use parking_lot::RwLock;
 
-use super::metrics as m;
+use super::metrics::GatewayMetrics;
 use super::packet;
 use super::session::Session;
 use crate::bus::ordered::{FeedEvent, RoomFeed};
@@ -19,26 +19,28 @@ pub struct Hub {
     /// Where this instance's rooms' messages come from, in order; a room is watched while it
     /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
     feed: Arc<RoomFeed>,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Hub {
-    pub fn new(feed: Arc<RoomFeed>) -> Arc<Self> {
+    pub fn new(feed: Arc<RoomFeed>, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
         Arc::new(Hub {
             rooms: RwLock::default(),
             sessions: RwLock::default(),
             feed,
+            metrics,
         })
     }
 
     pub fn register(&self, session: Arc<Session>) {
         self.sessions.write().insert(session.sid.clone(), session);
-        m::sockets_connected().increment(1.0);
+        self.metrics.sockets_connected.increment(1.0);
     }
 
     /// Removes the session from every room; returns the rooms it had joined.
     pub fn unregister(&self, session: &Session) -> Vec<String> {
         if self.sessions.write().remove(&session.sid).is_some() {
-            m::sockets_connected().decrement(1.0);
+            self.metrics.sockets_connected.decrement(1.0);
         }
         let rooms = session.joined_rooms();
         for room in &rooms {
@@ -112,7 +114,7 @@ impl Hub {
                 for s in self.members(&room) {
                     if s.identity.user_id != user_id {
                         s.emit_volatile(&encoded);
-                        m::events_out("typing").increment(1);
+                        self.metrics.typing_out.increment(1);
                     }
                 }
             }
@@ -130,7 +132,7 @@ impl Hub {
                 for s in self.members(&room) {
                     if s.sid != origin {
                         s.emit_volatile(&encoded);
-                        m::events_out("presence").increment(1);
+                        self.metrics.presence_out.increment(1);
                     }
                 }
             }

@@ -34,6 +34,7 @@ use session::{Conn, EngineSocket, InboundEvent, Session};
 
 use tokio_util::task::TaskTracker;
 
+use self::metrics::GatewayMetrics;
 use crate::app::App;
 use crate::error::{ApiError, AuthCode};
 use hub::Hub;
@@ -53,6 +54,7 @@ const FLUSH_GRACE: Duration = Duration::from_millis(200);
 pub struct Gateway {
     app: Arc<App>,
     hub: Arc<Hub>,
+    metrics: Arc<GatewayMetrics>,
     /// Tasks that answer sends once committed: shutdown waits for them before closing sockets.
     replies: TaskTracker,
 }
@@ -66,11 +68,13 @@ impl std::fmt::Debug for Gateway {
 impl Gateway {
     /// Builds the gateway on `app` and starts its delivery task (it runs until the bus closes).
     pub fn new(app: Arc<App>) -> Arc<Self> {
-        let hub = Hub::new(app.room_feed());
+        let metrics = Arc::new(GatewayMetrics::new(app.telemetry()));
+        let hub = Hub::new(app.room_feed(), metrics.clone());
         tokio::spawn(hub.clone().run());
         Arc::new(Gateway {
             app,
             hub,
+            metrics,
             replies: TaskTracker::new(),
         })
     }
@@ -141,7 +145,13 @@ impl Gateway {
         };
         let sid = uuid::Uuid::new_v4().simple().to_string();
         let (tx, rx) = mpsc::channel(INBOX_EVENTS);
-        let session = Arc::new(Session::new(sid.clone(), identity, socket.clone(), tx));
+        let session = Arc::new(Session::new(
+            sid.clone(),
+            identity,
+            socket.clone(),
+            tx,
+            self.metrics.clone(),
+        ));
         *socket.data.session.lock() = Some(session.clone());
         self.hub.register(session.clone());
         session.emit(packet::connect_ok(&sid));

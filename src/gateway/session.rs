@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::metrics as m;
+use super::metrics::GatewayMetrics;
 use super::packet;
 use crate::auth::Identity;
 use crate::domain::Message;
@@ -50,6 +50,7 @@ pub struct Session {
     inbox: Mutex<Option<mpsc::Sender<InboundEvent>>>,
     evicted: AtomicBool,
     closed: AtomicBool,
+    metrics: Arc<GatewayMetrics>,
 }
 
 impl Session {
@@ -58,6 +59,7 @@ impl Session {
         identity: Identity,
         socket: Arc<EngineSocket>,
         inbox: mpsc::Sender<InboundEvent>,
+        metrics: Arc<GatewayMetrics>,
     ) -> Self {
         Session {
             sid,
@@ -67,6 +69,7 @@ impl Session {
             inbox: Mutex::new(Some(inbox)),
             evicted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -111,7 +114,7 @@ impl Session {
         match self.socket.emit(packet) {
             Ok(()) => true,
             Err(TrySendError::Full(_)) => {
-                m::slow_consumer_disconnects().increment(1);
+                self.metrics.slow_consumers.increment(1);
                 self.evict();
                 false
             }
@@ -163,7 +166,7 @@ impl Session {
         for msg in held {
             if msg.seq > floor {
                 self.emit(packet::event("message", &*msg));
-                m::events_out("message").increment(1);
+                self.metrics.messages_out.increment(1);
                 floor = msg.seq;
             }
         }
@@ -185,7 +188,7 @@ impl Session {
         let behind =
             matches!(self.rooms.lock().get(room), Some(Cursor::Active(floor)) if *floor < next - 1);
         if behind {
-            m::delivery_gaps().increment(1);
+            self.metrics.delivery_gaps.increment(1);
             self.evict();
         }
     }
@@ -201,14 +204,14 @@ impl Session {
                     // outcome was unknown, reported failed, then found committed). Never skip:
                     // disconnect, and the client recovers the hole with `sync`.
                     tracing::warn!(room = %msg.room, from = *floor, to = msg.seq, "delivery gap");
-                    m::delivery_gaps().increment(1);
+                    self.metrics.delivery_gaps.increment(1);
                     drop(rooms);
                     self.evict();
                     return;
                 }
                 *floor = msg.seq;
                 if self.emit(encoded.clone()) {
-                    m::events_out("message").increment(1);
+                    self.metrics.messages_out.increment(1);
                 }
             }
             _ => {}

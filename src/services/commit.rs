@@ -15,6 +15,7 @@ use super::error::{ServiceError, ServiceResult};
 use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
 use crate::store::{Appended, NewMessage, Store, WritePos};
+use crate::telemetry::Telemetry;
 
 enum Job {
     Append {
@@ -40,9 +41,10 @@ impl Committer {
         ryw: Arc<ReadYourWrites>,
         max_batch: usize,
         shutdown: CancellationToken,
+        telemetry: Telemetry,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, store, bus, ryw, max_batch));
+        tokio::spawn(run(rx, store, bus, ryw, max_batch, telemetry));
         Committer { tx, shutdown }
     }
 
@@ -84,6 +86,7 @@ type Waiter = (Instant, oneshot::Sender<ServiceResult<Appended>>);
 
 /// Publishes what a commit created (in seq order, before anyone is answered), then answers.
 fn answer(
+    telemetry: &Telemetry,
     bus: &dyn Bus,
     ryw: &ReadYourWrites,
     waiters: Vec<Waiter>,
@@ -93,9 +96,10 @@ fn answer(
     for a in appended.iter().filter(|a| a.created) {
         bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
     }
+    let commit_seconds = telemetry.record(|| metrics::histogram!("tsunagi_send_commit_seconds"));
     for ((queued, reply), a) in waiters.into_iter().zip(appended) {
         ryw.wrote(&a.message.user_id, pos);
-        metrics::histogram!("tsunagi_send_commit_seconds").record(queued.elapsed().as_secs_f64());
+        commit_seconds.record(queued.elapsed().as_secs_f64());
         reply.send(Ok(a)).ok();
     }
 }
@@ -106,6 +110,7 @@ async fn run(
     bus: Arc<dyn Bus>,
     ryw: Arc<ReadYourWrites>,
     max_batch: usize,
+    telemetry: Telemetry,
 ) {
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
@@ -126,16 +131,20 @@ async fn run(
             }
         }
         if !messages.is_empty() {
-            metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64);
+            telemetry.record(|| {
+                metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64)
+            });
             match store.append(&messages).await {
-                Ok((appended, pos)) => answer(&*bus, &ryw, waiters, appended, pos),
+                Ok((appended, pos)) => answer(&telemetry, &*bus, &ryw, waiters, appended, pos),
                 // A statement error is about the data, not the server: commit the others alone
                 // so one bad message cannot fail its neighbours.
                 Err(e) if !e.is_connection() && messages.len() > 1 => {
                     tracing::warn!(error = %e, "group commit failed; committing one by one");
                     for (m, waiter) in messages.chunks(1).zip(waiters) {
                         match store.append(m).await {
-                            Ok((appended, pos)) => answer(&*bus, &ryw, vec![waiter], appended, pos),
+                            Ok((appended, pos)) => {
+                                answer(&telemetry, &*bus, &ryw, vec![waiter], appended, pos)
+                            }
                             Err(e) => {
                                 waiter.1.send(Err(ServiceError::from(e))).ok();
                             }

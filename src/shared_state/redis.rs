@@ -77,8 +77,10 @@ impl RateLimiter for RedisRateLimiter {
             Ok(0) => Ok(()),
             Ok(wait_ms) => Err(wait_ms.max(1) as u64),
             Err(e) => {
-                metrics::counter!("tsunagi_rate_limit_fallbacks_total", "limiter" => self.name)
-                    .increment(1);
+                self.conn.telemetry().record(|| {
+                    metrics::counter!("tsunagi_rate_limit_fallbacks_total", "limiter" => self.name)
+                        .increment(1)
+                });
                 tracing::debug!(limiter = self.name, error = %e, "rate limit checked in process");
                 self.fallback.check_n(key, n).await
             }

@@ -10,6 +10,7 @@ use super::postgres::{self, PgSettings, PgStore};
 use super::sqlite::{self, SqliteSettings, SqliteStore};
 use crate::config::Config;
 use crate::health::HealthCheck;
+use crate::telemetry::Telemetry;
 
 pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
     let path = config
@@ -24,6 +25,7 @@ pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
         idle_timeout: config.db_idle_timeout,
         max_lifetime: config.db_max_lifetime,
         pool_warn_share: config.db_pool_warn_share,
+        telemetry: Telemetry::new(config.slow_query_ms),
     })
 }
 
@@ -43,6 +45,7 @@ pub fn pg_settings(config: &Config) -> PgSettings {
         pool_warn_share: config.db_pool_warn_share,
         replica_max_lag: config.replica_max_lag,
         replica_check_interval: config.replica_check_interval,
+        telemetry: Telemetry::new(config.slow_query_ms),
     }
 }
 
@@ -58,15 +61,23 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 /// Migrates, then opens the store the configuration selects, with its health check (`database`).
 /// (Boxed as `Send` explicitly: sqlx's migrator futures otherwise trip the compiler's
 /// higher-ranked `Send` inference.)
-pub fn build(config: &Config) -> BoxFuture<'_, anyhow::Result<(Arc<dyn Store>, HealthCheck)>> {
+pub fn build<'a>(
+    config: &'a Config,
+    telemetry: &'a Telemetry,
+) -> BoxFuture<'a, anyhow::Result<(Arc<dyn Store>, HealthCheck)>> {
     Box::pin(async move {
-        super::timing::set_slow_query_threshold_ms(config.slow_query_ms);
         let store: Arc<dyn Store> = if config.is_postgres() {
-            let settings = pg_settings(config);
+            let settings = PgSettings {
+                telemetry: telemetry.clone(),
+                ..pg_settings(config)
+            };
             postgres::migrate(&settings).await?;
             Arc::new(PgStore::open(&settings).await?)
         } else {
-            let settings = sqlite_settings(config)?;
+            let settings = SqliteSettings {
+                telemetry: telemetry.clone(),
+                ..sqlite_settings(config)?
+            };
             sqlite::migrate(&settings).await?;
             Arc::new(SqliteStore::open(&settings).await?)
         };

@@ -15,7 +15,6 @@ mod build;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;
-pub mod timing;
 pub mod users;
 
 pub use build::{build, migrate, pg_settings, sqlite_settings};

@@ -9,10 +9,13 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
 use super::StoreError;
+use crate::telemetry::Telemetry;
 
 pub struct InstrumentedPool<DB: Database> {
     pub name: String,
     pub inner: Pool<DB>,
+    /// The app's metrics, which every statement on this pool is timed into.
+    pub telemetry: Telemetry,
     waiting: AtomicUsize,
     warn_share: f64,
     /// Milliseconds since `epoch` of the last saturation warning (one per 10 s at most).
@@ -21,10 +24,16 @@ pub struct InstrumentedPool<DB: Database> {
 }
 
 impl<DB: Database> InstrumentedPool<DB> {
-    pub fn new(name: impl Into<String>, inner: Pool<DB>, warn_share: f64) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        inner: Pool<DB>,
+        warn_share: f64,
+        telemetry: Telemetry,
+    ) -> Self {
         InstrumentedPool {
             name: name.into(),
             inner,
+            telemetry,
             waiting: AtomicUsize::new(0),
             warn_share,
             last_warning_ms: AtomicU64::new(0),
@@ -38,13 +47,15 @@ impl<DB: Database> InstrumentedPool<DB> {
         let started = Instant::now();
         let result = self.inner.acquire().await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        metrics::histogram!("tsunagi_db_acquire_seconds", "pool" => self.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        self.telemetry.record(|| {
+            metrics::histogram!("tsunagi_db_acquire_seconds", "pool" => self.name.clone())
+                .record(started.elapsed().as_secs_f64())
+        });
         self.check_saturation();
         result.map_err(|e| match e {
             sqlx::Error::PoolTimedOut => {
-                metrics::counter!("tsunagi_db_acquire_timeouts_total", "pool" => self.name.clone())
-                    .increment(1);
+                self.telemetry.record(|| metrics::counter!("tsunagi_db_acquire_timeouts_total", "pool" => self.name.clone())
+                    .increment(1));
                 StoreError::Unavailable(format!("pool {}: no connection free in time", self.name))
             }
             other => StoreError::Unavailable(format!("pool {}: {other}", self.name)),
@@ -86,16 +97,22 @@ impl<DB: Database> InstrumentedPool<DB> {
     pub fn report(&self) {
         let (in_use, idle) = self.in_use();
         let name = self.name.clone();
-        metrics::gauge!("tsunagi_db_pool_connections", "pool" => name.clone(), "state" => "idle")
-            .set(idle as f64);
-        metrics::gauge!("tsunagi_db_pool_connections", "pool" => name.clone(), "state" => "in_use")
-            .set(f64::from(in_use));
-        metrics::gauge!("tsunagi_db_pool_size", "pool" => name.clone())
-            .set(f64::from(self.inner.size()));
-        metrics::gauge!("tsunagi_db_pool_max", "pool" => name.clone())
-            .set(f64::from(self.inner.options().get_max_connections()));
-        metrics::gauge!("tsunagi_db_pool_waiting", "pool" => name)
-            .set(self.waiting.load(Ordering::Relaxed) as f64);
+        self.telemetry.record(|| metrics::gauge!("tsunagi_db_pool_connections", "pool" => name.clone(), "state" => "idle")
+            .set(idle as f64));
+        self.telemetry.record(|| metrics::gauge!("tsunagi_db_pool_connections", "pool" => name.clone(), "state" => "in_use")
+            .set(f64::from(in_use)));
+        self.telemetry.record(|| {
+            metrics::gauge!("tsunagi_db_pool_size", "pool" => name.clone())
+                .set(f64::from(self.inner.size()))
+        });
+        self.telemetry.record(|| {
+            metrics::gauge!("tsunagi_db_pool_max", "pool" => name.clone())
+                .set(f64::from(self.inner.options().get_max_connections()))
+        });
+        self.telemetry.record(|| {
+            metrics::gauge!("tsunagi_db_pool_waiting", "pool" => name)
+                .set(self.waiting.load(Ordering::Relaxed) as f64)
+        });
     }
 
     /// The same figures as `report`, for the admin stats.

@@ -6,7 +6,9 @@
 //! What answered is checked on the server's own counters: `/metrics` is read at the start and
 //! the end of each window, and the users cache's L1 hits, L2 hits and loads from the database
 //! in that window are reported as shares of the requests answered in it, so a configuration
-//! meant to be served by L2 shows whether it was.
+//! meant to be served by L2 shows whether it was (`--expect`). A failed check (a target not
+//! served by the layer it expects, or any failed request) is printed as `CHECK FAILED` with the
+//! summary, and makes the command exit non-zero.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use super::rounds::Rounds;
 use super::{Window, duration, now_ns, percentile_ms, round};
 
 /// Most failed requests whose message is kept (per worker), to say what went wrong.
@@ -217,15 +220,25 @@ struct CacheCounters {
 }
 
 impl CacheCounters {
-    fn minus(&self, o: &CacheCounters) -> CacheCounters {
+    /// Each counter of `self` and `o` combined by `op`.
+    fn each(&self, o: &CacheCounters, op: fn(f64, f64) -> f64) -> CacheCounters {
         CacheCounters {
-            l1_hit: self.l1_hit - o.l1_hit,
-            l1_miss: self.l1_miss - o.l1_miss,
-            l2_hit: self.l2_hit - o.l2_hit,
-            l2_miss: self.l2_miss - o.l2_miss,
-            l2_error: self.l2_error - o.l2_error,
-            loads: self.loads - o.loads,
+            l1_hit: op(self.l1_hit, o.l1_hit),
+            l1_miss: op(self.l1_miss, o.l1_miss),
+            l2_hit: op(self.l2_hit, o.l2_hit),
+            l2_miss: op(self.l2_miss, o.l2_miss),
+            l2_error: op(self.l2_error, o.l2_error),
+            loads: op(self.loads, o.loads),
         }
+    }
+
+    /// What was counted since `o` (an earlier reading).
+    fn minus(&self, o: &CacheCounters) -> CacheCounters {
+        self.each(o, |a, b| a - b)
+    }
+
+    fn plus(&self, o: &CacheCounters) -> CacheCounters {
+        self.each(o, |a, b| a + b)
     }
 }
 
@@ -523,34 +536,22 @@ async fn run(
 
 /// The median of each figure on its own; errors and cache counters are summed over the runs.
 fn median(runs: &[Figures]) -> Figures {
-    let med = |f: fn(&Figures) -> f64| crate::median_of(runs.iter().map(f).collect());
-    let mut error_codes = BTreeMap::new();
-    for (code, n) in runs.iter().flat_map(|r| &r.error_codes) {
-        *error_codes.entry(code.clone()).or_default() += n;
-    }
-    let mut cache = CacheCounters::default();
-    for r in runs {
-        let c = &r.cache;
-        cache.l1_hit += c.l1_hit;
-        cache.l1_miss += c.l1_miss;
-        cache.l2_hit += c.l2_hit;
-        cache.l2_miss += c.l2_miss;
-        cache.l2_error += c.l2_error;
-        cache.loads += c.loads;
-    }
+    let r = Rounds(runs);
     Figures {
-        requests_per_s: med(|r| r.requests_per_s),
-        p50_ms: med(|r| r.p50_ms),
-        p99_ms: med(|r| r.p99_ms),
-        max_ms: med(|r| r.max_ms),
-        errors: runs.iter().map(|r| r.errors).sum(),
-        error_codes,
-        cache,
-        answered: runs.iter().map(|r| r.answered).sum(),
-        server_cores: med(|r| r.server_cores),
-        bench_cores: med(|r| r.bench_cores),
-        machine_cores: med(|r| r.machine_cores),
-        server_us_per_request: med(|r| r.server_us_per_request),
+        requests_per_s: r.median(|f| f.requests_per_s),
+        p50_ms: r.median(|f| f.p50_ms),
+        p99_ms: r.median(|f| f.p99_ms),
+        max_ms: r.median(|f| f.max_ms),
+        errors: r.sum(|f| f.errors),
+        error_codes: r.sum_codes(|f| &f.error_codes),
+        cache: runs
+            .iter()
+            .fold(CacheCounters::default(), |sum, f| sum.plus(&f.cache)),
+        answered: r.sum(|f| f.answered),
+        server_cores: r.median(|f| f.server_cores),
+        bench_cores: r.median(|f| f.bench_cores),
+        machine_cores: r.median(|f| f.machine_cores),
+        server_us_per_request: r.median(|f| f.server_us_per_request),
     }
 }
 
@@ -728,13 +729,14 @@ pub async fn main(args: UsersArgs) -> anyhow::Result<()> {
             served(f)
         );
     }
-    let errors: u64 = medians.iter().map(|(_, f)| f.errors).sum();
-    if errors > 0 {
-        eprintln!("failed requests (all rounds):");
-        for (name, f) in &medians {
-            if f.errors > 0 {
-                eprintln!("  {name}: {:?}", f.error_codes);
-            }
+    // a window with failed requests measured something else than the read path
+    for (name, f) in &medians {
+        if f.errors > 0 {
+            let line = format!(
+                "{name}: {} requests failed (all rounds): {:?}",
+                f.errors, f.error_codes
+            );
+            failed_checks.push(line);
         }
     }
     for c in &checks {
@@ -745,6 +747,13 @@ pub async fn main(args: UsersArgs) -> anyhow::Result<()> {
     }
     out["checks_failed"] = json!(failed_checks);
     println!("{out}");
+    // the figures are printed either way; the exit status says whether they can be trusted
+    if !failed_checks.is_empty() {
+        bail!(
+            "{} check(s) failed (CHECK FAILED above)",
+            failed_checks.len()
+        );
+    }
     Ok(())
 }
 

@@ -16,7 +16,6 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
 
 use super::pool::InstrumentedPool;
-use super::timing::timed;
 use super::users::AuditRow;
 use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
@@ -24,6 +23,7 @@ use super::{
 };
 use super::{message_columns, room_columns};
 use crate::domain::{Message, RoomId, RoomInfo};
+use crate::telemetry::Telemetry;
 
 mod replicas;
 pub mod users;
@@ -47,6 +47,8 @@ pub struct PgSettings {
     pub pool_warn_share: f64,
     pub replica_max_lag: Duration,
     pub replica_check_interval: Duration,
+    /// The app's metrics and slow-query threshold.
+    pub telemetry: Telemetry,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -88,7 +90,12 @@ fn pool(
         .test_before_acquire(s.test_before_acquire)
         // Connect lazily: a replica (or the primary) that is down at start must not stop tsunagi.
         .connect_lazy_with(connect_options(url, s, name)?);
-    Ok(InstrumentedPool::new(name, inner, s.pool_warn_share))
+    Ok(InstrumentedPool::new(
+        name,
+        inner,
+        s.pool_warn_share,
+        s.telemetry.clone(),
+    ))
 }
 
 /// Runs the embedded migrations on the primary (sqlx holds an advisory lock meanwhile, so
@@ -116,6 +123,8 @@ pub fn migrate(s: &PgSettings) -> futures::future::BoxFuture<'_, anyhow::Result<
 }
 
 pub struct PgStore {
+    /// The app's metrics and slow-query threshold.
+    telemetry: Telemetry,
     call_timeout: Duration,
     primary: Arc<InstrumentedPool<Postgres>>,
     replicas: Arc<Replicas>,
@@ -223,6 +232,7 @@ impl PgStore {
             s.statement_timeout
         };
         Ok(PgStore {
+            telemetry: s.telemetry.clone(),
             call_timeout: s.acquire_timeout + statement + Duration::from_secs(2),
             primary,
             replicas,
@@ -233,11 +243,13 @@ impl PgStore {
     /// The primary's WAL position after a commit. If it cannot be read (the commit did happen),
     /// the position is "beyond everything": that writer's next reads go to the primary.
     async fn commit_position(&self, conn: &mut PgConnection) -> WritePos {
-        let row = timed(
-            "wal_position",
-            sqlx::query("SELECT pg_current_wal_lsn()::text").fetch_one(&mut *conn),
-        )
-        .await;
+        let row = self
+            .telemetry
+            .timed(
+                "wal_position",
+                sqlx::query("SELECT pg_current_wal_lsn()::text").fetch_one(&mut *conn),
+            )
+            .await;
         row.ok()
             .and_then(|r| parse_lsn(&r.get::<String, _>(0)))
             .map(WritePos)
@@ -266,6 +278,7 @@ impl PgStore {
     where
         F: for<'c> Fn(
                 &'c mut PgConnection,
+                &'c Telemetry,
             ) -> futures::future::BoxFuture<'c, Result<T, StoreError>>
             + Sync,
         T: Send,
@@ -273,11 +286,13 @@ impl PgStore {
         if let ReadFrom::Replica(after) = from
             && let Some(replica) = self.replicas.pick(after)
         {
-            metrics::counter!("tsunagi_db_reads_total", "pool" => replica.pool.name.clone())
-                .increment(1);
+            self.telemetry.record(|| {
+                metrics::counter!("tsunagi_db_reads_total", "pool" => replica.pool.name.clone())
+                    .increment(1)
+            });
             let attempt = self.bounded(async {
                 let mut conn = replica.pool.acquire().await?;
-                run(&mut conn).await
+                run(&mut conn, &self.telemetry).await
             });
             match attempt.await {
                 Ok(v) => return Ok(v),
@@ -288,17 +303,19 @@ impl PgStore {
                 }
             }
         }
-        metrics::counter!("tsunagi_db_reads_total", "pool" => "primary").increment(1);
+        self.telemetry.record(|| {
+            metrics::counter!("tsunagi_db_reads_total", "pool" => "primary").increment(1)
+        });
         self.bounded(async {
             let mut conn = self.primary.acquire().await?;
-            run(&mut conn).await
+            run(&mut conn, &self.telemetry).await
         })
         .await
     }
 }
 
-async fn audit(conn: &mut PgConnection, row: &AuditRow) -> Result<(), StoreError> {
-    timed(
+async fn audit(t: &Telemetry, conn: &mut PgConnection, row: &AuditRow) -> Result<(), StoreError> {
+    t.timed(
         "audit_insert",
         sqlx::query(
             "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
@@ -330,26 +347,28 @@ impl PgStore {
         };
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
-        let inserted = timed(
-            "room_insert",
-            sqlx::query(
-                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
+        let inserted = self
+            .telemetry
+            .timed(
+                "room_insert",
+                sqlx::query(
+                    "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
                  metadata) VALUES ($1, $2, $3, $4, $5, 0, $6, $7) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&info.id)
+                .bind(&info.name)
+                .bind(info.private)
+                .bind(&info.owner_id)
+                .bind(&info.epoch)
+                .bind(now)
+                .bind(info.metadata.clone().map(sqlx::types::Json))
+                .execute(&mut *tx),
             )
-            .bind(&info.id)
-            .bind(&info.name)
-            .bind(info.private)
-            .bind(&info.owner_id)
-            .bind(&info.epoch)
-            .bind(now)
-            .bind(info.metadata.clone().map(sqlx::types::Json))
-            .execute(&mut *tx),
-        )
-        .await?;
+            .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
-        audit(&mut tx, &AuditRow::room_created(&info)).await?;
+        audit(&self.telemetry, &mut tx, &AuditRow::room_created(&info)).await?;
         tx.commit().await?;
         Ok((info, self.commit_position(&mut conn).await))
     }
@@ -361,34 +380,43 @@ impl PgStore {
     ) -> Result<WritePos, StoreError> {
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
-        let done = timed(
-            "member_insert",
-            sqlx::query(
-                "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
+        let done = self
+            .telemetry
+            .timed(
+                "member_insert",
+                sqlx::query(
+                    "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
                  VALUES ($1, $2, $3, now()) ON CONFLICT DO NOTHING",
+                )
+                .bind(room.as_str())
+                .bind(user_id)
+                .bind(by)
+                .execute(&mut *tx),
             )
-            .bind(room.as_str())
-            .bind(user_id)
-            .bind(by)
-            .execute(&mut *tx),
-        )
-        .await?;
+            .await?;
         if done.rows_affected() > 0 {
-            audit(&mut tx, &AuditRow::member_added(room, user_id, by)).await?;
+            audit(
+                &self.telemetry,
+                &mut tx,
+                &AuditRow::member_added(room, user_id, by),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(self.commit_position(&mut conn).await)
     }
     async fn is_member_inner(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
         let mut conn = self.primary.acquire().await?;
-        let row = timed(
-            "member_exists",
-            sqlx::query("SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2")
-                .bind(room.as_str())
-                .bind(user_id)
-                .fetch_optional(&mut *conn),
-        )
-        .await?;
+        let row = self
+            .telemetry
+            .timed(
+                "member_exists",
+                sqlx::query("SELECT 1 FROM room_members WHERE room_id = $1 AND user_id = $2")
+                    .bind(room.as_str())
+                    .bind(user_id)
+                    .fetch_optional(&mut *conn),
+            )
+            .await?;
         Ok(row.is_some())
     }
     async fn append_inner(
@@ -405,13 +433,17 @@ impl PgStore {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let locked = timed(
-            "rooms_lock",
-            sqlx::query("SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        let locked = self
+            .telemetry
+            .timed(
+                "rooms_lock",
+                sqlx::query(
+                    "SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                )
                 .bind(&rooms)
                 .fetch_all(&mut *tx),
-        )
-        .await?;
+            )
+            .await?;
         let mut last_seq: HashMap<String, i64> = locked
             .iter()
             .map(|r| (r.get("id"), r.get("last_seq")))
@@ -421,20 +453,22 @@ impl PgStore {
         let keyed: Vec<&NewMessage> = batch.iter().filter(|m| m.client_id.is_some()).collect();
         let mut known: HashMap<IdempotencyKey, Message> = HashMap::new();
         if !keyed.is_empty() {
-            let rows = timed(
-                "messages_by_client_ids",
-                sqlx::query(MESSAGES_BY_CLIENT_IDS)
-                    .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
-                    .bind(keyed.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
-                    .bind(
-                        keyed
-                            .iter()
-                            .map(|m| m.client_id.as_deref().unwrap_or(""))
-                            .collect::<Vec<_>>(),
-                    )
-                    .fetch_all(&mut *tx),
-            )
-            .await?;
+            let rows = self
+                .telemetry
+                .timed(
+                    "messages_by_client_ids",
+                    sqlx::query(MESSAGES_BY_CLIENT_IDS)
+                        .bind(keyed.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
+                        .bind(keyed.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
+                        .bind(
+                            keyed
+                                .iter()
+                                .map(|m| m.client_id.as_deref().unwrap_or(""))
+                                .collect::<Vec<_>>(),
+                        )
+                        .fetch_all(&mut *tx),
+                )
+                .await?;
             for r in &rows {
                 let m = message_from_row(r);
                 let key = (
@@ -450,7 +484,7 @@ impl PgStore {
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &rfc3339(now))?;
 
         if !new_rows.is_empty() {
-            timed(
+            self.telemetry.timed(
                 "messages_insert",
                 sqlx::query(
                     "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
@@ -468,7 +502,7 @@ impl PgStore {
             )
             .await?;
             let (ids, seqs): (Vec<String>, Vec<i64>) = last_seq.into_iter().unzip();
-            timed(
+            self.telemetry.timed(
                 "rooms_advance_seq",
                 sqlx::query(
                     "UPDATE rooms SET last_seq = v.s FROM UNNEST($1::text[], $2::int8[]) AS v(id, s) \
@@ -480,12 +514,14 @@ impl PgStore {
             )
             .await?;
         }
-        timed("commit", tx.commit()).await?;
+        self.telemetry.timed("commit", tx.commit()).await?;
         Ok((out, self.commit_position(&mut conn).await))
     }
     async fn ping_inner(&self) -> Result<(), StoreError> {
         let mut conn = self.primary.acquire().await?;
-        timed("ping", sqlx::query("SELECT 1").execute(&mut *conn)).await?;
+        self.telemetry
+            .timed("ping", sqlx::query("SELECT 1").execute(&mut *conn))
+            .await?;
         Ok(())
     }
 }
@@ -498,20 +534,21 @@ impl Store for PgStore {
 
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
         let id = id.as_str().to_owned();
-        self.read(from, move |conn| {
+        self.read(from, move |conn, t| {
             let id = id.clone();
             Box::pin(async move {
-                let row = timed(
-                    "room_by_id",
-                    sqlx::query(concat!(
-                        "SELECT ",
-                        room_columns!(),
-                        " FROM rooms WHERE id = $1"
-                    ))
-                    .bind(id)
-                    .fetch_optional(conn),
-                )
-                .await?;
+                let row = t
+                    .timed(
+                        "room_by_id",
+                        sqlx::query(concat!(
+                            "SELECT ",
+                            room_columns!(),
+                            " FROM rooms WHERE id = $1"
+                        ))
+                        .bind(id)
+                        .fetch_optional(conn),
+                    )
+                    .await?;
                 Ok(row.as_ref().map(room_from_row))
             })
         })
@@ -528,19 +565,20 @@ impl Store for PgStore {
     ) -> Result<Vec<RoomInfo>, StoreError> {
         let viewer = viewer.to_owned();
         let cursor = cursor.unwrap_or("").to_owned();
-        self.read(from, move |conn| {
+        self.read(from, move |conn, t| {
             let (viewer, cursor) = (viewer.clone(), cursor.clone());
             Box::pin(async move {
-                let rows = timed(
-                    "rooms_list",
-                    sqlx::query(ROOMS_LIST)
-                        .bind(cursor)
-                        .bind(admin)
-                        .bind(viewer)
-                        .bind(limit as i64)
-                        .fetch_all(conn),
-                )
-                .await?;
+                let rows = t
+                    .timed(
+                        "rooms_list",
+                        sqlx::query(ROOMS_LIST)
+                            .bind(cursor)
+                            .bind(admin)
+                            .bind(viewer)
+                            .bind(limit as i64)
+                            .fetch_all(conn),
+                    )
+                    .await?;
                 Ok(rows.iter().map(room_from_row).collect())
             })
         })
@@ -574,7 +612,7 @@ impl Store for PgStore {
         let fetch = q.fetch();
         let backwards = q.backwards();
         let rows = self
-            .read(from, move |conn| {
+            .read(from, move |conn, t| {
                 let room = room.clone();
                 Box::pin(async move {
                     let sql = if backwards {
@@ -582,20 +620,21 @@ impl Store for PgStore {
                     } else {
                         HISTORY_FORWARD
                     };
-                    let rows = timed(
-                        if backwards {
-                            "history_backward"
-                        } else {
-                            "history_forward"
-                        },
-                        sqlx::query(sql)
-                            .bind(room)
-                            .bind(q.after_seq.unwrap_or(0))
-                            .bind(q.before_seq.unwrap_or(i64::MAX))
-                            .bind(fetch)
-                            .fetch_all(conn),
-                    )
-                    .await?;
+                    let rows = t
+                        .timed(
+                            if backwards {
+                                "history_backward"
+                            } else {
+                                "history_forward"
+                            },
+                            sqlx::query(sql)
+                                .bind(room)
+                                .bind(q.after_seq.unwrap_or(0))
+                                .bind(q.before_seq.unwrap_or(i64::MAX))
+                                .bind(fetch)
+                                .fetch_all(conn),
+                        )
+                        .await?;
                     Ok(rows.iter().map(message_from_row).collect::<Vec<_>>())
                 })
             })

@@ -48,7 +48,9 @@ impl Replica {
         if self.healthy.swap(false, Ordering::AcqRel) {
             tracing::warn!(pool = %self.pool.name, "replica marked down after a failed read");
         }
-        metrics::gauge!("tsunagi_db_replica_healthy", "pool" => self.pool.name.clone()).set(0.0);
+        self.pool.telemetry.record(|| {
+            metrics::gauge!("tsunagi_db_replica_healthy", "pool" => self.pool.name.clone()).set(0.0)
+        });
     }
 
     fn has_replayed(&self, pos: Option<WritePos>) -> bool {
@@ -94,14 +96,18 @@ impl Replica {
             }
         }
         let name = self.pool.name.clone();
-        metrics::gauge!("tsunagi_db_replica_healthy", "pool" => name.clone()).set(if healthy {
-            1.0
-        } else {
-            0.0
+        self.pool.telemetry.record(|| {
+            metrics::gauge!("tsunagi_db_replica_healthy", "pool" => name.clone()).set(if healthy {
+                1.0
+            } else {
+                0.0
+            })
         });
         if lag != Duration::MAX {
-            metrics::gauge!("tsunagi_db_replica_lag_seconds", "pool" => name)
-                .set(lag.as_secs_f64());
+            self.pool.telemetry.record(|| {
+                metrics::gauge!("tsunagi_db_replica_lag_seconds", "pool" => name)
+                    .set(lag.as_secs_f64())
+            });
         }
     }
 

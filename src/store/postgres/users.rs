@@ -8,12 +8,12 @@ use sqlx::{Connection, PgConnection, Row};
 
 use super::{PgStore, audit, rfc3339};
 use crate::domain::RoomId;
-use crate::store::timing::timed;
 use crate::store::users::{
     AuditEntry, AuditQuery, AuditRow, MemberRow, NewUser, UserPatch, UserRecord, UserStore,
     user_columns, user_conflict,
 };
 use crate::store::{ReadFrom, StoreError, WritePos};
+use crate::telemetry::Telemetry;
 
 macro_rules! audit_select {
     ($filter:literal) => {
@@ -85,12 +85,15 @@ fn conflict_or(e: sqlx::Error) -> StoreError {
 }
 
 async fn user_where(
+    t: &Telemetry,
     conn: &mut PgConnection,
     statement: &'static str,
     sql: &'static str,
     arg: &str,
 ) -> Result<Option<UserRecord>, StoreError> {
-    let row = timed(statement, sqlx::query(sql).bind(arg).fetch_optional(conn)).await?;
+    let row = t
+        .timed(statement, sqlx::query(sql).bind(arg).fetch_optional(conn))
+        .await?;
     Ok(row.as_ref().map(user_from_row))
 }
 
@@ -100,28 +103,29 @@ impl PgStore {
         let user = u.into_record(rfc3339(now));
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
-        audit(&mut tx, &AuditRow::user_registered(&user)).await?;
-        timed(
-            "user_insert",
-            sqlx::query(concat!(
-                "INSERT INTO users (",
-                user_columns!(""),
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
-            ))
-            .bind(&user.id)
-            .bind(&user.username)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(&user.display_name)
-            .bind(&user.bio)
-            .bind(&user.role)
-            .bind(Json(&user.metadata))
-            .bind(user.version)
-            .bind(now)
-            .execute(&mut *tx),
-        )
-        .await
-        .map_err(conflict_or)?;
+        audit(&self.telemetry, &mut tx, &AuditRow::user_registered(&user)).await?;
+        self.telemetry
+            .timed(
+                "user_insert",
+                sqlx::query(concat!(
+                    "INSERT INTO users (",
+                    user_columns!(""),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+                ))
+                .bind(&user.id)
+                .bind(&user.username)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(&user.display_name)
+                .bind(&user.bio)
+                .bind(&user.role)
+                .bind(Json(&user.metadata))
+                .bind(user.version)
+                .bind(now)
+                .execute(&mut *tx),
+            )
+            .await
+            .map_err(conflict_or)?;
         tx.commit().await?;
         Ok((user, self.commit_position(&mut conn).await))
     }
@@ -130,9 +134,23 @@ impl PgStore {
         let mut conn = self.primary.acquire().await?;
         if login.contains('@') {
             let sql = concat!("SELECT ", user_columns!(""), " FROM users WHERE email = $1");
-            user_where(&mut conn, "user_by_email", sql, &login.to_lowercase()).await
+            user_where(
+                &self.telemetry,
+                &mut conn,
+                "user_by_email",
+                sql,
+                &login.to_lowercase(),
+            )
+            .await
         } else {
-            user_where(&mut conn, "user_by_username", USER_BY_USERNAME, login).await
+            user_where(
+                &self.telemetry,
+                &mut conn,
+                "user_by_username",
+                USER_BY_USERNAME,
+                login,
+            )
+            .await
         }
     }
 
@@ -149,7 +167,7 @@ impl PgStore {
             user_columns!(""),
             " FROM users WHERE id = $1 FOR UPDATE"
         );
-        let old = user_where(&mut tx, "user_by_id_for_update", sql, id)
+        let old = user_where(&self.telemetry, &mut tx, "user_by_id_for_update", sql, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
         if !patch.changes(&old) {
@@ -159,25 +177,31 @@ impl PgStore {
         let mut new = patch.apply(&old);
         new.updated_at = rfc3339(now);
         // The audit row goes first: if the update then fails (a taken email), both roll back.
-        audit(&mut tx, &AuditRow::user_updated(actor, &old, &new)).await?;
-        timed(
-            "user_update",
-            sqlx::query(
-                "UPDATE users SET display_name = $1, bio = $2, email = $3, role = $4, \
-                 metadata = $5, version = $6, updated_at = $7 WHERE id = $8",
-            )
-            .bind(&new.display_name)
-            .bind(&new.bio)
-            .bind(&new.email)
-            .bind(&new.role)
-            .bind(Json(&new.metadata))
-            .bind(new.version)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx),
+        audit(
+            &self.telemetry,
+            &mut tx,
+            &AuditRow::user_updated(actor, &old, &new),
         )
-        .await
-        .map_err(conflict_or)?;
+        .await?;
+        self.telemetry
+            .timed(
+                "user_update",
+                sqlx::query(
+                    "UPDATE users SET display_name = $1, bio = $2, email = $3, role = $4, \
+                 metadata = $5, version = $6, updated_at = $7 WHERE id = $8",
+                )
+                .bind(&new.display_name)
+                .bind(&new.bio)
+                .bind(&new.email)
+                .bind(&new.role)
+                .bind(Json(&new.metadata))
+                .bind(new.version)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx),
+            )
+            .await
+            .map_err(conflict_or)?;
         tx.commit().await?;
         Ok((new, self.commit_position(&mut conn).await))
     }
@@ -193,7 +217,7 @@ impl UserStore for PgStore {
         self.bounded(async {
             let mut conn = self.primary.acquire().await?;
             let sql = concat!("SELECT ", user_columns!(""), " FROM users WHERE id = $1");
-            user_where(&mut conn, "user_by_id", sql, id).await
+            user_where(&self.telemetry, &mut conn, "user_by_id", sql, id).await
         })
         .await
     }
@@ -218,14 +242,14 @@ impl UserStore for PgStore {
         from: ReadFrom,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let before = before_id.map(str::to_owned);
-        self.read(from, move |conn| {
+        self.read(from, move |conn, t| {
             let before = before.clone();
             Box::pin(async move {
                 let query = match before {
                     None => sqlx::query(USERS_NEWEST).bind(i64::from(limit)),
                     Some(b) => sqlx::query(USERS_BEFORE).bind(i64::from(limit)).bind(b),
                 };
-                let rows = timed("users_list", query.fetch_all(conn)).await?;
+                let rows = t.timed("users_list", query.fetch_all(conn)).await?;
                 Ok(rows.iter().map(user_from_row).collect())
             })
         })
@@ -241,18 +265,19 @@ impl UserStore for PgStore {
     ) -> Result<Vec<MemberRow>, StoreError> {
         let room = room.as_str().to_owned();
         let after = after_user.unwrap_or("").to_owned();
-        self.read(from, move |conn| {
+        self.read(from, move |conn, t| {
             let (room, after) = (room.clone(), after.clone());
             Box::pin(async move {
-                let rows = timed(
-                    "members_with_users",
-                    sqlx::query(MEMBERS_WITH_USERS)
-                        .bind(room)
-                        .bind(after)
-                        .bind(i64::from(limit))
-                        .fetch_all(conn),
-                )
-                .await?;
+                let rows = t
+                    .timed(
+                        "members_with_users",
+                        sqlx::query(MEMBERS_WITH_USERS)
+                            .bind(room)
+                            .bind(after)
+                            .bind(i64::from(limit))
+                            .fetch_all(conn),
+                    )
+                    .await?;
                 Ok(rows
                     .iter()
                     .map(|r| MemberRow {
@@ -286,7 +311,10 @@ impl UserStore for PgStore {
                 query = query.bind(v);
             }
             let mut conn = self.primary.acquire().await?;
-            let rows = timed("audit_list", query.fetch_all(&mut *conn)).await?;
+            let rows = self
+                .telemetry
+                .timed("audit_list", query.fetch_all(&mut *conn))
+                .await?;
             Ok(rows
                 .iter()
                 .map(|r| AuditEntry {

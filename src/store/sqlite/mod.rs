@@ -12,7 +12,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
 use super::pool::InstrumentedPool;
-use super::timing::timed;
 use super::users::AuditRow;
 use super::{
     Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
@@ -33,6 +32,8 @@ pub struct SqliteSettings {
     pub idle_timeout: Duration,
     pub max_lifetime: Duration,
     pub pool_warn_share: f64,
+    /// The app's metrics and slow-query threshold.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 mod users;
@@ -40,6 +41,7 @@ mod users;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 pub struct SqliteStore {
+    telemetry: crate::telemetry::Telemetry,
     writer: InstrumentedPool<Sqlite>,
     reader: InstrumentedPool<Sqlite>,
     checkpointer: tokio::task::JoinHandle<()>,
@@ -48,7 +50,7 @@ pub struct SqliteStore {
 /// Copies the WAL back into the database file from a connection of its own, once a second.
 /// SQLite's automatic checkpoint would run inside a commit on the writer and add an fsync of the
 /// database file to that commit's latency; PASSIVE never waits for readers or the writer.
-async fn checkpoint_loop(opts: SqliteConnectOptions) {
+async fn checkpoint_loop(opts: SqliteConnectOptions, telemetry: crate::telemetry::Telemetry) {
     use sqlx::ConnectOptions;
     let mut conn = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -58,11 +60,12 @@ async fn checkpoint_loop(opts: SqliteConnectOptions) {
             conn = opts.connect().await.ok();
         }
         if let Some(c) = conn.as_mut() {
-            let done = timed(
-                "wal_checkpoint",
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c),
-            )
-            .await;
+            let done = telemetry
+                .timed(
+                    "wal_checkpoint",
+                    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c),
+                )
+                .await;
             if let Err(e) = done {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
                 conn = None;
@@ -121,7 +124,7 @@ impl SqliteStore {
             .idle_timeout(None)
             .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
-        let checkpointer = tokio::spawn(checkpoint_loop(opts.clone()));
+        let checkpointer = tokio::spawn(checkpoint_loop(opts.clone(), s.telemetry.clone()));
         let reader = SqlitePoolOptions::new()
             .max_connections(s.read_pool_size)
             .min_connections(1)
@@ -131,9 +134,11 @@ impl SqliteStore {
             .test_before_acquire(true)
             .connect_with(opts.read_only(true))
             .await?;
+        let t = &s.telemetry;
         Ok(SqliteStore {
-            writer: InstrumentedPool::new("sqlite_writer", writer, s.pool_warn_share),
-            reader: InstrumentedPool::new("sqlite_reader", reader, s.pool_warn_share),
+            telemetry: t.clone(),
+            writer: InstrumentedPool::new("sqlite_writer", writer, s.pool_warn_share, t.clone()),
+            reader: InstrumentedPool::new("sqlite_reader", reader, s.pool_warn_share, t.clone()),
             checkpointer,
         })
     }
@@ -168,45 +173,51 @@ fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
     }
 }
 
-/// One audit row, inside the caller's transaction.
-async fn audit(conn: &mut SqliteConnection, row: &AuditRow) -> Result<(), StoreError> {
-    timed(
-        "audit_insert",
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
+impl SqliteStore {
+    /// One audit row, inside the caller's transaction.
+    async fn audit(&self, conn: &mut SqliteConnection, row: &AuditRow) -> Result<(), StoreError> {
+        self.telemetry
+            .timed(
+                "audit_insert",
+                sqlx::query(
+                    "INSERT INTO audit_log (at, actor_id, action, target, old_value, new_value) \
              VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now_rfc3339())
-        .bind(&row.actor)
-        .bind(row.action)
-        .bind(&row.target)
-        .bind(row.old.as_ref().map(|v| v.to_string()))
-        .bind(row.new.to_string())
-        .execute(&mut *conn),
-    )
-    .await?;
-    Ok(())
-}
+                )
+                .bind(now_rfc3339())
+                .bind(&row.actor)
+                .bind(row.action)
+                .bind(&row.target)
+                .bind(row.old.as_ref().map(|v| v.to_string()))
+                .bind(row.new.to_string())
+                .execute(&mut *conn),
+            )
+            .await?;
+        Ok(())
+    }
 
-async fn find_by_client_id(
-    conn: &mut SqliteConnection,
-    m: &NewMessage,
-    client_id: &str,
-) -> Result<Option<Message>, StoreError> {
-    let row = timed(
-        "message_by_client_id",
-        sqlx::query(concat!(
-            "SELECT ",
-            message_columns!(),
-            " FROM messages WHERE room_id = ? AND user_id = ? AND client_id = ?"
-        ))
-        .bind(m.room.as_str())
-        .bind(&m.user_id)
-        .bind(client_id)
-        .fetch_optional(&mut *conn),
-    )
-    .await?;
-    Ok(row.as_ref().map(message_from_row))
+    async fn find_by_client_id(
+        &self,
+        conn: &mut SqliteConnection,
+        m: &NewMessage,
+        client_id: &str,
+    ) -> Result<Option<Message>, StoreError> {
+        let row = self
+            .telemetry
+            .timed(
+                "message_by_client_id",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    message_columns!(),
+                    " FROM messages WHERE room_id = ? AND user_id = ? AND client_id = ?"
+                ))
+                .bind(m.room.as_str())
+                .bind(&m.user_id)
+                .bind(client_id)
+                .fetch_optional(&mut *conn),
+            )
+            .await?;
+        Ok(row.as_ref().map(message_from_row))
+    }
 }
 
 #[async_trait]
@@ -226,42 +237,46 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock up front, so another process writing the same file
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let inserted = timed(
-            "room_insert",
-            sqlx::query(
-                "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
+        let inserted = self
+            .telemetry
+            .timed(
+                "room_insert",
+                sqlx::query(
+                    "INSERT INTO rooms (id, name, private, owner_id, epoch, last_seq, created_at, \
                  metadata) VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&info.id)
+                .bind(&info.name)
+                .bind(info.private)
+                .bind(&info.owner_id)
+                .bind(&info.epoch)
+                .bind(&info.created_at)
+                .bind(info.metadata.as_ref().map(|m| m.to_string()))
+                .execute(&mut *tx),
             )
-            .bind(&info.id)
-            .bind(&info.name)
-            .bind(info.private)
-            .bind(&info.owner_id)
-            .bind(&info.epoch)
-            .bind(&info.created_at)
-            .bind(info.metadata.as_ref().map(|m| m.to_string()))
-            .execute(&mut *tx),
-        )
-        .await?;
+            .await?;
         if inserted.rows_affected() == 0 {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
-        audit(&mut tx, &AuditRow::room_created(&info)).await?;
+        self.audit(&mut tx, &AuditRow::room_created(&info)).await?;
         tx.commit().await?;
         Ok((info, WritePos::default()))
     }
 
     async fn room(&self, id: &RoomId, _from: ReadFrom) -> Result<Option<RoomInfo>, StoreError> {
-        let row = timed(
-            "room_by_id",
-            sqlx::query(concat!(
-                "SELECT ",
-                room_columns!(),
-                " FROM rooms WHERE id = ?"
-            ))
-            .bind(id.as_str())
-            .fetch_optional(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let row = self
+            .telemetry
+            .timed(
+                "room_by_id",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    room_columns!(),
+                    " FROM rooms WHERE id = ?"
+                ))
+                .bind(id.as_str())
+                .fetch_optional(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(row.as_ref().map(room_from_row))
     }
 
@@ -273,23 +288,25 @@ impl Store for SqliteStore {
         limit: u32,
         _from: ReadFrom,
     ) -> Result<Vec<RoomInfo>, StoreError> {
-        let rows = timed(
-            "rooms_list",
-            sqlx::query(concat!(
-                "SELECT ",
-                room_columns!(),
-                " FROM rooms r WHERE r.id > ? AND (? OR r.private = 0 OR r.owner_id = ? OR \
+        let rows = self
+            .telemetry
+            .timed(
+                "rooms_list",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    room_columns!(),
+                    " FROM rooms r WHERE r.id > ? AND (? OR r.private = 0 OR r.owner_id = ? OR \
                  EXISTS (SELECT 1 FROM room_members m WHERE m.room_id = r.id AND m.user_id = ?)) \
                  ORDER BY r.id LIMIT ?"
-            ))
-            .bind(cursor.unwrap_or(""))
-            .bind(admin)
-            .bind(viewer)
-            .bind(viewer)
-            .bind(limit as i64)
-            .fetch_all(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+                ))
+                .bind(cursor.unwrap_or(""))
+                .bind(admin)
+                .bind(viewer)
+                .bind(viewer)
+                .bind(limit as i64)
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(rows.iter().map(room_from_row).collect())
     }
 
@@ -303,35 +320,40 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock up front, so another process writing the same file
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let done = timed(
-            "member_insert",
-            sqlx::query(
-                "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
+        let done = self
+            .telemetry
+            .timed(
+                "member_insert",
+                sqlx::query(
+                    "INSERT INTO room_members (room_id, user_id, added_by, added_at) \
                  VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                )
+                .bind(room.as_str())
+                .bind(user_id)
+                .bind(by)
+                .bind(now_rfc3339())
+                .execute(&mut *tx),
             )
-            .bind(room.as_str())
-            .bind(user_id)
-            .bind(by)
-            .bind(now_rfc3339())
-            .execute(&mut *tx),
-        )
-        .await?;
+            .await?;
         if done.rows_affected() > 0 {
-            audit(&mut tx, &AuditRow::member_added(room, user_id, by)).await?;
+            self.audit(&mut tx, &AuditRow::member_added(room, user_id, by))
+                .await?;
         }
         tx.commit().await?;
         Ok(WritePos::default())
     }
 
     async fn is_member(&self, room: &RoomId, user_id: &str) -> Result<bool, StoreError> {
-        let row = timed(
-            "member_exists",
-            sqlx::query("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?")
-                .bind(room.as_str())
-                .bind(user_id)
-                .fetch_optional(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let row = self
+            .telemetry
+            .timed(
+                "member_exists",
+                sqlx::query("SELECT 1 FROM room_members WHERE room_id = ? AND user_id = ?")
+                    .bind(room.as_str())
+                    .bind(user_id)
+                    .fetch_optional(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(row.is_some())
     }
 
@@ -343,28 +365,30 @@ impl Store for SqliteStore {
         let mut last_seq: HashMap<String, i64> = HashMap::new();
         for m in batch {
             if !last_seq.contains_key(m.room.as_str()) {
-                let row = timed(
-                    "room_last_seq",
-                    sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
-                        .bind(m.room.as_str())
-                        .fetch_optional(&mut *tx),
-                )
-                .await?
-                .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
+                let row = self
+                    .telemetry
+                    .timed(
+                        "room_last_seq",
+                        sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
+                            .bind(m.room.as_str())
+                            .fetch_optional(&mut *tx),
+                    )
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
                 last_seq.insert(m.room.as_str().to_owned(), row.get(0));
             }
         }
         let mut known = HashMap::new();
         for (m, key) in batch.iter().filter_map(|m| m.key().map(|k| (m, k))) {
             if !known.contains_key(&key)
-                && let Some(first) = find_by_client_id(&mut tx, m, &key.2).await?
+                && let Some(first) = self.find_by_client_id(&mut tx, m, &key.2).await?
             {
                 known.insert(key, first);
             }
         }
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
         for message in &new_rows {
-            timed(
+            self.telemetry.timed(
                 "message_insert",
                 sqlx::query(
                     "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
@@ -382,16 +406,17 @@ impl Store for SqliteStore {
             .await?;
         }
         for (room, seq) in &last_seq {
-            timed(
-                "room_advance_seq",
-                sqlx::query("UPDATE rooms SET last_seq = ? WHERE id = ?")
-                    .bind(seq)
-                    .bind(room)
-                    .execute(&mut *tx),
-            )
-            .await?;
+            self.telemetry
+                .timed(
+                    "room_advance_seq",
+                    sqlx::query("UPDATE rooms SET last_seq = ? WHERE id = ?")
+                        .bind(seq)
+                        .bind(room)
+                        .execute(&mut *tx),
+                )
+                .await?;
         }
-        timed("commit", tx.commit()).await?;
+        self.telemetry.timed("commit", tx.commit()).await?;
         Ok((out, WritePos::default()))
     }
 
@@ -417,29 +442,32 @@ impl Store for SqliteStore {
                 " FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
             )
         };
-        let rows = timed(
-            if backwards {
-                "history_backward"
-            } else {
-                "history_forward"
-            },
-            sqlx::query(sql)
-                .bind(room.as_str())
-                .bind(q.after_seq.unwrap_or(0))
-                .bind(q.before_seq.unwrap_or(i64::MAX))
-                .bind(fetch)
-                .fetch_all(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let rows = self
+            .telemetry
+            .timed(
+                if backwards {
+                    "history_backward"
+                } else {
+                    "history_forward"
+                },
+                sqlx::query(sql)
+                    .bind(room.as_str())
+                    .bind(q.after_seq.unwrap_or(0))
+                    .bind(q.before_seq.unwrap_or(i64::MAX))
+                    .bind(fetch)
+                    .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(q.page(rows.iter().map(message_from_row).collect()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        timed(
-            "ping",
-            sqlx::query("SELECT 1").execute(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        self.telemetry
+            .timed(
+                "ping",
+                sqlx::query("SELECT 1").execute(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(())
     }
 

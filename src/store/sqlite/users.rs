@@ -4,9 +4,8 @@ use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Connection, Row};
 
-use super::{SqliteStore, audit};
+use super::SqliteStore;
 use crate::domain::{RoomId, now_rfc3339};
-use crate::store::timing::timed;
 use crate::store::users::{
     AuditEntry, AuditQuery, AuditRow, MemberRow, NewUser, UserPatch, UserRecord, UserStore,
     user_columns, user_conflict,
@@ -58,74 +57,80 @@ impl UserStore for SqliteStore {
         let user = u.into_record(now_rfc3339());
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        audit(&mut tx, &AuditRow::user_registered(&user)).await?;
-        timed(
-            "user_insert",
-            sqlx::query(concat!(
-                "INSERT INTO users (",
-                user_columns!(""),
-                ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ))
-            .bind(&user.id)
-            .bind(&user.username)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(&user.display_name)
-            .bind(&user.bio)
-            .bind(&user.role)
-            .bind(user.metadata.to_string())
-            .bind(user.version)
-            .bind(&user.created_at)
-            .bind(&user.updated_at)
-            .execute(&mut *tx),
-        )
-        .await
-        .map_err(conflict_or)?;
+        self.audit(&mut tx, &AuditRow::user_registered(&user))
+            .await?;
+        self.telemetry
+            .timed(
+                "user_insert",
+                sqlx::query(concat!(
+                    "INSERT INTO users (",
+                    user_columns!(""),
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ))
+                .bind(&user.id)
+                .bind(&user.username)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(&user.display_name)
+                .bind(&user.bio)
+                .bind(&user.role)
+                .bind(user.metadata.to_string())
+                .bind(user.version)
+                .bind(&user.created_at)
+                .bind(&user.updated_at)
+                .execute(&mut *tx),
+            )
+            .await
+            .map_err(conflict_or)?;
         tx.commit().await?;
         Ok((user, WritePos::default()))
     }
 
     async fn user(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
-        let row = timed(
-            "user_by_id",
-            sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(""),
-                " FROM users WHERE id = ?"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let row = self
+            .telemetry
+            .timed(
+                "user_by_id",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    user_columns!(""),
+                    " FROM users WHERE id = ?"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(row.as_ref().map(user_from_row))
     }
 
     async fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.reader.acquire().await?;
         let row = if login.contains('@') {
-            timed(
-                "user_by_email",
-                sqlx::query(concat!(
-                    "SELECT ",
-                    user_columns!(""),
-                    " FROM users WHERE email = ?"
-                ))
-                .bind(login.to_lowercase())
-                .fetch_optional(&mut *conn),
-            )
-            .await?
+            self.telemetry
+                .timed(
+                    "user_by_email",
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        user_columns!(""),
+                        " FROM users WHERE email = ?"
+                    ))
+                    .bind(login.to_lowercase())
+                    .fetch_optional(&mut *conn),
+                )
+                .await?
         } else {
-            timed(
-                "user_by_username",
-                sqlx::query(concat!(
-                    "SELECT ",
-                    user_columns!(""),
-                    " FROM users WHERE lower(username) = lower(?)"
-                ))
-                .bind(login)
-                .fetch_optional(&mut *conn),
-            )
-            .await?
+            self.telemetry
+                .timed(
+                    "user_by_username",
+                    sqlx::query(concat!(
+                        "SELECT ",
+                        user_columns!(""),
+                        " FROM users WHERE lower(username) = lower(?)"
+                    ))
+                    .bind(login)
+                    .fetch_optional(&mut *conn),
+                )
+                .await?
         };
         Ok(row.as_ref().map(user_from_row))
     }
@@ -138,27 +143,30 @@ impl UserStore for SqliteStore {
     ) -> Result<(UserRecord, WritePos), StoreError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let old = timed(
-            "user_by_id_for_update",
-            sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(""),
-                " FROM users WHERE id = ?"
-            ))
-            .bind(id)
-            .fetch_optional(&mut *tx),
-        )
-        .await?
-        .map(|r| user_from_row(&r))
-        .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
+        let old = self
+            .telemetry
+            .timed(
+                "user_by_id_for_update",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    user_columns!(""),
+                    " FROM users WHERE id = ?"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *tx),
+            )
+            .await?
+            .map(|r| user_from_row(&r))
+            .ok_or_else(|| StoreError::NotFound(format!("user {id}")))?;
         if !patch.changes(&old) {
             return Ok((old, WritePos::default())); // nothing changes: no update, no audit row
         }
         let mut new = patch.apply(&old);
         new.updated_at = now_rfc3339();
         // The audit row goes first: if the update then fails (a taken email), both roll back.
-        audit(&mut tx, &AuditRow::user_updated(actor, &old, &new)).await?;
-        timed(
+        self.audit(&mut tx, &AuditRow::user_updated(actor, &old, &new))
+            .await?;
+        self.telemetry.timed(
             "user_update",
             sqlx::query(
                 "UPDATE users SET display_name = ?, bio = ?, email = ?, role = ?, metadata = ?, \
@@ -186,19 +194,21 @@ impl UserStore for SqliteStore {
         limit: u32,
         _from: ReadFrom,
     ) -> Result<Vec<UserRecord>, StoreError> {
-        let rows = timed(
-            "users_list",
-            sqlx::query(concat!(
-                "SELECT ",
-                user_columns!(""),
-                " FROM users WHERE id < ? ORDER BY id DESC LIMIT ?"
-            ))
-            // every UUID sorts below U+10FFFF
-            .bind(before_id.unwrap_or("\u{10FFFF}"))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let rows = self
+            .telemetry
+            .timed(
+                "users_list",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    user_columns!(""),
+                    " FROM users WHERE id < ? ORDER BY id DESC LIMIT ?"
+                ))
+                // every UUID sorts below U+10FFFF
+                .bind(before_id.unwrap_or("\u{10FFFF}"))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(rows.iter().map(user_from_row).collect())
     }
 
@@ -209,20 +219,22 @@ impl UserStore for SqliteStore {
         limit: u32,
         _from: ReadFrom,
     ) -> Result<Vec<MemberRow>, StoreError> {
-        let rows = timed(
-            "members_with_users",
-            sqlx::query(concat!(
-                "SELECT m.user_id AS member_id, m.added_by, m.added_at, u.id AS user_row, ",
-                user_columns!("u."),
-                " FROM room_members m LEFT JOIN users u ON u.id = m.user_id \
+        let rows = self
+            .telemetry
+            .timed(
+                "members_with_users",
+                sqlx::query(concat!(
+                    "SELECT m.user_id AS member_id, m.added_by, m.added_at, u.id AS user_row, ",
+                    user_columns!("u."),
+                    " FROM room_members m LEFT JOIN users u ON u.id = m.user_id \
                  WHERE m.room_id = ? AND m.user_id > ? ORDER BY m.user_id LIMIT ?"
-            ))
-            .bind(room.as_str())
-            .bind(after_user.unwrap_or(""))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+                ))
+                .bind(room.as_str())
+                .bind(after_user.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| MemberRow {
@@ -247,13 +259,15 @@ impl UserStore for SqliteStore {
         for v in [&q.actor, &q.target].into_iter().flatten() {
             query = query.bind(v);
         }
-        let rows = timed(
-            "audit_list",
-            query
-                .bind(i64::from(q.limit))
-                .fetch_all(&mut *self.reader.acquire().await?),
-        )
-        .await?;
+        let rows = self
+            .telemetry
+            .timed(
+                "audit_list",
+                query
+                    .bind(i64::from(q.limit))
+                    .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
         Ok(rows
             .iter()
             .map(|r| AuditEntry {

@@ -1,8 +1,6 @@
 //! The HTTP API of PROTOCOL.md §4 for rooms and messages.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::json;
 

@@ -1,8 +1,6 @@
 //! Storage-level promises: migrations refuse a newer database; the secret file is kept.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use tsunagi::config::Config;
 
 #[tokio::test]

@@ -3,14 +3,12 @@
 //! one at a time (`--ignored --test-threads=1`) after every other suite; they need
 //! `TSUNAGI_TEST_PG` and `TSUNAGI_TEST_REPLICA` and fail (never skip) without them.
 
-mod common;
-
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::json;
 use sqlx::{Connection, PgConnection, Row};

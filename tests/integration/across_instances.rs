@@ -2,11 +2,9 @@
 //! instances"): a message committed on any instance reaches the room's sockets on every instance,
 //! in seq order, with no gap, even when instances write the same room at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestApp, WAIT, join, messages, spawn_app};
+use crate::common::{TestApp, WAIT, join, messages, spawn_app};
 use serde_json::json;
 use tsunagi::client::SioClient;
 

@@ -5,12 +5,10 @@
 //! "No database query" is read from the per-statement metrics, which are process-wide: the
 //! tests of this file take one lock so no other test queries meanwhile.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{TestApp, spawn_app};
+use crate::common::{TestApp, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;

@@ -1,10 +1,8 @@
 //! The realtime guarantees of PROTOCOL.md §3 through a Rust Socket.IO client.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tsunagi::client::{ClientError, SioClient};
 

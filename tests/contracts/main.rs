@@ -1,0 +1,14 @@
+//! Contract suites, one per swappable interface, each written once and run against every
+//! engine through a factory (as centrifuge runs one broker suite on its memory and Redis
+//! engines): a test is `<interface>::<engine>::<obligation>`.
+//!
+//! Layout: `helpers.rs` finds the servers (PostgreSQL only with `TSUNAGI_TEST_PG`; Redis always,
+//! `TSUNAGI_TEST_REDIS`) and declares the per-engine tests; `store.rs` runs the `Store` contract
+//! on SQLite and PostgreSQL; `rate_limiter.rs` and `presence.rs` run the shared-state contracts
+//! on the in-process and the Redis engines.
+
+#[macro_use]
+mod helpers;
+mod presence;
+mod rate_limiter;
+mod store;

@@ -1,0 +1,14 @@
+//! The integration tests, in one crate (one link of the world, not six): each module starts real
+//! tsunagi servers on port 0 with fresh databases (`common`) and talks to them as clients do.
+//! With `TSUNAGI_TEST_PG` set, the same tests run on PostgreSQL; `postgres` holds the scale-out
+//! tests against a real streaming replica (ignored unless asked for: scripts/test runs them last,
+//! one at a time, because they stop and start the primary).
+
+mod common;
+
+mod across_instances;
+mod http_api;
+mod postgres;
+mod realtime;
+mod storage;
+mod users;
