@@ -567,7 +567,29 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("{out}");
+    // The contract's guarantees, checked on what tsunagi delivered (the peer promises none).
+    if let Some(t) = medians.get("tsunagi") {
+        let failed = broken_guarantees(t);
+        if !failed.is_empty() {
+            bail!("CHECK FAILED: tsunagi: {}", failed.join(", "));
+        }
+    }
     Ok(())
+}
+
+/// Which guarantees a run's figures break: every acked send delivered to every client, in seq
+/// order, no send refused, no client disconnected.
+fn broken_guarantees(f: &Figures) -> Vec<String> {
+    [
+        ("acked messages never delivered", f.missing),
+        ("deliveries out of seq order", f.out_of_order),
+        ("sends refused", f.errors),
+        ("clients disconnected", f.disconnects),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(what, n)| format!("{n} {what}"))
+    .collect()
 }
 
 /// The send time a MESSAGE's content starts with.

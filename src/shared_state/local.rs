@@ -1,7 +1,10 @@
 //! In-process implementations of the shared-state traits, for a single instance.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, so tests can drive the limiter with paused time.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -47,7 +50,8 @@ impl LocalRateLimiter {
         let new_tat = tat + interval * n;
         if new_tat > now + self.tolerance {
             let wait = new_tat - (now + self.tolerance);
-            return Err((wait.as_millis() as u64).max(1));
+            // rounded up, as the Redis engine does: waiting the announced time is enough
+            return Err((wait.as_micros().div_ceil(1000) as u64).max(1));
         }
         map.insert(key.to_owned(), new_tat);
         Ok(())

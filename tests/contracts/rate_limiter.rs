@@ -6,8 +6,8 @@
 //! twice. The suites alternate between them, so a Redis engine that silently fell back to its
 //! in-process limiter (what it does when Redis fails) would let too much through and fail here.
 //!
-//! The local limiter measures time with `std::time::Instant`, not Tokio's clock, so these suites
-//! cannot run under paused time: recovery waits for real, the shortest wait that tests it.
+//! The suites run on real time (Redis keeps its own clock); the local limiter reads Tokio's clock,
+//! so its long-run behaviour is also checked under paused time (`local_paused`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,4 +142,32 @@ async fn a_zero_rate_is_no_limit(engine: &impl LimiterFactory) {
         b.check("k").await.unwrap();
     }
     a.check_n("k", u32::MAX).await.unwrap();
+}
+
+/// The in-process limiter over minutes of paused Tokio time: the sustained rate holds exactly,
+/// an idle key refills to the burst and no further, and the announced wait is always enough.
+mod local_paused {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sustained_rate_and_the_burst_hold_over_time() {
+        let limiter = LocalRateLimiter::new(5.0, 5);
+        for _ in 0..5 {
+            limiter.check("k").await.unwrap();
+        }
+        let mut allowed = 0;
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            match limiter.check("k").await {
+                Ok(()) => allowed += 1,
+                Err(wait) => tokio::time::advance(Duration::from_millis(wait)).await,
+            }
+        }
+        assert!((299..=301).contains(&allowed), "{allowed} in 60 s at 5/s");
+        tokio::time::advance(Duration::from_secs(600)).await;
+        for _ in 0..5 {
+            limiter.check("k").await.expect("refilled to the burst");
+        }
+        limiter.check("k").await.expect_err("and no further");
+    }
 }
