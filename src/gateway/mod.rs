@@ -127,9 +127,9 @@ impl Gateway {
             .map(str::to_owned)
             .or_else(|| bearer(&socket.req_parts.headers));
         let identity = match token {
-            None => Err(ApiError::Unauthorized(
+            None => Err(ApiError::unauthorized(
                 AuthCode::AuthRequired,
-                "a token is required".into(),
+                "a token is required",
             )),
             Some(t) => self.app.tokens.verify(&t).map_err(ApiError::from),
         };

@@ -86,9 +86,7 @@ impl Session {
             None => return,
         };
         if let Some(id) = full.ack {
-            let e = crate::error::ApiError::RateLimited {
-                retry_after_ms: 1000,
-            };
+            let e = crate::error::ApiError::rate_limited(1000);
             let body = serde_json::json!({ "ok": false, "error": e.body() });
             self.emit(packet::ack(id, &body));
         }

@@ -30,13 +30,13 @@ where
             .and_then(|v| v.to_str().ok());
         let token = match header {
             None => {
-                return Err(ApiError::Unauthorized(
+                return Err(ApiError::unauthorized(
                     AuthCode::AuthRequired,
-                    "an Authorization: Bearer token is required".into(),
+                    "an Authorization: Bearer token is required",
                 ));
             }
             Some(h) => h.strip_prefix("Bearer ").map(str::trim).ok_or_else(|| {
-                ApiError::Unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer".into())
+                ApiError::unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer")
             })?,
         };
         Ok(Caller(app.tokens.verify(token)?))
@@ -65,7 +65,7 @@ where
                 chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
             if bytes.len() + chunk.len() > limit {
                 drain(body).await;
-                return Err(ApiError::TooLarge("the request body is too large".into()));
+                return Err(ApiError::too_large("the request body is too large"));
             }
             bytes.extend_from_slice(&chunk);
         }

@@ -77,7 +77,7 @@ impl IntoResponse for ApiError {
             axum::Json(serde_json::json!({ "error": self.body() })),
         )
             .into_response();
-        if let ApiError::RateLimited { retry_after_ms } = self {
+        if let Some(retry_after_ms) = self.retry_after_ms() {
             let secs = retry_after_ms.div_ceil(1000).max(1);
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
