@@ -149,7 +149,17 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "TSUNAGI_MAX_CONNECTIONS",
         "10000",
-        "concurrent TCP connections; past it a connection is answered 503 and closed",
+        "concurrent TCP connections; at the cap the longest-idle one is closed, else 503",
+    ),
+    (
+        "TSUNAGI_HTTP_HEADER_TIMEOUT_MS",
+        "10000",
+        "longest wait for a request's headers, and for the next request on a kept-alive connection",
+    ),
+    (
+        "TSUNAGI_HTTP_MAX_HEADER_BYTES",
+        "32768",
+        "largest request head (request line and headers); past it 431",
     ),
     (
         "TSUNAGI_SHUTDOWN_TIMEOUT_S",
@@ -251,6 +261,8 @@ pub struct Config {
     pub socket_buffer: usize,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    pub http_header_timeout: Duration,
+    pub http_max_header_bytes: usize,
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     pub bus_ack_timeout: Duration,
@@ -513,6 +525,8 @@ impl Config {
             socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
             max_connections: raw.num("TSUNAGI_MAX_CONNECTIONS", 1, 10_000_000)?,
+            http_header_timeout: ms("TSUNAGI_HTTP_HEADER_TIMEOUT_MS", 100, 3_600_000)?,
+            http_max_header_bytes: raw.num("TSUNAGI_HTTP_MAX_HEADER_BYTES", 8192, 16 << 20)?,
             redis_prefix,
             redis_timeout,
             bus_ack_timeout,

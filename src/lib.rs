@@ -14,7 +14,8 @@
 //!   accounts, admin): the rules, for both edges;
 //! - `app` (builds every part from config, with its health check);
 //! - the edges: `gateway` (Socket.IO) and `http` (§4), the only places that speak ack codes and
-//!   HTTP statuses; `listener` (connection cap); `server` (serves the edges and drains);
+//!   HTTP statuses; `http_server` (the HTTP/1.1 loop: header timeout, size limit, connection cap);
+//!   `server` (serves the edges and drains);
 //! - `client` (a small Socket.IO client for tests and the bench).
 
 pub mod app;
@@ -29,7 +30,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod http;
-pub mod listener;
+pub mod http_server;
 pub mod password;
 pub mod payload;
 pub mod redis_conn;

@@ -89,8 +89,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = tsunagi::http_server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("TSUNAGI_LISTEN {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "tsunagi serving");
     tsunagi::server::run(config, listener, shutdown_signal()).await

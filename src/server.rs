@@ -1,14 +1,14 @@
 //! Serving: the app's two edges (HTTP and Socket.IO) on one listener until the shutdown future
 //! resolves, then draining in order. What the parts are and how they are built is `app`'s.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::listener::CappedListener;
+use crate::http_server::{self, Limits};
 
 pub use crate::app::jwt_secret;
 
@@ -25,7 +25,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown_timeout = config.shutdown_timeout;
-    let max_connections = config.max_connections;
+    let fd_limit = http_server::raise_fd_limit();
+    let limits = Limits {
+        max_connections: http_server::effective_cap(config.max_connections, fd_limit),
+        header_timeout: config.http_header_timeout,
+        max_header_bytes: config.http_max_header_bytes,
+    };
     let app = App::build(config).await?;
     let gateway = Gateway::new(app.clone());
     let engine = engineioxide::layer::EngineIoLayer::from_config(
@@ -35,7 +40,7 @@ pub async fn run(
     let routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
 
     // Cancelling the app's token is the one shutdown signal; the drain then runs in order and
-    // tells the server to stop once every socket is closed.
+    // stops the HTTP server once every socket is closed.
     let drained = tokio_util::sync::CancellationToken::new();
     let drain = {
         let (app, gateway, drained) = (app.clone(), gateway.clone(), drained.clone());
@@ -53,25 +58,17 @@ pub async fn run(
             drained.cancel();
         }
     };
-    let listener = CappedListener::new(listener, max_connections, app.telemetry().clone());
-    let stop = drained.clone();
-    let serve = axum::serve(listener, routes.into_make_service())
-        .with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::spawn(drain);
-    let serve = serve.into_future();
-    tokio::pin!(serve);
-    // Open long-polls and WebSockets end when their sessions close; don't wait forever.
-    let served = tokio::select! {
-        r = &mut serve => r.map_err(anyhow::Error::from),
-        _ = async {
-            drained.cancelled().await;
-            tokio::time::sleep(shutdown_timeout).await;
-        } => {
-            tracing::warn!("connections still open after the shutdown timeout");
-            Ok(())
-        }
-    };
+    http_server::serve(
+        listener,
+        routes,
+        limits,
+        app.telemetry().clone(),
+        drained,
+        shutdown_timeout,
+    )
+    .await;
     app.close().await;
     tracing::info!("stopped");
-    served
+    Ok(())
 }

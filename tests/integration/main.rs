@@ -7,6 +7,7 @@
 mod common;
 
 mod across_instances;
+mod hostile;
 mod http_api;
 mod postgres;
 mod realtime;

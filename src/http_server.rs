@@ -1,0 +1,440 @@
+//! The HTTP/1.1 server under both edges: the accept loop and what it allows a connection.
+//!
+//! `axum::serve` has no header timeout, no header size limit and no connection cap, so one
+//! client could hold descriptors until the process could not accept any more. Here (on hyper's
+//! own connection builder, not a parser of ours):
+//! - a connection must send a complete request head within `TSUNAGI_HTTP_HEADER_TIMEOUT_MS`,
+//!   first request and every later one on a kept-alive connection alike (slow or silent clients
+//!   are closed; a WebSocket, once upgraded, lives by the engine's heartbeats instead);
+//! - a request head is at most `TSUNAGI_HTTP_MAX_HEADER_BYTES` (else 431);
+//! - at most `TSUNAGI_MAX_CONNECTIONS` connections are open (never more than the descriptor
+//!   limit allows, which is raised to its hard limit at start). At the cap the connection idle
+//!   the longest — waiting for a request head, so holding nothing — is closed to admit the new
+//!   one, so a flood of idle sockets cannot lock real clients out; with none idle, the new
+//!   connection is answered `503` with `Retry-After: 1` and closed.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use futures::future::BoxFuture;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use parking_lot::Mutex;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::telemetry::Telemetry;
+
+pub struct Limits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub max_header_bytes: usize,
+}
+
+/// Descriptors kept free of connections: database pools, Redis, files, the accept of a refusal.
+const RESERVED_FDS: u64 = 128;
+
+/// How long a new connection at the cap waits for the slot of the idle one closed for it.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
+const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 77\r\n\r\n{\"error\":{\"code\":\"unavailable\",\"message\":\"too many connections, try again\"}}\n";
+
+/// Connections the kernel may hold for us before we accept them (it caps this at
+/// `net.core.somaxconn`). A flood of connects overruns a short queue and makes every client,
+/// real ones too, wait for SYN retransmissions (1 s, 3 s, …).
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// The listening socket on `addr`, with a backlog that absorbs a burst of connects.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
+/// Raises the soft descriptor limit to the hard one; returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+        lim.rlim_cur
+    }
+}
+
+/// The cap in force: the configured one, unless the descriptor limit leaves less.
+pub fn effective_cap(configured: usize, fd_limit: u64) -> usize {
+    let room = fd_limit.saturating_sub(RESERVED_FDS).max(16) as usize;
+    if configured > room {
+        tracing::warn!(
+            configured,
+            fd_limit,
+            cap = room,
+            "TSUNAGI_MAX_CONNECTIONS is above what the descriptor limit allows; capping there \
+             (raise LimitNOFILE / ulimit -n)"
+        );
+    }
+    configured.min(room)
+}
+
+/// One open connection, as the cap sees it.
+struct Conn {
+    /// Since when it has waited for a request head; `None` while a request runs or once
+    /// upgraded (then it is never closed to make room).
+    idle_since: Mutex<Option<Instant>>,
+    close: CancellationToken,
+}
+
+#[derive(Default)]
+struct Open {
+    conns: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl Open {
+    fn add(&self) -> (u64, Arc<Conn>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            idle_since: Mutex::new(Some(Instant::now())),
+            close: CancellationToken::new(),
+        });
+        self.conns.lock().insert(id, conn.clone());
+        (id, conn)
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.lock().remove(&id);
+    }
+
+    /// Closes the connection idle the longest; false if none is idle.
+    fn close_longest_idle(&self) -> bool {
+        let conns = self.conns.lock();
+        let oldest = conns
+            .values()
+            .filter_map(|c| c.idle_since.lock().map(|t| (t, c)))
+            .min_by_key(|(t, _)| *t);
+        match oldest {
+            Some((_, c)) => {
+                // taken out of the running at once, so two arrivals never pick the same one
+                *c.idle_since.lock() = None;
+                c.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled, then lets open requests finish
+/// (at most `drain_within`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    telemetry: Telemetry,
+    stop: CancellationToken,
+    drain_within: Duration,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Open::default());
+    let connections = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    let (opened, refused, evicted) = telemetry.record(|| {
+        (
+            metrics::gauge!("tsunagi_connections_open"),
+            metrics::counter!("tsunagi_connections_refused_total"),
+            metrics::counter!("tsunagi_connections_evicted_total"),
+        )
+    });
+    loop {
+        let (stream, _addr) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = accept(&listener) => accepted,
+        };
+        // small frames (acks, messages) must not wait for the peer's delayed ACK (Nagle)
+        stream.set_nodelay(true).ok();
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if open.close_longest_idle() => {
+                evicted.increment(1);
+                match tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        refused.increment(1);
+                        tokio::spawn(refuse(stream));
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                refused.increment(1);
+                tokio::spawn(refuse(stream));
+                continue;
+            }
+        };
+        let (id, conn) = open.add();
+        let service = Tracked {
+            router: router.clone(),
+            conn: conn.clone(),
+        };
+        opened.increment(1.0);
+        let stream = Capped {
+            stream,
+            open: opened.clone(),
+            _permit: permit,
+        };
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let (open, stop) = (open.clone(), stop.clone());
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = conn.close.cancelled() => {} // closed to make room
+                _ = stop.cancelled() => {
+                    // finish the request in progress, then close
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(drain_within, connection).await;
+                }
+            }
+            open.remove(id);
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(drain_within, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the shutdown timeout");
+    }
+}
+
+/// The next connection; transient errors (EMFILE, ECONNABORTED) are logged and retried after a
+/// pause, as axum's loop does, so a full descriptor table does not spin the loop.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(FULL).await.ok();
+        stream.shutdown().await.ok();
+    })
+    .await;
+}
+
+/// A connection's stream, holding its slot under the cap until it closes — also after an
+/// upgrade, when the WebSocket owns it.
+pub struct Capped {
+    stream: TcpStream,
+    /// `tsunagi_connections_open`, lowered when the connection closes.
+    open: metrics::Gauge,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Capped {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+impl AsyncRead for Capped {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Capped {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// The router, marking its connection busy while a request runs.
+struct Tracked {
+    router: Router,
+    conn: Arc<Conn>,
+}
+
+impl hyper::service::Service<Request<Incoming>> for Tracked {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        *self.conn.idle_since.lock() = None;
+        let (mut router, conn) = (self.router.clone(), self.conn.clone());
+        Box::pin(async move {
+            // axum's Router is always ready: no poll_ready needed before call
+            let res = tower_service::Service::call(&mut router, req).await?;
+            if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                *conn.idle_since.lock() = Some(Instant::now());
+            }
+            Ok(res)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    async fn start(max: usize, header_timeout: Duration) -> (SocketAddr, CancellationToken) {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let router = Router::new().route(
+            "/ok",
+            axum::routing::get(|| async { "ok" }).post(|body: String| async move { body }),
+        );
+        let stop = CancellationToken::new();
+        let limits = Limits {
+            max_connections: max,
+            header_timeout,
+            max_header_bytes: 8192,
+        };
+        tokio::spawn(serve(
+            tcp,
+            router,
+            limits,
+            Telemetry::detached(),
+            stop.clone(),
+            Duration::from_secs(1),
+        ));
+        (addr, stop)
+    }
+
+    async fn get_ok(addr: SocketAddr) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_the_longest_idle_connection_makes_room() {
+        let (addr, _stop) = start(2, Duration::from_secs(30)).await;
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await; // both accepted
+        assert!(get_ok(addr).await.starts_with("HTTP/1.1 200"));
+        // the oldest idle one was closed for it
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), idle[0].read(&mut buf))
+            .await
+            .expect("closed, not left hanging")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn with_none_idle_the_next_connection_is_told_503() {
+        let (addr, _stop) = start(1, Duration::from_secs(30)).await;
+        // busy: a request whose body is still coming
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"POST /ok HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = get_ok(addr).await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(body.len(), 77, "Content-Length matches the body");
+        drop(busy);
+    }
+
+    #[tokio::test]
+    async fn a_silent_or_slow_client_is_closed_after_the_header_timeout() {
+        let (addr, _stop) = start(100, Duration::from_millis(300)).await;
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /ok HTTP/1.1\r\n").await.unwrap();
+        let started = Instant::now();
+        for s in [&mut silent, &mut slow] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+                .await
+                .expect("closed within the timeout")
+                .ok();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+}
