@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::health::HealthCheck;
 use crate::password::Passwords;
 use crate::services::admin::AdminService;
-use crate::services::commit::Committer;
+use crate::services::commit::{CommitSettings, Committer};
 use crate::services::messages::MessagesService;
 use crate::services::presence::PresenceService;
 use crate::services::rooms::RoomsService;
@@ -105,11 +105,24 @@ impl App {
             config.replica_check_interval,
         ));
         let shutdown = CancellationToken::new();
+        // one attempt lasts at most a statement timeout (PostgreSQL) or a busy wait (SQLite)
+        let attempt = if config.is_postgres() && !config.db_statement_timeout.is_zero() {
+            config.db_statement_timeout
+        } else if config.is_postgres() {
+            Duration::from_secs(60)
+        } else {
+            config.db_busy_timeout
+        };
         let committer = Committer::start(
             store.clone(),
             bus.clone(),
             ryw.clone(),
-            config.group_commit_max,
+            CommitSettings {
+                max_batch: config.group_commit_max,
+                queue: config.commit_queue,
+                deadline: config.db_acquire_timeout + attempt,
+                attempt,
+            },
             shutdown.clone(),
             telemetry.clone(),
         );

@@ -147,6 +147,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "outgoing packets queued per socket before it is dropped",
     ),
     (
+        "TSUNAGI_COMMIT_QUEUE",
+        "10000",
+        "sends waiting for a commit; past it a send is answered unavailable at once",
+    ),
+    (
         "TSUNAGI_MAX_CONNECTIONS",
         "10000",
         "concurrent TCP connections; at the cap the longest-idle one is closed, else 503",
@@ -261,6 +266,7 @@ pub struct Config {
     pub socket_buffer: usize,
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    pub commit_queue: usize,
     pub http_header_timeout: Duration,
     pub http_max_header_bytes: usize,
     pub redis_prefix: String,
@@ -525,6 +531,7 @@ impl Config {
             socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
             shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
             max_connections: raw.num("TSUNAGI_MAX_CONNECTIONS", 1, 10_000_000)?,
+            commit_queue: raw.num("TSUNAGI_COMMIT_QUEUE", 1, 10_000_000)?,
             http_header_timeout: ms("TSUNAGI_HTTP_HEADER_TIMEOUT_MS", 100, 3_600_000)?,
             http_max_header_bytes: raw.num("TSUNAGI_HTTP_MAX_HEADER_BYTES", 8192, 16 << 20)?,
             redis_prefix,

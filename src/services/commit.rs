@@ -4,9 +4,17 @@
 //! One task owns the queue, so commit order is queue order: a socket that queues its sends in
 //! the order it sent them gets them committed in that order. After each commit the new
 //! messages are published to the bus in seq order, before any sender is answered.
+//!
+//! Bounded in space and time: the queue holds at most `queue` sends (past it a send is refused
+//! `unavailable` at once), and every send carries a deadline (the acquire timeout plus one
+//! statement timeout). A batch only takes sends with time left for one more attempt (one
+//! statement timeout); the others are answered `unavailable` without being tried, so a stalled
+//! database makes sends fail within the bound instead of piling up behind each other. Statement
+//! timeouts and lock waits count as the database being unavailable, not as bad data, so they
+//! are never retried one by one.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -17,19 +25,52 @@ use crate::bus::{Bus, BusEvent};
 use crate::store::{Appended, NewMessage, Store, WritePos};
 use crate::telemetry::Telemetry;
 
+pub struct CommitSettings {
+    /// Most messages in one transaction.
+    pub max_batch: usize,
+    /// Most sends waiting for a commit.
+    pub queue: usize,
+    /// How long a send may wait for its answer, from queueing.
+    pub deadline: Duration,
+    /// The longest one commit attempt takes (the statement or busy timeout): a send with less
+    /// time left than this is not tried.
+    pub attempt: Duration,
+}
+
 enum Job {
     Append {
         message: NewMessage,
-        queued: Instant,
-        reply: oneshot::Sender<ServiceResult<Appended>>,
+        waiter: Waiter,
     },
     /// Answered once everything queued before it is committed.
     Flush(oneshot::Sender<()>),
 }
 
+struct Waiter {
+    queued: Instant,
+    deadline: Instant,
+    reply: oneshot::Sender<ServiceResult<Appended>>,
+}
+
+impl Waiter {
+    /// Too little time left for an attempt of `attempt` to end before the deadline.
+    fn expired(&self, now: Instant, attempt: Duration) -> bool {
+        now + attempt > self.deadline
+    }
+
+    fn fail(self, e: ServiceError) {
+        self.reply.send(Err(e)).ok();
+    }
+}
+
+fn too_late() -> ServiceError {
+    ServiceError::unavailable("the database did not commit in time, try again")
+}
+
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::UnboundedSender<Job>,
+    tx: mpsc::Sender<Job>,
+    deadline: Duration,
     /// The process's shutdown: once cancelled, new sends are refused.
     shutdown: CancellationToken,
 }
@@ -39,13 +80,23 @@ impl Committer {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         ryw: Arc<ReadYourWrites>,
-        max_batch: usize,
+        settings: CommitSettings,
         shutdown: CancellationToken,
         telemetry: Telemetry,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, store, bus, ryw, max_batch, telemetry));
-        Committer { tx, shutdown }
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let parts = Parts {
+            store,
+            bus,
+            ryw,
+            telemetry,
+        };
+        tokio::spawn(run(rx, parts, settings.max_batch, settings.attempt));
+        Committer {
+            tx,
+            deadline: settings.deadline,
+            shutdown,
+        }
     }
 
     /// Queues one message now (keeping the caller's order) and returns the wait for its commit.
@@ -54,19 +105,29 @@ impl Committer {
         message: NewMessage,
     ) -> impl Future<Output = ServiceResult<Appended>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
-        let queued = if self.shutdown.is_cancelled() {
+        let queued = Instant::now();
+        let job = Job::Append {
+            message,
+            waiter: Waiter {
+                queued,
+                deadline: queued + self.deadline,
+                reply,
+            },
+        };
+        let sent = if self.shutdown.is_cancelled() {
             Err(ServiceError::unavailable("the server is shutting down"))
         } else {
-            self.tx
-                .send(Job::Append {
-                    message,
-                    queued: Instant::now(),
-                    reply,
-                })
-                .map_err(|_| ServiceError::unavailable("the committer has stopped"))
+            self.tx.try_send(job).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    ServiceError::unavailable("too many sends are waiting for a commit, try again")
+                }
+                mpsc::error::TrySendError::Closed(_) => {
+                    ServiceError::unavailable("the committer has stopped")
+                }
+            })
         };
         async move {
-            queued?;
+            sent?;
             rx.await
                 .unwrap_or_else(|_| Err(ServiceError::unavailable("the committer has stopped")))
         }
@@ -76,89 +137,93 @@ impl Committer {
     /// shutdown token is cancelled).
     pub async fn drain(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.tx.send(Job::Flush(tx)).is_ok() {
+        if self.tx.send(Job::Flush(tx)).await.is_ok() {
             rx.await.ok();
         }
     }
 }
 
-type Waiter = (Instant, oneshot::Sender<ServiceResult<Appended>>);
-
-/// Publishes what a commit created (in seq order, before anyone is answered), then answers.
-fn answer(
-    telemetry: &Telemetry,
-    bus: &dyn Bus,
-    ryw: &ReadYourWrites,
-    waiters: Vec<Waiter>,
-    appended: Vec<Appended>,
-    pos: WritePos,
-) {
-    for a in appended.iter().filter(|a| a.created) {
-        bus.publish(BusEvent::Message(Arc::new(a.message.clone())));
-    }
-    let commit_seconds = telemetry.record(|| metrics::histogram!("tsunagi_send_commit_seconds"));
-    for ((queued, reply), a) in waiters.into_iter().zip(appended) {
-        ryw.wrote(&a.message.user_id, pos);
-        commit_seconds.record(queued.elapsed().as_secs_f64());
-        reply.send(Ok(a)).ok();
-    }
-}
-
-async fn run(
-    mut rx: mpsc::UnboundedReceiver<Job>,
+/// What the committer task works with.
+struct Parts {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     ryw: Arc<ReadYourWrites>,
-    max_batch: usize,
     telemetry: Telemetry,
-) {
+}
+
+impl Parts {
+    /// Publishes what a commit created (in seq order, before anyone is answered), then answers.
+    fn answer(&self, waiters: Vec<Waiter>, appended: Vec<Appended>, pos: WritePos) {
+        for a in appended.iter().filter(|a| a.created) {
+            self.bus
+                .publish(BusEvent::Message(Arc::new(a.message.clone())));
+        }
+        let commit_seconds = self
+            .telemetry
+            .record(|| metrics::histogram!("tsunagi_send_commit_seconds"));
+        for (w, a) in waiters.into_iter().zip(appended) {
+            self.ryw.wrote(&a.message.user_id, pos);
+            commit_seconds.record(w.queued.elapsed().as_secs_f64());
+            w.reply.send(Ok(a)).ok();
+        }
+    }
+
+    /// Commits `messages` in one transaction and answers their waiters.
+    async fn commit(&self, messages: Vec<NewMessage>, waiters: Vec<Waiter>, attempt: Duration) {
+        self.telemetry.record(|| {
+            metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64)
+        });
+        match self.store.append(&messages).await {
+            Ok((appended, pos)) => self.answer(waiters, appended, pos),
+            // A statement error is about the data, not the server (timeouts and lock waits
+            // are `Unavailable`): commit the others alone so one bad message cannot fail its
+            // neighbours, each only while its deadline allows.
+            Err(e) if !e.is_connection() && messages.len() > 1 => {
+                tracing::warn!(error = %e, "group commit failed; committing one by one");
+                for (m, w) in messages.chunks(1).zip(waiters) {
+                    if w.expired(Instant::now(), attempt) {
+                        w.fail(too_late());
+                        continue;
+                    }
+                    match self.store.append(m).await {
+                        Ok((appended, pos)) => self.answer(vec![w], appended, pos),
+                        Err(e) => w.fail(ServiceError::from(e)),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "group commit failed");
+                let err = ServiceError::from(e);
+                for w in waiters {
+                    w.fail(err.clone());
+                }
+            }
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Job>, parts: Parts, max_batch: usize, attempt: Duration) {
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        let now = Instant::now();
         let mut messages = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::with_capacity(jobs.len());
         let mut flushes = Vec::new();
         for job in jobs.drain(..) {
             match job {
-                Job::Append {
-                    message,
-                    queued,
-                    reply,
-                } => {
+                // waited past its deadline behind a stalled commit: not tried at all
+                Job::Append { waiter, .. } if waiter.expired(now, attempt) => {
+                    waiter.fail(too_late())
+                }
+                Job::Append { message, waiter } => {
                     messages.push(message);
-                    waiters.push((queued, reply));
+                    waiters.push(waiter);
                 }
                 Job::Flush(done) => flushes.push(done),
             }
         }
         if !messages.is_empty() {
-            telemetry.record(|| {
-                metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64)
-            });
-            match store.append(&messages).await {
-                Ok((appended, pos)) => answer(&telemetry, &*bus, &ryw, waiters, appended, pos),
-                // A statement error is about the data, not the server: commit the others alone
-                // so one bad message cannot fail its neighbours.
-                Err(e) if !e.is_connection() && messages.len() > 1 => {
-                    tracing::warn!(error = %e, "group commit failed; committing one by one");
-                    for (m, waiter) in messages.chunks(1).zip(waiters) {
-                        match store.append(m).await {
-                            Ok((appended, pos)) => {
-                                answer(&telemetry, &*bus, &ryw, vec![waiter], appended, pos)
-                            }
-                            Err(e) => {
-                                waiter.1.send(Err(ServiceError::from(e))).ok();
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "group commit failed");
-                    let err = ServiceError::from(e);
-                    for (_, reply) in waiters {
-                        reply.send(Err(err.clone())).ok();
-                    }
-                }
-            }
+            parts.commit(messages, waiters, attempt).await;
         }
         for done in flushes {
             done.send(()).ok();

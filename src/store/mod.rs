@@ -60,6 +60,9 @@ impl StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
+            sqlx::Error::Database(db) if server_side(db.code().as_deref()) => {
+                StoreError::Unavailable(db.to_string())
+            }
             sqlx::Error::Database(db) => StoreError::Statement(db.to_string()),
             sqlx::Error::RowNotFound
             | sqlx::Error::ColumnNotFound(_)
@@ -67,6 +70,22 @@ impl From<sqlx::Error> for StoreError {
             other => StoreError::Unavailable(other.to_string()),
         }
     }
+}
+
+/// Database errors that say the server could not do it now (timeouts, lock waits, lost
+/// connections, no resources), not that the statement or its data is wrong: retrying the
+/// statement alone would only wait again.
+fn server_side(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    // SQLite reports (extended) result codes as numbers: BUSY 5 and LOCKED 6 (the primary code
+    // is the low byte), IOERR 10, FULL 13
+    if let Ok(n) = code.parse::<u32>() {
+        return matches!(n & 0xff, 5 | 6 | 10 | 13);
+    }
+    // PostgreSQL SQLSTATE: connection (08), transaction rollback (40: serialization, deadlock),
+    // insufficient resources (53), operator intervention (57: statement timeout, shutdown),
+    // system error (58), lock not available (55P03)
+    matches!(code.get(..2), Some("08" | "40" | "53" | "57" | "58")) || code == "55P03"
 }
 
 pub struct NewRoom {

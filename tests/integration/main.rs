@@ -7,6 +7,7 @@
 mod common;
 
 mod across_instances;
+mod commit_bounds;
 mod hostile;
 mod http_api;
 mod postgres;
