@@ -70,6 +70,11 @@ pub fn opt_metadata(p: &Object, max: usize) -> ServiceResult<Option<Value>> {
     match p.get("metadata") {
         None | Some(Value::Null) => Ok(None),
         Some(v @ Value::Object(_)) => {
+            if crate::payload::holds_nul(v) {
+                return Err(ServiceError::bad_request(
+                    "metadata must not contain U+0000",
+                ));
+            }
             if v.to_string().len() > max {
                 return Err(ServiceError::TooLarge(format!(
                     "metadata must be at most {max} bytes of JSON"
@@ -247,6 +252,11 @@ mod tests {
             Err(ServiceError::TooLarge(_))
         ));
         assert!(opt_metadata(&o, 500).unwrap().is_some());
+        o.insert("metadata".into(), json!({ "a": [{ "b\u{0}": 1 }] }));
+        assert!(matches!(
+            opt_metadata(&o, 5),
+            Err(ServiceError::BadRequest(_))
+        ));
         o.insert("metadata".into(), json!([1]));
         assert!(matches!(
             opt_metadata(&o, 500),

@@ -158,3 +158,72 @@ async fn a_request_head_over_the_limit_is_refused_431() {
     );
     child.kill().await.ok();
 }
+
+#[tokio::test]
+async fn nul_in_any_id_or_metadata_is_400_on_either_store() {
+    use reqwest::Method;
+    let app = crate::common::spawn_app(&[("TSUNAGI_SEND_RATE", "0")]).await;
+    let t = app.admin_token("alice");
+    app.create_room(&t, "r", false).await;
+    let nul_meta = serde_json::json!({ "metadata": { "k": "a\u{0}b" } });
+    let nul_key = serde_json::json!({ "id": "r2", "metadata": { "k\u{0}": 1 } });
+    let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
+        (Method::GET, "/api/v1/users/a%00b".into(), None),
+        (
+            Method::PATCH,
+            "/api/v1/users/a%00b".into(),
+            Some(serde_json::json!({ "bio": "x" })),
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/users/alice".into(),
+            Some(nul_meta.clone()),
+        ),
+        (Method::GET, "/api/v1/rooms/r%00/messages".into(), None),
+        (
+            Method::POST,
+            "/api/v1/rooms/r%00/messages".into(),
+            Some(serde_json::json!({ "content": "x" })),
+        ),
+        (
+            Method::POST,
+            "/api/v1/rooms/r/messages".into(),
+            Some(serde_json::json!({ "content": "x", "client_id": "a\u{0}" })),
+        ),
+        (
+            Method::POST,
+            "/api/v1/rooms/r/members".into(),
+            Some(serde_json::json!({ "user_id": "b\u{0}" })),
+        ),
+        (Method::GET, "/api/v1/rooms/r%00/members".into(), None),
+        (
+            Method::GET,
+            "/api/v1/rooms/r/members?cursor=a%00".into(),
+            None,
+        ),
+        (Method::GET, "/api/v1/rooms?cursor=a%00".into(), None),
+        (Method::GET, "/api/v1/users?cursor=a%00".into(), None),
+        (Method::GET, "/api/v1/admin/audit?actor=a%00".into(), None),
+        (
+            Method::POST,
+            "/api/v1/rooms".into(),
+            Some(serde_json::json!({ "id": "r\u{0}" })),
+        ),
+        (Method::POST, "/api/v1/rooms".into(), Some(nul_key)),
+        (
+            Method::POST,
+            "/api/v1/rooms".into(),
+            Some(serde_json::json!({ "id": "r3", "metadata": { "a": ["\u{0}"] } })),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let (status, answer) = app
+            .request(method.clone(), &path, Some(&t), body.clone())
+            .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{method} {path} {body:?}: {answer}"
+        );
+    }
+}
