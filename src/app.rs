@@ -141,7 +141,11 @@ impl App {
             store.clone(),
             ryw.clone(),
             user_cache,
-            Passwords::new(config.argon2_memory_kib, config.argon2_iterations)?,
+            Passwords::new(
+                config.argon2_memory_kib,
+                config.argon2_iterations,
+                config.password_queue,
+            )?,
             login_limiter,
             config.max_metadata_bytes,
         ));

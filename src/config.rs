@@ -227,6 +227,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "argon2id memory cost of password hashes",
     ),
     (
+        "TSUNAGI_PASSWORD_QUEUE",
+        "32",
+        "password hashes (register, login) waiting for a core; past it 429 with Retry-After",
+    ),
+    (
         "TSUNAGI_ARGON2_ITERATIONS",
         "2",
         "argon2id time cost of password hashes",
@@ -281,6 +286,7 @@ pub struct Config {
     pub max_metadata_bytes: usize,
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
+    pub password_queue: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -546,6 +552,7 @@ impl Config {
             max_metadata_bytes: raw.num("TSUNAGI_MAX_METADATA_BYTES", 2, 1024 * 1024)?,
             argon2_memory_kib: raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)?,
             argon2_iterations: raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)?,
+            password_queue: raw.num("TSUNAGI_PASSWORD_QUEUE", 1, 100_000)?,
         })
     }
 

@@ -1,22 +1,27 @@
 //! Password hashing (argon2id, PHC strings) and the password policy.
 //!
-//! Hashing is CPU- and memory-heavy by design, so it runs on the blocking pool, at most one
-//! hash per core at a time (a burst of logins queues instead of exhausting memory).
-//! Verification compares in constant time (the argon2 crate's `verify_password`), and a login
-//! for an unknown user verifies against a dummy hash, so both failures cost the same time.
+//! Hashing is CPU- and memory-heavy by design, so it runs on a few worker threads of its own —
+//! one per core — each with one argon2 working set allocated at start and reused for every hash:
+//! a burst of logins costs no memory beyond those, and the allocator is never left holding the
+//! peak. At most `queue` hashes wait for a worker; past that a request is refused (`Busy`) at
+//! once instead of queueing without bound. Verification compares in constant time (the PHC
+//! output's own comparison), and a login for an unknown user verifies against a dummy hash, so
+//! both failures cost the same time.
 
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 
-use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use tokio::sync::oneshot;
 
 use crate::domain::{DomainError, DomainResult};
 
+/// A hash job, run on a worker with its reusable working set.
+type Job = Box<dyn FnOnce(&Argon2<'static>, &mut [Block]) + Send>;
+
 pub struct Passwords {
-    argon: Argon2<'static>,
-    permits: Arc<Semaphore>,
+    jobs: SyncSender<Job>,
     /// A hash of a random password: what an unknown login is verified against.
     dummy: String,
 }
@@ -117,77 +122,131 @@ pub fn check_policy(password: &str, username: &str, email: &str) -> DomainResult
 }
 
 /// Hashing failed (the job panicked or argon2 refused): the request may be tried again.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("could not hash the password, try again")]
-pub struct HashFailed;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordError {
+    /// Every worker is busy and the queue is full: try again in a moment.
+    #[error("too many password checks at once, try again")]
+    Busy,
+    /// The job failed (argon2 refused, or the worker died): the request may be tried again.
+    #[error("could not hash the password, try again")]
+    Failed,
+}
 
 impl Passwords {
-    pub fn new(memory_kib: u32, iterations: u32) -> anyhow::Result<Arc<Self>> {
+    /// Starts one worker per core; at most `queue` jobs wait for them.
+    pub fn new(memory_kib: u32, iterations: u32, queue: usize) -> anyhow::Result<Arc<Self>> {
         let params = Params::new(memory_kib, iterations, 1, None)
             .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
-        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
-        let random = uuid::Uuid::new_v4().to_string();
-        let dummy = argon
-            .hash_password(random.as_bytes())
-            .map_err(|e| anyhow::anyhow!("argon2: {e}"))?
-            .to_string();
+        let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        let mut memory = vec![Block::default(); params.block_count()];
+        let dummy = hash_with(&argon, &mut memory, uuid::Uuid::new_v4().as_bytes())
+            .map_err(|_| anyhow::anyhow!("argon2 could not hash"))?;
+        drop(memory);
+        let (jobs, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Ok(Arc::new(Passwords {
-            argon,
-            permits: Arc::new(Semaphore::new(cores)),
-            dummy,
-        }))
+        for i in 0..cores {
+            let (argon, rx) = (argon.clone(), rx.clone());
+            let blocks = params.block_count();
+            std::thread::Builder::new()
+                .name(format!("tsunagi-argon2-{i}"))
+                .spawn(move || work(argon, blocks, rx))?;
+        }
+        Ok(Arc::new(Passwords { jobs, dummy }))
     }
 
-    /// Runs `job` on the blocking pool under a core permit; `None` if the job panicked. The
-    /// permit moves into the job: a cancelled request does not free the core early.
-    async fn on_a_core<T: Send + 'static>(
-        self: &Arc<Self>,
-        job: impl FnOnce(&Passwords) -> T + Send + 'static,
-    ) -> Option<T> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job(&me)
-        })
-        .await
-        .ok()
+    /// Runs `job` on a worker; `Busy` when the queue is full.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&Argon2<'static>, &mut [Block]) -> T + Send + 'static,
+    ) -> Result<T, PasswordError> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |argon, memory| {
+            tx.send(job(argon, memory)).ok();
+        });
+        match self.jobs.try_send(job) {
+            Ok(()) => rx.await.map_err(|_| PasswordError::Failed),
+            Err(TrySendError::Full(_)) => Err(PasswordError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(PasswordError::Failed),
+        }
     }
 
-    pub async fn hash(self: &Arc<Self>, password: String) -> Result<String, HashFailed> {
-        self.on_a_core(move |me| {
-            me.argon
-                .hash_password(password.as_bytes())
-                .map(|h| h.to_string())
-        })
-        .await
-        .and_then(Result::ok)
-        .ok_or(HashFailed)
+    pub async fn hash(&self, password: String) -> Result<String, PasswordError> {
+        self.run(move |argon, memory| hash_with(argon, memory, password.as_bytes()))
+            .await?
+            .map_err(|_| PasswordError::Failed)
     }
 
-    /// True if `password` matches `hash`; with no hash (unknown user), spends the same time
+    /// Whether `password` matches `hash`; with no hash (unknown user), spends the same time
     /// and answers false.
-    pub async fn verify(self: &Arc<Self>, password: String, hash: Option<String>) -> bool {
-        self.on_a_core(move |me| {
-            let known = hash.is_some();
-            let stored = hash.unwrap_or_else(|| me.dummy.clone());
-            let Ok(parsed) = PasswordHash::new(&stored) else {
-                return false;
-            };
-            me.argon
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-                && known
-        })
-        .await
-        .unwrap_or(false)
+    pub async fn verify(
+        &self,
+        password: String,
+        hash: Option<String>,
+    ) -> Result<bool, PasswordError> {
+        let known = hash.is_some();
+        let stored = hash.unwrap_or_else(|| self.dummy.clone());
+        self.run(move |_, memory| verify_with(memory, password.as_bytes(), &stored) && known)
+            .await
     }
+}
+
+/// A worker: takes jobs until the pool is dropped, always with the same working set.
+fn work(argon: Argon2<'static>, blocks: usize, jobs: Arc<Mutex<Receiver<Job>>>) {
+    let mut memory = vec![Block::default(); blocks];
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        job(&argon, &mut memory);
+    }
+}
+
+/// The PHC string of `password` under a fresh random salt, computed in `memory`.
+fn hash_with(argon: &Argon2<'_>, memory: &mut [Block], password: &[u8]) -> Result<String, ()> {
+    let salt_bytes: [u8; 16] = rand::random();
+    let salt = Salt::new(&salt_bytes).map_err(|_| ())?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    argon
+        .hash_password_into_with_memory(password, salt.as_ref(), &mut out, &mut *memory)
+        .map_err(|_| ())?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon.params()).map_err(|_| ())?,
+        salt: Some(salt),
+        hash: Some(Output::new(&out).map_err(|_| ())?),
+    };
+    Ok(phc.to_string())
+}
+
+/// Whether `password` hashes to the PHC string `stored` (its own parameters and salt), in
+/// `memory` when the parameters fit it; compared in constant time.
+fn verify_with(memory: &mut [Block], password: &[u8], stored: &str) -> bool {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return false;
+    };
+    let (Some(salt), Some(expected), Ok(params)) =
+        (&parsed.salt, &parsed.hash, Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = vec![0u8; expected.len()];
+    let done = if params.block_count() <= memory.len() {
+        hasher.hash_password_into_with_memory(
+            password,
+            salt.as_ref(),
+            &mut out,
+            &mut memory[..params.block_count()],
+        )
+    } else {
+        // stored under larger parameters than today's: a one-off allocation
+        hasher.hash_password_into(password, salt.as_ref(), &mut out)
+    };
+    done.is_ok() && Output::new(&out).is_ok_and(|o| &o == expected)
 }
 
 #[cfg(test)]
@@ -214,11 +273,53 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let p = Passwords::new(256, 1).unwrap();
+        let p = Passwords::new(256, 1, 8).unwrap();
         let h = p.hash("a fine passphrase".into()).await.unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(p.verify("a fine passphrase".into(), Some(h.clone())).await);
-        assert!(!p.verify("a fine passphrasE".into(), Some(h)).await);
-        assert!(!p.verify("anything".into(), None).await);
+        assert!(h.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{h}");
+        assert!(
+            p.verify("a fine passphrase".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !p.verify("a fine passphrasE".into(), Some(h.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(!p.verify("anything".into(), None).await.unwrap());
+        // hashes made by the argon2 crate's own hasher (older tsunagi) still verify
+        use argon2::password_hash::PasswordHasher;
+        let argon = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(512, 1, 1, None).unwrap(),
+        );
+        let old = argon
+            .hash_password(b"older passphrase")
+            .unwrap()
+            .to_string();
+        assert!(
+            p.verify("older passphrase".into(), Some(old.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !p.verify("older passphrasE".into(), Some(old))
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn past_the_queue_a_check_is_refused_busy_at_once() {
+        let p = Passwords::new(8192, 3, 1).unwrap();
+        let checks = (0..40).map(|i| p.verify(format!("pw{i}"), None));
+        let answers = futures::future::join_all(checks).await;
+        let busy = answers
+            .iter()
+            .filter(|a| **a == Err(PasswordError::Busy))
+            .count();
+        assert!(busy > 0, "40 at once with a queue of 1 were all taken");
+        assert!(answers.iter().any(|a| *a == Ok(false)), "none ran");
     }
 }

@@ -69,8 +69,12 @@ impl From<StoreError> for ServiceError {
     }
 }
 
-impl From<crate::password::HashFailed> for ServiceError {
-    fn from(e: crate::password::HashFailed) -> Self {
-        ServiceError::Unavailable(e.to_string())
+impl From<crate::password::PasswordError> for ServiceError {
+    fn from(e: crate::password::PasswordError) -> Self {
+        match e {
+            // the queue of password checks is full: come back in a second (429, Retry-After)
+            crate::password::PasswordError::Busy => ServiceError::RateLimited(1000),
+            crate::password::PasswordError::Failed => ServiceError::Unavailable(e.to_string()),
+        }
     }
 }

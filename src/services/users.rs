@@ -165,7 +165,7 @@ impl UsersService {
             .map_err(ServiceError::RateLimited)?;
         let user = self.store.user_by_login(login).await?;
         let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let ok = self.passwords.verify(password.to_owned(), hash).await;
+        let ok = self.passwords.verify(password.to_owned(), hash).await?;
         match user {
             Some(u) if ok => Ok(u),
             _ => Err(ServiceError::Unauthorized(

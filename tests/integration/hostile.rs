@@ -227,3 +227,64 @@ async fn nul_in_any_id_or_metadata_is_400_on_either_store() {
         );
     }
 }
+
+/// Peak resident memory of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn three_hundred_concurrent_logins_stay_within_memory_and_past_the_queue_get_429() {
+    let (mut child, addr, _dir) = spawn_limited(4096, &[("TSUNAGI_LOGIN_RATE", "0")]).await;
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let register = serde_json::json!({
+        "username": "crowd", "email": "crowd@example.com", "password": "a fine passphrase 42"
+    });
+    let r = http
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&register)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let logins = (0..300).map(|_| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let body = serde_json::json!({ "login": "crowd", "password": "a fine passphrase 42" });
+            let r = http
+                .post(format!("{base}/api/v1/auth/login"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().contains_key("retry-after"))
+        }
+    });
+    let answers = futures::future::join_all(logins).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+    let busy = answers
+        .iter()
+        .filter(|(s, after)| *s == 429 && *after)
+        .count();
+    assert_eq!(
+        ok + busy,
+        300,
+        "only 200 or 429 with Retry-After: {answers:?}"
+    );
+    assert!(
+        ok >= 32 && busy > 0,
+        "{ok} logged in, {busy} told to come back"
+    );
+    let peak = peak_rss_mib(child.id().unwrap());
+    eprintln!("{ok} logged in, {busy} told to come back; peak RSS {peak} MiB");
+    // one argon2 working set (19 MiB) per core, allocated once, plus the server itself
+    assert!(
+        peak < 160,
+        "peak RSS {peak} MiB during 300 concurrent logins"
+    );
+    child.kill().await.ok();
+}
