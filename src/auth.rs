@@ -46,11 +46,21 @@ fn refused(code: AuthCode, message: &str) -> AuthError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
-    pub exp: u64,
+    /// A NumericDate (RFC 7519): seconds, with or without a fraction (`time.time() + 3600`).
+    pub exp: NumericDate,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<NumericDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// Seconds since the epoch as JSON writes them: an integer or a fraction.
+pub type NumericDate = serde_json::Number;
+
+fn seconds(n: &NumericDate) -> f64 {
+    n.as_f64().unwrap_or(f64::NAN)
 }
 
 /// Who is calling, from a verified token.
@@ -71,9 +81,12 @@ pub struct Tokens {
 impl Tokens {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // exp and nbf are checked in `verify`: the library takes only whole seconds, and RFC
+        // 7519 allows fractions. A missing exp still fails, as `Claims::exp` is required.
+        validation.set_required_spec_claims(&["sub"]);
         validation.leeway = 0;
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         Tokens {
             encoding: Arc::new(EncodingKey::from_secret(secret)),
             decoding: Arc::new(DecodingKey::from_secret(secret)),
@@ -90,6 +103,29 @@ impl Tokens {
                 _ => refused(AuthCode::InvalidToken, "the token is not valid"),
             })?;
         let c = data.claims;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let exp = seconds(&c.exp);
+        if exp.is_nan() {
+            return Err(refused(
+                AuthCode::InvalidToken,
+                "the token's exp is not a number",
+            ));
+        }
+        if now >= exp {
+            return Err(refused(AuthCode::TokenExpired, "the token has expired"));
+        }
+        // a nbf that is not a number, or later than now, is not valid yet
+        if c.nbf
+            .as_ref()
+            .is_some_and(|nbf| seconds(nbf).is_nan() || seconds(nbf) > now)
+        {
+            return Err(refused(
+                AuthCode::InvalidToken,
+                "the token is not valid yet",
+            ));
+        }
         if UserId::parse(&c.sub).is_err() {
             return Err(refused(
                 AuthCode::InvalidToken,
@@ -117,7 +153,8 @@ impl Tokens {
         let exp = jsonwebtoken::get_current_timestamp() + ttl_secs;
         let claims = Claims {
             sub: sub.to_owned(),
-            exp,
+            exp: exp.into(),
+            nbf: None,
             role: Some(if admin { "admin" } else { "user" }.to_owned()),
             name: name.map(str::to_owned),
         };
@@ -206,7 +243,8 @@ mod tests {
             &Header::new(Algorithm::HS256),
             &Claims {
                 sub: "a".into(),
-                exp: 1,
+                exp: 1.into(),
+                nbf: None,
                 role: None,
                 name: None,
             },
@@ -216,6 +254,56 @@ mod tests {
         assert_eq!(
             t.verify(&expired).unwrap_err().code.as_str(),
             "token_expired"
+        );
+    }
+
+    #[test]
+    fn fractional_dates_are_numeric_dates_and_exp_is_required() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let t = Tokens::new(secret);
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let now = jsonwebtoken::get_current_timestamp() as f64;
+        let code = |tok: String| {
+            t.verify(&tok)
+                .map(|i| i.user_id)
+                .map_err(|e| e.code.as_str())
+        };
+        assert_eq!(
+            code(sign(
+                serde_json::json!({ "sub": "a", "exp": now + 3600.25 })
+            )),
+            Ok("a".into())
+        );
+        assert_eq!(
+            code(sign(serde_json::json!({ "sub": "a", "exp": now - 0.5 }))),
+            Err("token_expired")
+        );
+        assert_eq!(
+            code(sign(
+                serde_json::json!({ "sub": "a", "exp": now + 60.0, "nbf": now + 30.5 })
+            )),
+            Err("invalid_token")
+        );
+        assert_eq!(
+            code(sign(
+                serde_json::json!({ "sub": "a", "exp": now + 60.0, "nbf": now - 1.5 })
+            )),
+            Ok("a".into())
+        );
+        assert_eq!(
+            code(sign(serde_json::json!({ "sub": "a" }))),
+            Err("invalid_token")
+        );
+        assert_eq!(
+            code(sign(serde_json::json!({ "sub": "a", "exp": "soon" }))),
+            Err("invalid_token")
         );
     }
 

@@ -173,7 +173,7 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes);
+        .max_header_size(limits.max_header_bytes);
     let (opened, refused, evicted) = telemetry.record(|| {
         (
             metrics::gauge!("tsunagi_connections_open"),

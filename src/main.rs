@@ -37,8 +37,24 @@ enum Command {
     },
 }
 
+/// Libraries whose lower levels print what crosses the wire (the handshake's token, request
+/// headers): never below `info`, whatever `TSUNAGI_LOG` asks, so no token reaches a log.
+const WIRE_LOGGERS: &[&str] = &[
+    "engineioxide",
+    "hyper",
+    "hyper_util",
+    "tungstenite",
+    "tokio_tungstenite",
+    "h2",
+];
+
 fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::new(&config.log);
+    let mut filter = tracing_subscriber::EnvFilter::new(&config.log);
+    for target in WIRE_LOGGERS {
+        if let Ok(d) = format!("{target}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
