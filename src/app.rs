@@ -131,6 +131,11 @@ impl App {
             ryw.clone(),
             room_cache,
             member_cache,
+            limiters.limiter(
+                "write",
+                config.write_rate,
+                (config.write_rate * 10.0).ceil().max(1.0) as u32,
+            ),
         ));
         let login_limiter = limiters.limiter(
             "login",

@@ -22,6 +22,7 @@ use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod budget;
 mod client_event;
 mod events;
 mod hub;
@@ -55,6 +56,8 @@ pub struct Gateway {
     app: Arc<App>,
     hub: Arc<Hub>,
     metrics: Arc<GatewayMetrics>,
+    /// Events per second each socket may send (`TSUNAGI_EVENT_RATE`).
+    event_rate: budget::EventRate,
     /// Tasks that answer sends once committed: shutdown waits for them before closing sockets.
     replies: TaskTracker,
 }
@@ -71,10 +74,15 @@ impl Gateway {
         let metrics = Arc::new(GatewayMetrics::new(app.telemetry()));
         let hub = Hub::new(app.room_feed(), metrics.clone());
         tokio::spawn(hub.clone().run());
+        let event_rate = budget::EventRate::new(
+            app.config.event_rate,
+            (app.config.event_rate * 2.0).ceil().max(1.0) as u32,
+        );
         Arc::new(Gateway {
             app,
             hub,
             metrics,
+            event_rate,
             replies: TaskTracker::new(),
         })
     }
@@ -250,23 +258,29 @@ impl EngineIoHandler for Gateway {
                     }
                     _ => (String::new(), None),
                 };
-                session.queue(InboundEvent {
-                    refused: None,
-                    name,
-                    payload,
-                    ack,
-                });
+                session.queue(
+                    InboundEvent {
+                        refused: None,
+                        name,
+                        payload,
+                        ack,
+                    },
+                    &self.event_rate,
+                );
             }
             Inbound::Refused { nsp, ack, reason } if nsp == "/" => {
                 let Some(session) = socket.data.session.lock().clone() else {
                     return;
                 };
-                session.queue(InboundEvent {
-                    refused: Some(reason),
-                    name: String::new(),
-                    payload: None,
-                    ack,
-                });
+                session.queue(
+                    InboundEvent {
+                        refused: Some(reason),
+                        name: String::new(),
+                        payload: None,
+                        ack,
+                    },
+                    &self.event_rate,
+                );
             }
             _ => {}
         }

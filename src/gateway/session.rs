@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::budget::{EventBudget, EventRate};
 use super::metrics::GatewayMetrics;
 use super::packet;
 use crate::auth::Identity;
@@ -51,6 +52,8 @@ pub struct Session {
     evicted: AtomicBool,
     closed: AtomicBool,
     metrics: Arc<GatewayMetrics>,
+    /// Events this socket may still send now (every event, unknown ones too).
+    budget: EventBudget,
 }
 
 impl Session {
@@ -70,13 +73,22 @@ impl Session {
             evicted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             metrics,
+            budget: EventBudget::new(),
         }
     }
 
     /// Queues a client event for the worker, in arrival order. A client that sends faster than
     /// its events are handled fills the bounded queue; the overflow is answered `rate_limited`
     /// at once (nothing was done), so memory stays bounded and the client learns to slow down.
-    pub fn queue(&self, event: InboundEvent) {
+    pub fn queue(&self, event: InboundEvent, rate: &EventRate) {
+        if let Err(retry_after_ms) = self.budget.take(rate) {
+            if let Some(id) = event.ack {
+                let e = crate::error::ApiError::rate_limited(retry_after_ms);
+                let body = serde_json::json!({ "ok": false, "error": e.body() });
+                self.emit(packet::ack(id, &body));
+            }
+            return;
+        }
         let full = match self.inbox.lock().as_ref() {
             Some(tx) => match tx.try_send(event) {
                 Ok(()) => return,

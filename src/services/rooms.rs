@@ -10,6 +10,7 @@ use crate::auth::Identity;
 use crate::cache::Versioned;
 use crate::cache::layered::LayeredCache;
 use crate::domain::{RoomId, RoomInfo, UserId};
+use crate::shared_state::RateLimiter;
 use crate::store::users::MemberRow;
 use crate::store::{NewRoom, ReadFrom, Store};
 
@@ -46,6 +47,8 @@ pub struct RoomsService {
     ryw: Arc<ReadYourWrites>,
     pub meta_cache: Arc<LayeredCache<RoomMeta>>,
     pub member_cache: Arc<LayeredCache<Membership>>,
+    /// Room creations and member adds per user.
+    write_limiter: Arc<dyn RateLimiter>,
 }
 
 /// A room's name: at most 200 characters (empty or absent: the id).
@@ -69,12 +72,14 @@ impl RoomsService {
         ryw: Arc<ReadYourWrites>,
         meta_cache: Arc<LayeredCache<RoomMeta>>,
         member_cache: Arc<LayeredCache<Membership>>,
+        write_limiter: Arc<dyn RateLimiter>,
     ) -> Self {
         RoomsService {
             store,
             ryw,
             meta_cache,
             member_cache,
+            write_limiter,
         }
     }
 
@@ -88,6 +93,10 @@ impl RoomsService {
         private: bool,
         metadata: Option<serde_json::Value>,
     ) -> ServiceResult<RoomInfo> {
+        self.write_limiter
+            .check(&who.user_id)
+            .await
+            .map_err(ServiceError::RateLimited)?;
         let name = name
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| id.as_str().to_owned());
@@ -188,6 +197,10 @@ impl RoomsService {
                 "only the room's owner or an admin adds members",
             ));
         }
+        self.write_limiter
+            .check(&who.user_id)
+            .await
+            .map_err(ServiceError::RateLimited)?;
         let (store, by, member) = (self.store.clone(), who.user_id.clone(), user_id.to_owned());
         let write = {
             let room = room.clone();

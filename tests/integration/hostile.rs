@@ -303,3 +303,53 @@ async fn no_token_reaches_the_log_even_at_trace() {
     let mut child = s.child;
     child.kill().await.ok();
 }
+
+#[tokio::test]
+async fn every_event_counts_against_the_socket_rate_and_room_writes_against_the_user_rate() {
+    let app =
+        crate::common::spawn_app(&[("TSUNAGI_EVENT_RATE", "10"), ("TSUNAGI_WRITE_RATE", "1")])
+            .await;
+    let c = app.connect("mallory").await;
+    let name = "x".repeat(100_000);
+    let calls = (0..60).map(|_| c.call(&name, serde_json::json!({}), crate::common::WAIT));
+    let acks = futures::future::join_all(calls).await;
+    let codes: Vec<String> = acks
+        .iter()
+        .map(|a| {
+            a.as_ref().unwrap()["error"]["code"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+    assert!(limited >= 30, "burst of 20 at 10/s: {codes:?}");
+    assert!(
+        codes
+            .iter()
+            .all(|c| c == "rate_limited" || c == "bad_request")
+    );
+    for a in acks.iter().flatten() {
+        assert!(
+            a.to_string().len() < 400,
+            "the unknown name was echoed: {} bytes",
+            a.to_string().len()
+        );
+    }
+
+    let t = app.token("mallory");
+    let mut statuses = Vec::new();
+    for i in 0..15 {
+        let body = serde_json::json!({ "id": format!("flood-{i}") });
+        let (status, _) = app
+            .request(reqwest::Method::POST, "/api/v1/rooms", Some(&t), Some(body))
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
+}
