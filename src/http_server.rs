@@ -37,6 +37,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::io_stats::{IoCounters, Upgrades};
 use crate::telemetry::Telemetry;
 
 pub struct Limits {
@@ -164,6 +165,7 @@ pub async fn serve(
     router: Router,
     limits: Limits,
     telemetry: Telemetry,
+    upgrades: Arc<Upgrades>,
     stop: CancellationToken,
     drain_within: Duration,
 ) {
@@ -208,13 +210,17 @@ pub async fn serve(
             }
         };
         let (id, conn) = open.add();
+        let counters = Arc::new(IoCounters::default());
         let service = Tracked {
             router: router.clone(),
             conn: conn.clone(),
+            counters: counters.clone(),
+            upgrades: upgrades.clone(),
         };
         opened.increment(1.0);
         let stream = Capped {
             stream,
+            counters: counters.clone(),
             open: opened.clone(),
             _permit: permit,
         };
@@ -272,6 +278,8 @@ async fn refuse(mut stream: TcpStream) {
 /// upgrade, when the WebSocket owns it.
 pub struct Capped {
     stream: TcpStream,
+    /// What this connection has written (for the gateway's byte budget per WebSocket).
+    counters: Arc<IoCounters>,
     /// `tsunagi_connections_open`, lowered when the connection closes.
     open: metrics::Gauge,
     _permit: OwnedSemaphorePermit,
@@ -299,7 +307,11 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let done = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = done {
+            self.counters.wrote(n);
+        }
+        done
     }
 
     fn poll_write_vectored(
@@ -307,7 +319,11 @@ impl AsyncWrite for Capped {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let done = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = done {
+            self.counters.wrote(n);
+        }
+        done
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -323,10 +339,22 @@ impl AsyncWrite for Capped {
     }
 }
 
-/// The router, marking its connection busy while a request runs.
+/// The router, marking its connection busy while a request runs; every request carries its
+/// connection's counters, and a WebSocket upgrade of an engine session is recorded.
 struct Tracked {
     router: Router,
     conn: Arc<Conn>,
+    counters: Arc<IoCounters>,
+    upgrades: Arc<Upgrades>,
+}
+
+/// The engine session a `…/socket.io/?transport=websocket&sid=…` request upgrades.
+fn upgraded_sid(req: &Request<Incoming>) -> Option<&str> {
+    let query = req.uri().query()?;
+    if !query.split('&').any(|p| p == "transport=websocket") {
+        return None;
+    }
+    query.split('&').find_map(|p| p.strip_prefix("sid="))
 }
 
 impl hyper::service::Service<Request<Incoming>> for Tracked {
@@ -334,8 +362,12 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         *self.conn.idle_since.lock() = None;
+        if let Some(sid) = upgraded_sid(&req) {
+            self.upgrades.upgraded(sid, &self.counters);
+        }
+        req.extensions_mut().insert(self.counters.clone());
         let (mut router, conn) = (self.router.clone(), self.conn.clone());
         Box::pin(async move {
             // axum's Router is always ready: no poll_ready needed before call
@@ -371,6 +403,7 @@ mod tests {
             router,
             limits,
             Telemetry::detached(),
+            Arc::default(),
             stop.clone(),
             Duration::from_secs(1),
         ));

@@ -5,7 +5,8 @@
 //! Layout, bottom up (a module imports only those above it in this list; docs/architecture.md
 //! has the picture):
 //! - `config` (settings), `domain` (the contract's shapes and ids), `error` (the contract's
-//!   failure kinds), `payload` (field rules of §5), `health` (health checks);
+//!   failure kinds), `payload` (field rules of §5), `health` (health checks), `telemetry`,
+//!   `io_stats` (bytes each connection wrote);
 //! - engines, each a trait with an embedded and a scale-out implementation: `store` (SQL:
 //!   SQLite | PostgreSQL), `bus` (fan-out: in process | Redis, and the ordered feed on top),
 //!   `shared_state` (rate limits, presence), `cache` (L1 moka + L2 Redis); `backplane` and
@@ -31,6 +32,7 @@ pub mod gateway;
 pub mod health;
 pub mod http;
 pub mod http_server;
+pub mod io_stats;
 pub mod password;
 pub mod payload;
 pub mod redis_conn;

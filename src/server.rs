@@ -2,6 +2,7 @@
 //! resolves, then draining in order. What the parts are and how they are built is `app`'s.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -32,7 +33,8 @@ pub async fn run(
         max_header_bytes: config.http_max_header_bytes,
     };
     let app = App::build(config).await?;
-    let gateway = Gateway::new(app.clone());
+    let upgrades = Arc::new(crate::io_stats::Upgrades::default());
+    let gateway = Gateway::new(app.clone(), upgrades.clone());
     let engine = engineioxide::layer::EngineIoLayer::from_config(
         gateway.clone(),
         Gateway::engine_config(app.config.max_message_bytes, app.config.socket_buffer),
@@ -64,6 +66,7 @@ pub async fn run(
         routes,
         limits,
         app.telemetry().clone(),
+        upgrades,
         drained,
         shutdown_timeout,
     )

@@ -22,6 +22,7 @@ use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod backlog;
 mod budget;
 mod client_event;
 mod events;
@@ -58,6 +59,9 @@ pub struct Gateway {
     metrics: Arc<GatewayMetrics>,
     /// Events per second each socket may send (`TSUNAGI_EVENT_RATE`).
     event_rate: budget::EventRate,
+    /// Bytes a WebSocket may have waiting (`TSUNAGI_SOCKET_BUFFER_BYTES`, `…_STALL_MS`).
+    byte_budget: backlog::BudgetSettings,
+    upgrades: Arc<crate::io_stats::Upgrades>,
     /// Tasks that answer sends once committed: shutdown waits for them before closing sockets.
     replies: TaskTracker,
 }
@@ -70,7 +74,7 @@ impl std::fmt::Debug for Gateway {
 
 impl Gateway {
     /// Builds the gateway on `app` and starts its delivery task (it runs until the bus closes).
-    pub fn new(app: Arc<App>) -> Arc<Self> {
+    pub fn new(app: Arc<App>, upgrades: Arc<crate::io_stats::Upgrades>) -> Arc<Self> {
         let metrics = Arc::new(GatewayMetrics::new(app.telemetry()));
         let hub = Hub::new(app.room_feed(), metrics.clone());
         tokio::spawn(hub.clone().run());
@@ -78,11 +82,17 @@ impl Gateway {
             app.config.event_rate,
             (app.config.event_rate * 2.0).ceil().max(1.0) as u32,
         );
+        let byte_budget = backlog::BudgetSettings {
+            max_bytes: app.config.socket_buffer_bytes,
+            stall_ms: app.config.socket_stall.as_millis() as u64,
+        };
         Arc::new(Gateway {
             app,
             hub,
             metrics,
             event_rate,
+            byte_budget,
+            upgrades,
             replies: TaskTracker::new(),
         })
     }
@@ -159,6 +169,7 @@ impl Gateway {
             socket.clone(),
             tx,
             self.metrics.clone(),
+            backlog::Backlog::new(self.byte_budget, self.upgrades.clone()),
         ));
         *socket.data.session.lock() = Some(session.clone());
         self.hub.register(session.clone());

@@ -10,6 +10,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::backlog::Backlog;
 use super::budget::{EventBudget, EventRate};
 use super::metrics::GatewayMetrics;
 use super::packet;
@@ -54,6 +55,8 @@ pub struct Session {
     metrics: Arc<GatewayMetrics>,
     /// Events this socket may still send now (every event, unknown ones too).
     budget: EventBudget,
+    /// Bytes queued for this socket and not yet written (WebSocket transport).
+    backlog: Backlog,
 }
 
 impl Session {
@@ -63,6 +66,7 @@ impl Session {
         socket: Arc<EngineSocket>,
         inbox: mpsc::Sender<InboundEvent>,
         metrics: Arc<GatewayMetrics>,
+        backlog: Backlog,
     ) -> Self {
         Session {
             sid,
@@ -74,6 +78,7 @@ impl Session {
             closed: AtomicBool::new(false),
             metrics,
             budget: EventBudget::new(),
+            backlog,
         }
     }
 
@@ -121,8 +126,17 @@ impl Session {
         if self.evicted.load(Ordering::Relaxed) {
             return false;
         }
+        let packet: Str = packet.into();
+        let len = packet.len() as u64;
         match self.socket.emit(packet) {
-            Ok(()) => true,
+            Ok(()) => {
+                if self.backlog.queued(len, &self.socket) {
+                    self.metrics.slow_consumers.increment(1);
+                    self.evict();
+                    return false;
+                }
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 self.metrics.slow_consumers.increment(1);
                 self.evict();

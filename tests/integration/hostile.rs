@@ -353,3 +353,94 @@ async fn every_event_counts_against_the_socket_rate_and_room_writes_against_the_
     );
     assert!(statuses[10..].iter().all(|s| *s == 429), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn websockets_that_never_read_are_dropped_at_their_byte_budget() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as Ws;
+    let s = spawn_limited(
+        4096,
+        &[
+            ("TSUNAGI_SEND_RATE", "0"),
+            ("TSUNAGI_SOCKET_BUFFER_BYTES", "1048576"),
+            ("TSUNAGI_WRITE_RATE", "0"),
+        ],
+    )
+    .await;
+    let base = format!("http://{}", s.addr);
+    let tokens = tsunagi::auth::Tokens::new(SECRET.as_bytes());
+    let http = reqwest::Client::new();
+    let owner = tokens.mint("owner", false, None, 3600);
+    let r = http
+        .post(format!("{base}/api/v1/rooms"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "id": "big" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for i in 0..50 {
+        let content = format!("{i:04}{}", "y".repeat(16_000));
+        let r = http
+            .post(format!("{base}/api/v1/rooms/big/messages"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // each join is answered with ~800 KB of history; these clients never read a byte
+    let mut sockets = Vec::new();
+    for u in 0..10 {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let token = tokens.mint(&format!("reader{u}"), false, None, 3600);
+        ws.send(Ws::text(format!(
+            "40{}",
+            serde_json::json!({ "token": token })
+        )))
+        .await
+        .unwrap();
+        for ack in 0..60 {
+            ws.send(Ws::text(format!(r#"42{ack}["join",{{"room":"big"}}]"#)))
+                .await
+                .unwrap();
+        }
+        sockets.push(ws);
+    }
+    let dropped = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let text = http
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let n: f64 = text
+                .lines()
+                .find(|l| l.starts_with("tsunagi_slow_consumer_disconnects_total"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            if n >= 10.0 {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every never-reading socket is dropped as a slow consumer");
+    let peak = peak_rss_mib(s.child.id().unwrap());
+    eprintln!("{dropped} slow consumers dropped; peak RSS {peak} MiB");
+    // 10 sockets × (1 MiB budget + what the kernel's buffers did not take) + the server
+    assert!(
+        peak < 200,
+        "peak RSS {peak} MiB with 10 never-reading sockets"
+    );
+    drop(sockets);
+    let mut child = s.child;
+    child.kill().await.ok();
+}
