@@ -392,7 +392,7 @@ async fn websockets_that_never_read_are_dropped_at_their_byte_budget() {
     }
     // each join is answered with ~800 KB of history; these clients never read a byte
     let mut sockets = Vec::new();
-    for u in 0..10 {
+    for u in 0..50 {
         let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", s.addr);
         let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
         let token = tokens.mint(&format!("reader{u}"), false, None, 3600);
@@ -425,7 +425,7 @@ async fn websockets_that_never_read_are_dropped_at_their_byte_budget() {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0);
-            if n >= 10.0 {
+            if n >= 50.0 {
                 return n;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -435,10 +435,10 @@ async fn websockets_that_never_read_are_dropped_at_their_byte_budget() {
     .expect("every never-reading socket is dropped as a slow consumer");
     let peak = peak_rss_mib(s.child.id().unwrap());
     eprintln!("{dropped} slow consumers dropped; peak RSS {peak} MiB");
-    // 10 sockets × (1 MiB budget + what the kernel's buffers did not take) + the server
+    // 50 sockets × (1 MiB budget + what the kernel's buffers did not take) + the server
     assert!(
-        peak < 200,
-        "peak RSS {peak} MiB with 10 never-reading sockets"
+        peak < 300,
+        "peak RSS {peak} MiB with 50 never-reading sockets"
     );
     drop(sockets);
     let mut child = s.child;
