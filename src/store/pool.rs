@@ -73,7 +73,14 @@ impl<DB: Database> InstrumentedPool<DB> {
     fn check_saturation(&self) {
         let max = self.inner.options().get_max_connections().max(1);
         let (in_use, _) = self.in_use();
-        if f64::from(in_use) / f64::from(max) < self.warn_share {
+        // a one-connection pool (the SQLite writer) is "full" on every write: only waiters
+        // for it mean saturation
+        let saturated = if max == 1 {
+            self.waiting.load(Ordering::Relaxed) > 0
+        } else {
+            f64::from(in_use) / f64::from(max) >= self.warn_share
+        };
+        if !saturated {
             return;
         }
         let now = self.epoch.elapsed().as_millis() as u64;
