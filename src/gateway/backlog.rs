@@ -55,6 +55,13 @@ impl Backlog {
             || (backlog > STALL_MIN_BYTES && conn.idle_ms() > self.settings.stall_ms)
     }
 
+    /// Bytes queued and not yet written; `None` while the session is not on a WebSocket.
+    pub fn unwritten(&self, socket: &EngineSocket) -> Option<u64> {
+        let (conn, written_at_bind) = self.link(socket)?;
+        let written = conn.written().saturating_sub(*written_at_bind);
+        Some(self.queued.load(Ordering::Relaxed).saturating_sub(written))
+    }
+
     /// The connection once the session is on WebSocket: the upgrade's (polling first), or the
     /// handshake's own (WebSocket first).
     fn link(&self, socket: &EngineSocket) -> Option<&(Arc<IoCounters>, u64)> {

@@ -47,7 +47,8 @@ const INBOX_EVENTS: usize = 256;
 /// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
-/// How long queued packets get to reach the wire before sockets are closed at shutdown.
+/// How long queued packets of long-polling sessions get to be fetched before sockets are
+/// closed at shutdown (WebSockets are waited for by their byte count, at most 5 times this).
 const FLUSH_GRACE: Duration = Duration::from_millis(200);
 
 /// The Socket.IO edge of one app: its sessions, their rooms, and the delivery task. (Clone
@@ -202,12 +203,21 @@ impl Gateway {
         {
             tracing::warn!("some answers to sends were not written before closing");
         }
-        if self.hub.session_count() > 0 {
-            // The engine offers no signal for "this socket's queue is on the wire", and closing
-            // cancels its writer at once: give queued acks a moment to be written.
-            tokio::time::sleep(FLUSH_GRACE).await;
+        // Closing cancels a socket's writer at once, so wait until what is queued is written:
+        // WebSockets say so through their byte count; for long-polling sessions (no such count)
+        // the wait is bounded by FLUSH_GRACE.
+        let sessions = self.hub.all_sessions();
+        let started = tokio::time::Instant::now();
+        loop {
+            let pending = sessions.iter().filter_map(|s| s.unwritten()).any(|n| n > 0);
+            let polling = sessions.iter().any(|s| s.unwritten().is_none());
+            let waited = started.elapsed();
+            if (!pending && (!polling || waited >= FLUSH_GRACE)) || waited >= FLUSH_GRACE * 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        for s in self.hub.all_sessions() {
+        for s in sessions {
             s.close(DisconnectReason::ClosingServer);
         }
     }

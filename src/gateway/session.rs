@@ -146,6 +146,11 @@ impl Session {
         }
     }
 
+    /// Bytes queued for this socket and not yet written; `None` unless it is a WebSocket.
+    pub fn unwritten(&self) -> Option<u64> {
+        self.backlog.unwritten(&self.socket)
+    }
+
     /// Best effort (typing, presence): a full buffer drops this event only.
     pub fn emit_volatile(&self, packet: &Str) {
         if !self.evicted.load(Ordering::Relaxed) {
