@@ -102,7 +102,10 @@ async fn silent_and_slowloris_connections_leave_healthz_answering_under_512_desc
     );
     let header_timeout = Duration::from_millis(2000);
     let Spawned {
-        mut child, addr, ..
+        mut child,
+        addr,
+        _dir,
+        ..
     } = spawn_limited(512, &[("TSUNAGI_HTTP_HEADER_TIMEOUT_MS", "2000")]).await;
 
     let t0 = Instant::now();
@@ -190,7 +193,10 @@ async fn with_header_of(addr: &str, n: usize) -> String {
 #[tokio::test]
 async fn a_request_head_over_the_limit_is_refused_431() {
     let Spawned {
-        mut child, addr, ..
+        mut child,
+        addr,
+        _dir,
+        ..
     } = spawn_limited(1024, &[]).await;
     assert!(
         with_header_of(&addr, 20 * 1024)
@@ -220,7 +226,10 @@ fn peak_rss_mib(pid: u32) -> u64 {
 #[tokio::test]
 async fn three_hundred_concurrent_logins_stay_within_memory_and_past_the_queue_get_429() {
     let Spawned {
-        mut child, addr, ..
+        mut child,
+        addr,
+        _dir,
+        ..
     } = spawn_limited(4096, &[("TSUNAGI_LOGIN_RATE", "0")]).await;
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
