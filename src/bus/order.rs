@@ -74,11 +74,12 @@ impl RoomOrder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn msg(seq: i64) -> Arc<Message> {
-        Arc::new(Message {
+    /// Message `seq` of room `r` (shared with the feed's tests).
+    pub(crate) fn message(seq: i64) -> Message {
+        Message {
             id: format!("m{seq}"),
             room: "r".into(),
             seq,
@@ -86,7 +87,11 @@ mod tests {
             content: "x".into(),
             client_id: None,
             created_at: "t".into(),
-        })
+        }
+    }
+
+    fn msg(seq: i64) -> Arc<Message> {
+        Arc::new(message(seq))
     }
 
     fn seqs(v: Vec<Arc<Message>>) -> Vec<i64> {

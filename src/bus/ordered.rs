@@ -249,18 +249,7 @@ impl RoomFeed {
 mod tests {
     use super::*;
     use crate::bus::local::LocalBus;
-
-    fn msg(seq: i64) -> Message {
-        Message {
-            id: format!("m{seq}"),
-            room: "r".into(),
-            seq,
-            user_id: "u".into(),
-            content: "x".into(),
-            client_id: None,
-            created_at: "t".into(),
-        }
-    }
+    use crate::bus::order::tests::message as msg;
 
     /// A store that holds `stored`, or fails every read when `down`.
     struct Fake {

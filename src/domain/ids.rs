@@ -43,11 +43,19 @@ fn chars_between(s: &str, min: usize, max: usize) -> bool {
     (min..=max).contains(&n) && !s.contains('\0')
 }
 
-/// 1 to 128 of `A-Z a-z 0-9 _ . : -` (SENSOR and KEY of PROTOCOL §6).
-fn dotted_name(s: &str) -> bool {
-    (1..=128).contains(&s.len())
+/// `s` if it is 1 to 128 of `A-Z a-z 0-9 _ . : -` (SENSOR and KEY of PROTOCOL §6), else an
+/// error naming the field `what`.
+fn dotted_name(s: &str, what: &str) -> DomainResult<String> {
+    let ok = (1..=128).contains(&s.len())
         && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(DomainError::invalid(format!(
+            "{what} must be 1 to 128 of A-Z, a-z, 0-9, _, ., : and -"
+        )))
+    }
 }
 
 /// ROOM = 1 to 64 of `a-z 0-9 _ -`.
@@ -114,13 +122,7 @@ string_id!(SensorId);
 
 impl SensorId {
     pub fn parse(s: &str) -> DomainResult<Self> {
-        if dotted_name(s) {
-            Ok(SensorId(s.to_owned()))
-        } else {
-            Err(DomainError::invalid(
-                "sensor must be 1 to 128 of A-Z, a-z, 0-9, _, ., : and -",
-            ))
-        }
+        dotted_name(s, "sensor").map(SensorId)
     }
 }
 
@@ -132,13 +134,7 @@ string_id!(StateKey);
 
 impl StateKey {
     pub fn parse(s: &str) -> DomainResult<Self> {
-        if dotted_name(s) {
-            Ok(StateKey(s.to_owned()))
-        } else {
-            Err(DomainError::invalid(
-                "key must be 1 to 128 of A-Z, a-z, 0-9, _, ., : and -",
-            ))
-        }
+        dotted_name(s, "key").map(StateKey)
     }
 }
 

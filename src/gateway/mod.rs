@@ -209,8 +209,9 @@ impl Gateway {
         let sessions = self.hub.all_sessions();
         let started = tokio::time::Instant::now();
         loop {
-            let pending = sessions.iter().filter_map(|s| s.unwritten()).any(|n| n > 0);
-            let polling = sessions.iter().any(|s| s.unwritten().is_none());
+            let unwritten: Vec<Option<u64>> = sessions.iter().map(|s| s.unwritten()).collect();
+            let pending = unwritten.iter().any(|n| n.is_some_and(|n| n > 0));
+            let polling = unwritten.iter().any(Option::is_none);
             let waited = started.elapsed();
             if (!pending && (!polling || waited >= FLUSH_GRACE)) || waited >= FLUSH_GRACE * 5 {
                 break;
