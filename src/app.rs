@@ -25,6 +25,8 @@ use crate::services::messages::MessagesService;
 use crate::services::presence::PresenceService;
 use crate::services::rooms::RoomsService;
 use crate::services::ryw::ReadYourWrites;
+use crate::services::sensors::buffer::BufferSettings;
+use crate::services::sensors::{SensorSettings, SensorsService};
 use crate::services::users::UsersService;
 use crate::shared_state::Limiters;
 use crate::store::Store;
@@ -38,6 +40,7 @@ pub struct App {
     pub messages: Arc<MessagesService>,
     pub users: Arc<UsersService>,
     pub presence: Arc<PresenceService>,
+    pub sensors: Arc<SensorsService>,
     pub admin: AdminService,
     /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
     pub shutdown: CancellationToken,
@@ -178,6 +181,28 @@ impl App {
                 config.typing_rate.ceil() as u32,
             ),
         ));
+        let sensors = SensorsService::start(
+            store.clone(),
+            bus.clone(),
+            limiters.limiter(
+                "sensor_write",
+                config.write_rate,
+                (config.write_rate * 10.0).ceil().max(1.0) as u32,
+            ),
+            SensorSettings {
+                buffer: BufferSettings {
+                    batch: config.sensor_batch,
+                    flush: config.sensor_flush,
+                    capacity: config.sensor_buffer,
+                },
+                // a flush behind another, each waiting for a connection and one statement
+                durable_wait: config.sensor_flush + (config.db_acquire_timeout + attempt) * 2,
+                retention_days: config.sensor_retention_days,
+                maintenance_every: config.sensor_maintenance,
+            },
+            shutdown.clone(),
+            &telemetry,
+        );
         let admin = AdminService::new(store.clone(), bus.clone(), caches, backplane.is_remote());
 
         let app = Arc::new(App {
@@ -187,6 +212,7 @@ impl App {
             messages,
             users,
             presence,
+            sensors,
             admin,
             shutdown,
             health,

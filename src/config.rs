@@ -256,6 +256,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "2",
         "argon2id time cost of password hashes",
     ),
+    (
+        "TSUNAGI_SENSOR_BATCH",
+        "5000",
+        "sensor readings waiting that start a write (may exceed the buffer: then only the interval)",
+    ),
+    (
+        "TSUNAGI_SENSOR_FLUSH_MS",
+        "1000",
+        "longest a sensor reading waits in memory before it is written",
+    ),
+    (
+        "TSUNAGI_SENSOR_BUFFER",
+        "100000",
+        "sensor readings waiting in memory at most; past it writes get 503 / unavailable",
+    ),
+    (
+        "TSUNAGI_SENSOR_LIVE_RATE",
+        "20",
+        "live `reading` events per second per socket and sensor (the newest of each interval)",
+    ),
+    (
+        "TSUNAGI_SENSOR_RETENTION_DAYS",
+        "30",
+        "readings older than this are removed (PostgreSQL: whole day partitions); 0 = keep",
+    ),
+    (
+        "TSUNAGI_SENSOR_MAINTENANCE_S",
+        "3600",
+        "how often partitions are made ahead and retention runs (also once at start)",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -311,6 +341,12 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub password_queue: usize,
+    pub sensor_batch: usize,
+    pub sensor_flush: Duration,
+    pub sensor_buffer: usize,
+    pub sensor_live_rate: f64,
+    pub sensor_retention_days: u32,
+    pub sensor_maintenance: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -581,6 +617,12 @@ impl Config {
             argon2_memory_kib: raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)?,
             argon2_iterations: raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)?,
             password_queue: raw.num("TSUNAGI_PASSWORD_QUEUE", 1, 100_000)?,
+            sensor_batch: raw.num("TSUNAGI_SENSOR_BATCH", 1, 100_000_000)?,
+            sensor_flush: ms("TSUNAGI_SENSOR_FLUSH_MS", 1, 3_600_000)?,
+            sensor_buffer: raw.num("TSUNAGI_SENSOR_BUFFER", 1, 100_000_000)?,
+            sensor_live_rate: raw.num("TSUNAGI_SENSOR_LIVE_RATE", 0.01, 100_000.0)?,
+            sensor_retention_days: raw.num("TSUNAGI_SENSOR_RETENTION_DAYS", 0, 36_500)?,
+            sensor_maintenance: secs("TSUNAGI_SENSOR_MAINTENANCE_S", 1, 604_800)?,
         })
     }
 

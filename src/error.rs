@@ -43,7 +43,7 @@ impl ApiError {
     /// How long a rate-limited caller is to wait.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            ApiError::Service(ServiceError::RateLimited(ms)) => Some(*ms),
+            ApiError::Service(ServiceError::RateLimited(ms) | ServiceError::Busy(ms)) => Some(*ms),
             _ => None,
         }
     }
@@ -58,7 +58,9 @@ impl ApiError {
             ServiceError::NotFound(_) => "not_found",
             ServiceError::Forbidden(_) => "forbidden",
             ServiceError::RateLimited(_) => "rate_limited",
-            ServiceError::Storage(_) | ServiceError::Unavailable(_) => "unavailable",
+            ServiceError::Storage(_) | ServiceError::Unavailable(_) | ServiceError::Busy(_) => {
+                "unavailable"
+            }
             ServiceError::Conflict(_) => "conflict",
             ServiceError::Reset => "reset",
             ServiceError::Unauthorized(code, _) => code.as_str(),
@@ -75,7 +77,7 @@ impl ApiError {
             ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
             ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServiceError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ServiceError::Storage(_) | ServiceError::Unavailable(_) => {
+            ServiceError::Storage(_) | ServiceError::Unavailable(_) | ServiceError::Busy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ServiceError::Conflict(_) | ServiceError::Reset => StatusCode::CONFLICT,

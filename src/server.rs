@@ -56,6 +56,11 @@ pub async fn run(
             {
                 tracing::warn!("queued sends did not commit within the shutdown timeout");
             }
+            if !app.sensors.drain(shutdown_timeout).await {
+                tracing::warn!(
+                    "accepted sensor readings were not all written within the shutdown timeout"
+                );
+            }
             gateway.close_all(shutdown_timeout).await;
             drained.cancel();
         }

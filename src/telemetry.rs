@@ -32,10 +32,20 @@ const LATENCY: [f64; 13] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// Buckets of histograms that count rows (names ending in `_rows`).
+const ROWS: [f64; 10] = [
+    1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0, 100000.0,
+];
+
 impl Telemetry {
     pub fn new(slow_query_ms: u64) -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&LATENCY)
+            .expect("non-empty buckets")
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Suffix("_rows".into()),
+                &ROWS,
+            )
             .expect("non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();

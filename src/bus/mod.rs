@@ -32,6 +32,11 @@ pub enum BusEvent {
         online: bool,
         origin: String,
     },
+    /// Sensor readings just accepted (before they are written), for live subscribers.
+    Readings {
+        sensor: String,
+        readings: Arc<Vec<crate::domain::Reading>>,
+    },
     /// Drop `key` from the in-process layer of cache `cache`: a write committed somewhere and
     /// the row is now at `version` (an L2 value older than that is not to be trusted).
     Invalidate {
@@ -46,7 +51,8 @@ pub enum BusEvent {
 
 impl BusEvent {
     /// Events that must reach the other instances: committed messages (each instance's ordered
-    /// feed puts them in seq order and fills holes from the store), typing, presence changes
+    /// feed puts them in seq order and fills holes from the store), typing, presence changes,
+    /// live readings
     /// (decided once for all instances by the shared presence), cache invalidations.
     pub fn crosses_instances(&self) -> bool {
         !matches!(self, BusEvent::InvalidateAll)

@@ -2,16 +2,22 @@
 //! (PROTOCOL.md §3, §5, §6) and the MESSAGE / ROOM-INFO shapes. Knows no HTTP, no SQL.
 //!
 //! Layout: `ids.rs` (room, user, client, sensor ids, state keys), `text.rs` (content,
-//! usernames, emails), `error.rs` (what is wrong with a value).
+//! usernames, emails), `reading.rs` (READING, SENSOR-INFO, times), `error.rs` (what is wrong
+//! with a value).
 
 use serde::{Deserialize, Serialize};
 
 mod error;
 mod ids;
+mod reading;
 mod text;
 
 pub use error::{DomainError, DomainResult};
 pub use ids::{ClientId, RoomId, SensorId, StateKey, UserId};
+pub use reading::{
+    MAX_FUTURE_MS, Reading, SensorInfo, ms_to_rfc3339, now_ms, parse_reading, parse_time,
+    parse_time_text,
+};
 pub use text::{Content, Email, Username};
 
 /// MESSAGE of PROTOCOL.md §3.

@@ -5,9 +5,9 @@
 
 use serde_json::Value;
 
-use crate::domain::RoomId;
+use crate::domain::{Reading, RoomId, SensorId, now_ms, parse_reading};
 use crate::error::{ApiError, ApiResult};
-use crate::payload::{Object, opt_int, opt_str, req_str};
+use crate::payload::{Object, opt_bool, opt_int, opt_str, req_str};
 
 #[derive(Debug, PartialEq)]
 pub enum ClientEvent {
@@ -34,6 +34,18 @@ pub enum ClientEvent {
     Presence {
         room: RoomId,
     },
+    /// §6.1: one reading of a sensor.
+    Reading {
+        sensor: SensorId,
+        reading: Reading,
+        durable: bool,
+    },
+    Subscribe {
+        sensor: SensorId,
+    },
+    Unsubscribe {
+        sensor: SensorId,
+    },
 }
 
 /// The most of an unknown event's name an error message quotes.
@@ -48,12 +60,19 @@ pub fn label(name: &str) -> &'static str {
         "typing" => "typing",
         "sync" => "sync",
         "presence" => "presence",
+        "reading" => "reading",
+        "subscribe" => "subscribe",
+        "unsubscribe" => "unsubscribe",
         _ => "unknown",
     }
 }
 
 fn room(p: &Object) -> ApiResult<RoomId> {
     Ok(RoomId::parse(req_str(p, "room")?)?)
+}
+
+fn sensor(p: &Object) -> ApiResult<SensorId> {
+    Ok(SensorId::parse(req_str(p, "sensor")?)?)
 }
 
 impl ClientEvent {
@@ -87,6 +106,21 @@ impl ClientEvent {
                     limit: opt_int(&p, "limit", 1, 500)?.unwrap_or(100) as u32,
                 }
             }
+            "reading" => {
+                let sensor = sensor(&p)?;
+                let reading = parse_reading(sensor.as_str(), &p, now_ms())?;
+                ClientEvent::Reading {
+                    sensor,
+                    reading,
+                    durable: opt_bool(&p, "durable")?.unwrap_or(false),
+                }
+            }
+            "subscribe" => ClientEvent::Subscribe {
+                sensor: sensor(&p)?,
+            },
+            "unsubscribe" => ClientEvent::Unsubscribe {
+                sensor: sensor(&p)?,
+            },
             _ => ClientEvent::Presence { room: room(&p)? },
         })
     }

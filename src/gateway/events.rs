@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use super::Gateway;
 use super::client_event::{self, ClientEvent};
 use super::packet;
+use super::sensor_events;
 use super::session::{InboundEvent, Session};
 use crate::app::App;
 use crate::domain::RoomId;
@@ -38,7 +39,7 @@ fn failure(e: &ApiError) -> Value {
     json!({ "ok": false, "error": e.body() })
 }
 
-fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
+pub(super) fn reply(session: &Session, ack: Option<i64>, result: ApiResult<Value>) {
     if let Some(id) = ack {
         let body = match result {
             Ok(v) => ok(v),
@@ -76,6 +77,15 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
             limit,
         } => sync(gw, session, room, since_seq, epoch.as_deref(), limit).await,
         ClientEvent::Presence { room } => presence(gw, session, room).await,
+        ClientEvent::Reading {
+            sensor,
+            reading,
+            durable,
+        } => return sensor_events::reading(gw, session, sensor, reading, durable, ev.ack).await,
+        ClientEvent::Subscribe { sensor } => sensor_events::subscribe(gw, session, sensor).await,
+        ClientEvent::Unsubscribe { sensor } => {
+            sensor_events::unsubscribe(gw, session, sensor).await
+        }
     };
     match result {
         // join sends its own ack, in order with the messages that follow it

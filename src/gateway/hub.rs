@@ -8,10 +8,12 @@ use std::sync::Arc;
 use engineioxide::Str;
 use parking_lot::RwLock;
 
+use super::live::LiveSensors;
 use super::metrics::GatewayMetrics;
 use super::packet;
 use super::session::Session;
 use crate::bus::ordered::{FeedEvent, RoomFeed};
+use crate::services::sensors::SensorsService;
 
 pub struct Hub {
     rooms: RwLock<HashMap<String, HashMap<String, Arc<Session>>>>,
@@ -20,15 +22,26 @@ pub struct Hub {
     /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
     feed: Arc<RoomFeed>,
     metrics: Arc<GatewayMetrics>,
+    /// Sensor subscriptions and their throttles.
+    pub live: LiveSensors,
+    /// Remembers the newest readings of every sensor (for `subscribe`'s `last`).
+    sensors: Arc<SensorsService>,
 }
 
 impl Hub {
-    pub fn new(feed: Arc<RoomFeed>, metrics: Arc<GatewayMetrics>) -> Arc<Self> {
+    pub fn new(
+        feed: Arc<RoomFeed>,
+        metrics: Arc<GatewayMetrics>,
+        live: LiveSensors,
+        sensors: Arc<SensorsService>,
+    ) -> Arc<Self> {
         Arc::new(Hub {
             rooms: RwLock::default(),
             sessions: RwLock::default(),
             feed,
             metrics,
+            live,
+            sensors,
         })
     }
 
@@ -41,6 +54,9 @@ impl Hub {
     pub fn unregister(&self, session: &Session) -> Vec<String> {
         if self.sessions.write().remove(&session.sid).is_some() {
             self.metrics.sockets_connected.decrement(1.0);
+        }
+        for sensor in session.take_sensors() {
+            self.live.unsubscribe(&sensor, &session.sid);
         }
         let rooms = session.joined_rooms();
         for room in &rooms {
@@ -135,6 +151,10 @@ impl Hub {
                         self.metrics.presence_out.increment(1);
                     }
                 }
+            }
+            FeedEvent::Readings { sensor, readings } => {
+                self.sensors.remember(&sensor, &readings);
+                self.live.deliver(&sensor, &readings);
             }
         }
     }

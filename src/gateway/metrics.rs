@@ -7,10 +7,11 @@ use crate::telemetry::Telemetry;
 
 pub struct GatewayMetrics {
     /// `tsunagi_events_in_total{event}`, one per event name of the contract and `unknown`.
-    events_in: [(&'static str, Counter); 7],
+    events_in: [(&'static str, Counter); 10],
     pub messages_out: Counter,
     pub typing_out: Counter,
     pub presence_out: Counter,
+    pub readings_out: Counter,
     pub sockets_connected: Gauge,
     pub delivery_gaps: Counter,
     pub slow_consumers: Counter,
@@ -20,13 +21,23 @@ impl GatewayMetrics {
     pub fn new(t: &Telemetry) -> Self {
         t.record(|| {
             let events = [
-                "join", "leave", "send", "typing", "sync", "presence", "unknown",
+                "join",
+                "leave",
+                "send",
+                "typing",
+                "sync",
+                "presence",
+                "reading",
+                "subscribe",
+                "unsubscribe",
+                "unknown",
             ];
             GatewayMetrics {
                 events_in: events.map(|e| (e, counter!("tsunagi_events_in_total", "event" => e))),
                 messages_out: counter!("tsunagi_events_out_total", "event" => "message"),
                 typing_out: counter!("tsunagi_events_out_total", "event" => "typing"),
                 presence_out: counter!("tsunagi_events_out_total", "event" => "presence"),
+                readings_out: counter!("tsunagi_events_out_total", "event" => "reading"),
                 sockets_connected: gauge!("tsunagi_sockets_connected"),
                 delivery_gaps: counter!("tsunagi_delivery_gap_disconnects_total"),
                 slow_consumers: counter!("tsunagi_slow_consumer_disconnects_total"),
@@ -36,7 +47,7 @@ impl GatewayMetrics {
 
     /// The counter of events named `label` (see `client_event::label`).
     pub fn events_in(&self, label: &str) -> &Counter {
-        let (_, unknown) = &self.events_in[6];
+        let (_, unknown) = &self.events_in[9];
         self.events_in
             .iter()
             .find(|(name, _)| *name == label)

@@ -10,7 +10,8 @@
 //! - delivery must start exactly after the seq a join's history ended at (no gap, no repeat).
 //!
 //! Layout: `packet.rs` (the text format), `session.rs` (one connection), `hub.rs` (rooms and
-//! delivery), `events.rs` (the client events), `metrics.rs`.
+//! delivery), `live.rs` (sensor subscriptions, throttled), `events.rs` (the client events),
+//! `sensor_events.rs` (the sensor events), `metrics.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,10 @@ mod budget;
 mod client_event;
 mod events;
 mod hub;
+mod live;
 mod metrics;
 pub mod packet;
+mod sensor_events;
 mod session;
 
 use packet::Inbound;
@@ -77,7 +80,9 @@ impl Gateway {
     /// Builds the gateway on `app` and starts its delivery task (it runs until the bus closes).
     pub fn new(app: Arc<App>, upgrades: Arc<crate::io_stats::Upgrades>) -> Arc<Self> {
         let metrics = Arc::new(GatewayMetrics::new(app.telemetry()));
-        let hub = Hub::new(app.room_feed(), metrics.clone());
+        let live =
+            live::LiveSensors::new(app.config.sensor_live_rate, metrics.readings_out.clone());
+        let hub = Hub::new(app.room_feed(), metrics.clone(), live, app.sensors.clone());
         tokio::spawn(hub.clone().run());
         let event_rate = budget::EventRate::new(
             app.config.event_rate,

@@ -57,6 +57,8 @@ pub struct Session {
     budget: EventBudget,
     /// Bytes queued for this socket and not yet written (WebSocket transport).
     backlog: Backlog,
+    /// Sensors this socket subscribed to (empty, unallocated, for most sockets).
+    sensors: Mutex<Vec<String>>,
 }
 
 impl Session {
@@ -79,6 +81,7 @@ impl Session {
             metrics,
             budget: EventBudget::new(),
             backlog,
+            sensors: Mutex::new(Vec::new()),
         }
     }
 
@@ -205,6 +208,29 @@ impl Session {
     /// Drops `room`; true if it was joined.
     pub fn forget(&self, room: &str) -> bool {
         self.rooms.lock().remove(room).is_some()
+    }
+
+    /// Records a subscription to `sensor`; false if it was already there.
+    pub fn subscribe(&self, sensor: &str) -> bool {
+        let mut sensors = self.sensors.lock();
+        if sensors.iter().any(|s| s == sensor) {
+            return false;
+        }
+        sensors.push(sensor.to_owned());
+        true
+    }
+
+    /// Drops a subscription; true if there was one.
+    pub fn unsubscribe(&self, sensor: &str) -> bool {
+        let mut sensors = self.sensors.lock();
+        let before = sensors.len();
+        sensors.retain(|s| s != sensor);
+        sensors.len() != before
+    }
+
+    /// Every sensor subscribed to, forgetting them (at disconnect).
+    pub fn take_sensors(&self) -> Vec<String> {
+        std::mem::take(&mut *self.sensors.lock())
     }
 
     pub fn joined_rooms(&self) -> Vec<String> {

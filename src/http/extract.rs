@@ -58,21 +58,42 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let limit = super::body_limit(&Arc::<App>::from_ref(state).config);
-        let mut body = req.into_body().into_data_stream();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
-            if bytes.len() + chunk.len() > limit {
-                drain(body).await;
-                return Err(ApiError::too_large("the request body is too large"));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        let value = serde_json::from_slice(&bytes)
-            .map_err(|_| ApiError::bad_request("the body must be JSON"))?;
-        Ok(JsonObject(payload::object(Some(value))?))
+        read_object(req, limit).await.map(JsonObject)
     }
+}
+
+/// A batch of sensor readings: 1000 readings with the largest tags need more room than any
+/// other body (PROTOCOL.md §6.1), so this body alone may be this large.
+pub struct ReadingsBody(pub Object);
+
+pub const READINGS_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+impl<S: Send + Sync> FromRequest<S> for ReadingsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, _state: &S) -> Result<Self, ApiError> {
+        read_object(req, READINGS_BODY_LIMIT)
+            .await
+            .map(ReadingsBody)
+    }
+}
+
+/// A JSON object of at most `limit` bytes (413 past it, 400 if not a JSON object).
+async fn read_object(req: Request, limit: usize) -> Result<Object, ApiError> {
+    let mut body = req.into_body().into_data_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::bad_request("the request body could not be read"))?;
+        if bytes.len() + chunk.len() > limit {
+            drain(body).await;
+            return Err(ApiError::too_large("the request body is too large"));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::bad_request("the body must be JSON"))?;
+    Ok(payload::object(Some(value))?)
 }
 
 /// Reads and drops the rest of an oversized body (bounded in bytes and time). Answering while

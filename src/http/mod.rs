@@ -1,7 +1,7 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
+//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ mod extract;
 mod messages;
 mod ops;
 mod rooms;
+mod sensors;
 mod users;
 mod web;
 
@@ -59,6 +60,13 @@ pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),
         )
+        .route("/api/v1/sensors", post(sensors::create).get(sensors::list))
+        .route("/api/v1/sensors/{id}", get(sensors::get))
+        .route(
+            "/api/v1/sensors/{id}/readings",
+            post(sensors::write).get(sensors::readings),
+        )
+        .route("/api/v1/sensors/{id}/series", get(sensors::series))
         .route("/", get(web::index))
         .route("/app.js", get(web::app_js))
         .route("/healthz", get(ops::healthz))

@@ -25,6 +25,9 @@ pub enum ServiceError {
     Storage(#[source] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    /// Unavailable for now (a full buffer): try again after this many milliseconds.
+    #[error("the server is busy, try again")]
+    Busy(u64),
     #[error("{0}")]
     Conflict(String),
     #[error("the room's history was reset: drop what you hold and re-join")]

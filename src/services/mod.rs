@@ -2,7 +2,8 @@
 //!
 //! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
 //! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
-//! `users.rs` (accounts, read through the layered cache).
+//! `users.rs` (accounts, read through the layered cache), `sensors/` (sensors, readings with
+//! write-behind, series).
 
 pub mod admin;
 pub mod commit;
@@ -11,4 +12,5 @@ pub mod messages;
 pub mod presence;
 pub mod rooms;
 pub mod ryw;
+pub mod sensors;
 pub mod users;

@@ -1,7 +1,7 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `users.rs` the accounts and audit part of it; `sqlite/` is the embedded implementation,
+//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `sqlite/` is the embedded implementation,
 //! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
 //! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
@@ -14,6 +14,7 @@ use crate::domain::{Message, RoomId, RoomInfo};
 mod build;
 pub mod pool;
 pub mod postgres;
+pub mod sensors;
 pub mod sqlite;
 pub mod users;
 
@@ -238,7 +239,7 @@ pub enum ReadFrom {
 /// - Every failure to reach the database is [`StoreError::Unavailable`], returned within the
 ///   configured acquire timeout.
 #[async_trait]
-pub trait Store: users::UserStore {
+pub trait Store: users::UserStore + sensors::SensorStore {
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;
     /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.

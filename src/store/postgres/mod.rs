@@ -26,6 +26,7 @@ use crate::domain::{Message, RoomId, RoomInfo};
 use crate::telemetry::Telemetry;
 
 mod replicas;
+pub mod sensors;
 pub mod users;
 
 use replicas::{Replica, Replicas};
@@ -129,6 +130,8 @@ pub struct PgStore {
     primary: Arc<InstrumentedPool<Postgres>>,
     replicas: Arc<Replicas>,
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Days whose readings partition is known to exist (see `sensors.rs`).
+    known_days: parking_lot::Mutex<std::collections::HashSet<i64>>,
 }
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.
@@ -237,6 +240,7 @@ impl PgStore {
             primary,
             replicas,
             watcher,
+            known_days: Default::default(),
         })
     }
 

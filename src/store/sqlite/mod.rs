@@ -36,6 +36,7 @@ pub struct SqliteSettings {
     pub telemetry: crate::telemetry::Telemetry,
 }
 
+mod sensors;
 mod users;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
