@@ -58,9 +58,10 @@ pub struct Maintenance {
 }
 
 /// Obligations of every implementation:
-/// - `write_readings` stores the batch in one transaction of its own (never a message's), a
+/// - `write_readings` stores the batch in short transactions of its own (never a message's), a
 ///   reading with the (sensor, ts) of a stored one replacing it; the batch holds each (sensor,
-///   ts) once. It advances each sensor's `last_ts` in the same transaction.
+///   ts) once. Each transaction advances its sensors' `last_ts`. On an error some chunks may be
+///   stored: writing the same batch again is harmless (the caller retries it whole).
 /// - Reads of readings and series see every committed batch (they read the primary).
 /// - `maintain_sensors` prepares storage ahead of `now` (PostgreSQL: daily partitions) and
 ///   removes readings older than `keep_from` (None: keep everything).

@@ -105,6 +105,15 @@ impl Postgres {
         self.opened.close_all().await;
         helpers::drop_pg_database(&self.base, &self.database).await;
     }
+
+    /// The server (`postgres://user@host:port`) and the database's name.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn database(&self) -> &str {
+        &self.database
+    }
 }
 
 impl StoreFactory for Postgres {

@@ -128,16 +128,19 @@ impl WriteBehind {
         for r in readings {
             st.waiting.insert((r.sensor.clone(), r.ts), r);
         }
+        // the first reading waiting starts the writer's interval; a durable one or a full batch
+        // starts a write
+        let first = st.oldest.is_none();
         st.oldest.get_or_insert_with(Instant::now);
         st.urgent |= durable;
-        let start_now = durable || st.waiting.len() >= self.settings.batch;
+        let wake = first || durable || st.waiting.len() >= self.settings.batch;
         let generation = st.generation;
         self.metrics.accepted.increment(n as u64);
         self.metrics
             .depth
             .set((st.waiting.len() + st.in_flight) as f64);
         drop(st);
-        if start_now {
+        if wake {
             self.wake.notify_one();
         }
         Ok(generation)

@@ -68,13 +68,15 @@ fn day_of(ts: i64) -> i64 {
 }
 
 /// Aggregates per bucket on the (sensor, ts) key, then `last` by the key of each bucket's
-/// greatest ts. ts is never negative, so integer division floors.
+/// greatest ts (the join repeats the range, so only the partitions of the range are read). ts
+/// is never negative, so integer division floors.
 pub const SERIES: &str = "WITH g AS (\
      SELECT ts / $4 AS k, count(*) AS n, avg(value) AS avg, min(value) AS min, \
      max(value) AS max, sum(value) AS sum, max(ts) AS lt \
      FROM readings WHERE sensor = $1 AND ts >= $2 AND ts < $3 GROUP BY 1) \
      SELECT g.k * $4 AS t, g.n, g.avg, g.min, g.max, g.sum, r.value AS last \
-     FROM g JOIN readings r ON r.sensor = $1 AND r.ts = g.lt ORDER BY g.k";
+     FROM g JOIN readings r ON r.sensor = $1 AND r.ts = g.lt AND r.ts >= $2 AND r.ts < $3 \
+     ORDER BY g.k";
 
 /// A range of one sensor, ascending.
 pub const READINGS_RANGE: &str = "SELECT sensor, ts, value, tags FROM readings \

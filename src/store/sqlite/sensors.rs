@@ -12,8 +12,8 @@ use crate::store::sensors::{
     Bucket, Maintenance, NewSensor, SensorStore, TimeRange, newest_per_sensor, sensor_columns,
 };
 
-/// Rows per INSERT statement: 4 parameters a row, well under SQLite's 32766.
-const ROWS_PER_STATEMENT: usize = 1000;
+/// Rows per transaction (one INSERT: 4 parameters a row, well under SQLite's 32766).
+const ROWS_PER_TRANSACTION: usize = 1000;
 /// Rows retention deletes per transaction.
 const DELETE_BATCH: i64 = 5000;
 
@@ -122,38 +122,11 @@ impl SensorStore for SqliteStore {
     }
 
     async fn write_readings(&self, batch: &[Reading]) -> Result<(), StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in batch.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO readings (sensor, ts, value, tags) ");
-            insert.push_values(chunk, |mut row, r| {
-                row.push_bind(&r.sensor)
-                    .push_bind(r.ts)
-                    .push_bind(r.value)
-                    .push_bind(serde_json::Value::Object(r.tags.clone()).to_string());
-            });
-            insert.push(
-                " ON CONFLICT (sensor, ts) DO UPDATE SET value = excluded.value, tags = excluded.tags",
-            );
-            self.telemetry
-                .timed("readings_insert", insert.build().execute(&mut *tx))
-                .await?;
+        // One short transaction per chunk: the writer connection is the messages' too, and a
+        // send waiting behind a long flush would lose its priority (PROTOCOL.md §6).
+        for chunk in batch.chunks(ROWS_PER_TRANSACTION) {
+            self.write_chunk(chunk).await?;
         }
-        for (sensor, last) in newest_per_sensor(batch) {
-            self.telemetry
-                .timed(
-                    "sensor_last_ts",
-                    sqlx::query(
-                        "UPDATE sensors SET last_ts = max(coalesce(last_ts, ?2), ?2) WHERE id = ?1",
-                    )
-                    .bind(sensor)
-                    .bind(last)
-                    .execute(&mut *tx),
-                )
-                .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -253,6 +226,42 @@ impl SensorStore for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn write_chunk(&self, chunk: &[Reading]) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut insert: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO readings (sensor, ts, value, tags) ");
+        insert.push_values(chunk, |mut row, r| {
+            row.push_bind(&r.sensor)
+                .push_bind(r.ts)
+                .push_bind(r.value)
+                .push_bind(serde_json::Value::Object(r.tags.clone()).to_string());
+        });
+        insert.push(
+            " ON CONFLICT (sensor, ts) DO UPDATE SET value = excluded.value, tags = excluded.tags",
+        );
+        self.telemetry
+            .timed("readings_insert", insert.build().execute(&mut *tx))
+            .await?;
+        for (sensor, last) in newest_per_sensor(chunk) {
+            self.telemetry
+                .timed(
+                    "sensor_last_ts",
+                    sqlx::query(
+                        "UPDATE sensors SET last_ts = max(coalesce(last_ts, ?2), ?2) WHERE id = ?1",
+                    )
+                    .bind(sensor)
+                    .bind(last)
+                    .execute(&mut *tx),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// Aggregates per bucket on the (sensor, ts) key, then `last` by the key of each bucket's
 /// greatest ts (`?1` sensor, `?2`..`?3` the range, `?4` the bucket length; ts is never negative,
 /// so integer division floors).
@@ -261,7 +270,8 @@ const SERIES: &str = "WITH g AS (\
      max(value) AS max, sum(value) AS sum, max(ts) AS lt \
      FROM readings WHERE sensor = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY 1) \
      SELECT g.k * ?4 AS t, g.n, g.avg, g.min, g.max, g.sum, r.value AS last \
-     FROM g JOIN readings r ON r.sensor = ?1 AND r.ts = g.lt ORDER BY g.k";
+     FROM g JOIN readings r ON r.sensor = ?1 AND r.ts = g.lt AND r.ts >= ?2 AND r.ts < ?3 \
+     ORDER BY g.k";
 
 fn bucket_from_row(r: &SqliteRow) -> Bucket {
     Bucket {
