@@ -44,8 +44,10 @@ pub async fn run(
     // Cancelling the app's token is the one shutdown signal; the drain then runs in order and
     // stops the HTTP server once every socket is closed.
     let drained = tokio_util::sync::CancellationToken::new();
+    let readings_lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let drain = {
         let (app, gateway, drained) = (app.clone(), gateway.clone(), drained.clone());
+        let readings_lost = readings_lost.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: draining sends and closing sockets");
@@ -57,9 +59,10 @@ pub async fn run(
                 tracing::warn!("queued sends did not commit within the shutdown timeout");
             }
             if !app.sensors.drain(shutdown_timeout).await {
-                tracing::warn!(
-                    "accepted sensor readings were not all written within the shutdown timeout"
+                tracing::error!(
+                    "accepted sensor readings could not be written: the database kept failing"
                 );
+                readings_lost.store(true, std::sync::atomic::Ordering::SeqCst);
             }
             gateway.close_all(shutdown_timeout).await;
             drained.cancel();
@@ -77,6 +80,11 @@ pub async fn run(
     )
     .await;
     app.close().await;
+    if readings_lost.load(std::sync::atomic::Ordering::SeqCst) {
+        anyhow::bail!(
+            "stopped with accepted sensor readings unwritten (the database kept failing)"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
 }

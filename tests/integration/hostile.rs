@@ -1,13 +1,13 @@
 //! Clients that try to take the server down without a token: thousands of silent connections
 //! and slowloris header trickles, against the real binary under a small descriptor limit.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
+use crate::binary::{Data, peak_rss_mib, spawn_binary};
 use crate::common::SECRET;
 
 /// The binary under `prlimit --nofile=<fds>`, on a fresh SQLite file; its address once serving.
@@ -16,53 +16,17 @@ struct Spawned {
     addr: String,
     /// Everything it has logged so far.
     log: std::sync::Arc<std::sync::Mutex<String>>,
-    _dir: tempfile::TempDir,
+    _dir: Data,
 }
 
 async fn spawn_limited(fds: u32, env: &[(&str, &str)]) -> Spawned {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("prlimit");
-    cmd.arg(format!("--nofile={fds}:{fds}"))
-        .arg(env!("CARGO_BIN_EXE_tsunagi"))
-        .arg("serve")
-        .env(
-            "TSUNAGI_DATABASE_URL",
-            format!("sqlite://{}/t.db", dir.path().display()),
-        )
-        .env("TSUNAGI_JWT_SECRET", SECRET)
-        .env("TSUNAGI_LISTEN", "127.0.0.1:0")
-        .env("TSUNAGI_LOG_FORMAT", "json")
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().expect("prlimit and the tsunagi binary run");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(listen) = v["fields"]["listen"].as_str() {
-                return listen.to_owned();
-            }
-        }
-        panic!("tsunagi exited before serving");
-    })
-    .await
-    .expect("tsunagi starts");
-    // keep reading its log (so it never blocks on a full pipe) and keep it
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let kept = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut kept = kept.lock().unwrap();
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-    });
+    let data = Data::sqlite();
+    let b = spawn_binary(&data.url, fds, env).await;
     Spawned {
-        child,
-        addr,
-        log,
-        _dir: dir,
+        child: b.child,
+        addr: b.addr,
+        log: b.log,
+        _dir: data,
     }
 }
 
@@ -213,14 +177,6 @@ async fn a_request_head_over_the_limit_is_refused_431() {
     let (status, _) = healthz(&addr).await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     child.kill().await.ok();
-}
-
-/// Peak resident memory of process `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib / 1024
 }
 
 #[tokio::test]

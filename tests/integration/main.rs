@@ -4,6 +4,7 @@
 //! tests against a real streaming replica (ignored unless asked for: scripts/test runs them last,
 //! one at a time, because they stop and start the primary).
 
+mod binary;
 mod common;
 
 mod across_instances;
@@ -12,5 +13,6 @@ mod hostile;
 mod http_api;
 mod postgres;
 mod realtime;
+mod sensors;
 mod storage;
 mod users;

@@ -74,6 +74,8 @@ pub struct WriteBehind {
     committed: watch::Sender<Generation>,
     store: Arc<dyn Store>,
     metrics: Metrics,
+    /// Since when writes have been failing (None while they succeed).
+    failing_since: Mutex<Option<Instant>>,
 }
 
 impl WriteBehind {
@@ -102,6 +104,7 @@ impl WriteBehind {
             committed,
             store,
             metrics,
+            failing_since: Mutex::new(None),
         });
         tokio::spawn(wb.clone().run());
         wb
@@ -160,7 +163,9 @@ impl WriteBehind {
         st.waiting.len() + st.in_flight
     }
 
-    /// Refuses new readings and resolves once every accepted one is written (or `limit` passed).
+    /// Refuses new readings and resolves once every accepted one is written: true then, false if
+    /// writes kept failing for `limit` (a slow but working database is waited for: SIGTERM
+    /// writes every accepted reading, PROTOCOL.md §6.1).
     pub async fn close(&self, limit: Duration) -> bool {
         let last = {
             let mut st = self.state.lock();
@@ -169,7 +174,15 @@ impl WriteBehind {
             st.generation
         };
         self.wake.notify_one();
-        self.committed(last, limit).await
+        loop {
+            if self.committed(last, Duration::from_millis(100)).await {
+                return true;
+            }
+            let failing = *self.failing_since.lock();
+            if failing.is_some_and(|since| since.elapsed() >= limit) {
+                return false;
+            }
+        }
     }
 
     /// The writer: waits for a reason to flush, writes what is waiting, repeats.
@@ -239,6 +252,7 @@ impl WriteBehind {
             let started = std::time::Instant::now();
             match self.store.write_readings(&batch).await {
                 Ok(()) => {
+                    *self.failing_since.lock() = None;
                     self.metrics.flush_rows.record(batch.len() as f64);
                     self.metrics
                         .flush_seconds
@@ -246,6 +260,7 @@ impl WriteBehind {
                     return;
                 }
                 Err(e) => {
+                    self.failing_since.lock().get_or_insert_with(Instant::now);
                     self.metrics.flush_errors.increment(1);
                     tracing::warn!(error = %e, readings = batch.len(), "writing sensor readings failed; retrying");
                     tokio::time::sleep(backoff).await;

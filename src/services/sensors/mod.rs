@@ -302,7 +302,8 @@ impl SensorsService {
         self.buffer.depth()
     }
 
-    /// At shutdown: refuses new readings and writes every accepted one.
+    /// At shutdown: refuses new readings and writes every accepted one (false if the store kept
+    /// failing for `limit`).
     pub async fn drain(&self, limit: Duration) -> bool {
         self.buffer.close(limit).await
     }
