@@ -63,6 +63,11 @@ impl Pending {
     }
 }
 
+/// Live-reading events waiting for Redis, at most (past it they are dropped and counted).
+const READINGS_LANE: usize = 1024;
+/// Live-reading events sent in one pipeline, at most.
+const READINGS_PIPELINE: usize = 64;
+
 /// How often the subscription is pinged (a setting's bound depends on it, so config owns it).
 pub const HEARTBEAT: Duration = crate::config::BUS_HEARTBEAT;
 
@@ -92,6 +97,9 @@ pub struct RedisBus {
     counters: Counters,
     /// Fire-and-forget publishes and acks, sent in order by one task.
     outbox: mpsc::UnboundedSender<Outgoing>,
+    /// Live sensor readings: a lane of their own, bounded and lossy (they are best effort), so a
+    /// flood of readings never queues ahead of messages nor grows memory while Redis is slow.
+    readings_out: mpsc::Sender<BusEvent>,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Pending>>,
     handler: OnceLock<InvalidationHandler>,
@@ -103,6 +111,7 @@ impl RedisBus {
     /// publish waits at most `ack_wait` for the other instances' acknowledgements.
     pub fn start(conn: Arc<RedisConn>, ack_wait: Duration) -> Arc<Self> {
         let (outbox, mut outbox_rx) = mpsc::unbounded_channel();
+        let (readings_out, readings_rx) = mpsc::channel(READINGS_LANE);
         let instance = uuid::Uuid::new_v4().simple().to_string();
         let bus = Arc::new(RedisBus {
             local: LocalBus::default(),
@@ -113,12 +122,14 @@ impl RedisBus {
             healthy: AtomicBool::new(false),
             counters: Counters::default(),
             outbox,
+            readings_out,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             handler: OnceLock::new(),
             ack_wait,
         });
         tokio::spawn(bus.clone().subscriber());
+        tokio::spawn(bus.clone().publish_readings(readings_rx));
         let publisher = bus.clone();
         tokio::spawn(async move {
             while let Some(out) = outbox_rx.recv().await {
@@ -149,14 +160,51 @@ impl RedisBus {
             .map(|n| n.max(0) as usize)
     }
 
-    /// PUBLISH on the bus channel; the number of instances that received it.
-    async fn publish_remote(&self, event: &BusEvent, ack: Option<u64>) -> Option<usize> {
-        let payload = serde_json::to_string(&Envelope {
+    /// Publishes the readings lane, pipelining what has queued up (one round trip for many).
+    async fn publish_readings(self: Arc<Self>, mut lane: mpsc::Receiver<BusEvent>) {
+        while let Some(first) = lane.recv().await {
+            let mut payloads = vec![self.envelope(&first, None)];
+            while payloads.len() < READINGS_PIPELINE {
+                match lane.try_recv() {
+                    Ok(ev) => payloads.push(self.envelope(&ev, None)),
+                    Err(_) => break,
+                }
+            }
+            let (channel, n) = (self.channel.clone(), payloads.len() as u64);
+            let sent = self
+                .conn
+                .call(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for p in payloads {
+                        pipe.cmd("PUBLISH").arg(&channel).arg(p).ignore();
+                    }
+                    pipe.query_async::<()>(&mut c).await
+                })
+                .await;
+            match sent {
+                Ok(()) => {
+                    self.counters.published.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters.publish_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "bus: publishing live readings failed");
+                }
+            }
+        }
+    }
+
+    fn envelope(&self, event: &BusEvent, ack: Option<u64>) -> String {
+        serde_json::to_string(&Envelope {
             origin: self.instance.clone(),
             ack,
             event: event.clone(),
         })
-        .expect("bus events serialize");
+        .expect("bus events serialize")
+    }
+
+    /// PUBLISH on the bus channel; the number of instances that received it.
+    async fn publish_remote(&self, event: &BusEvent, ack: Option<u64>) -> Option<usize> {
+        let payload = self.envelope(event, ack);
         match self.publish_raw(self.channel.clone(), payload).await {
             Ok(receivers) => {
                 self.counters.published.fetch_add(1, Ordering::Relaxed);
@@ -319,7 +367,14 @@ impl RedisBus {
 impl Bus for RedisBus {
     fn publish(&self, event: BusEvent) {
         self.local.publish(event.clone());
-        if event.crosses_instances() {
+        if matches!(event, BusEvent::Readings { .. }) {
+            if self.readings_out.try_send(event).is_err() {
+                self.conn.telemetry().record(|| {
+                    metrics::counter!("tsunagi_bus_dropped_total", "kind" => "readings")
+                        .increment(1)
+                });
+            }
+        } else if event.crosses_instances() {
             self.outbox.send(Outgoing::Event(event)).ok();
         }
     }
