@@ -262,16 +262,16 @@ impl SqliteStore {
     }
 }
 
-/// Aggregates per bucket on the (sensor, ts) key, then `last` by the key of each bucket's
-/// greatest ts (`?1` sensor, `?2`..`?3` the range, `?4` the bucket length; ts is never negative,
-/// so integer division floors).
-const SERIES: &str = "WITH g AS (\
-     SELECT ts / ?4 AS k, count(*) AS n, avg(value) AS avg, min(value) AS min, \
-     max(value) AS max, sum(value) AS sum, max(ts) AS lt \
-     FROM readings WHERE sensor = ?1 AND ts >= ?2 AND ts < ?3 GROUP BY 1) \
-     SELECT g.k * ?4 AS t, g.n, g.avg, g.min, g.max, g.sum, r.value AS last \
-     FROM g JOIN readings r ON r.sensor = ?1 AND r.ts = g.lt AND r.ts >= ?2 AND r.ts < ?3 \
-     ORDER BY g.k";
+/// Aggregates per bucket in one scan of the (sensor, ts) key: `last` is the value of the row
+/// numbered first by descending ts within its bucket (`?1` sensor, `?2`..`?3` the range, `?4`
+/// the bucket length; ts is never negative, so integer division floors). (A join back to the
+/// key for `last`, as on PostgreSQL, made SQLite's planner rescan the bucket per row.)
+const SERIES: &str = "SELECT k * ?4 AS t, count(*) AS n, avg(value) AS avg, min(value) AS min, \
+     max(value) AS max, sum(value) AS sum, max(CASE WHEN newest = 1 THEN value END) AS last \
+     FROM (SELECT ts / ?4 AS k, value, \
+           row_number() OVER (PARTITION BY ts / ?4 ORDER BY ts DESC) AS newest \
+           FROM readings WHERE sensor = ?1 AND ts >= ?2 AND ts < ?3) \
+     GROUP BY k ORDER BY k";
 
 fn bucket_from_row(r: &SqliteRow) -> Bucket {
     Bucket {
