@@ -27,6 +27,7 @@ use crate::services::rooms::RoomsService;
 use crate::services::ryw::ReadYourWrites;
 use crate::services::sensors::buffer::BufferSettings;
 use crate::services::sensors::{SensorSettings, SensorsService};
+use crate::services::state::StateService;
 use crate::services::users::UsersService;
 use crate::shared_state::Limiters;
 use crate::store::Store;
@@ -41,6 +42,7 @@ pub struct App {
     pub users: Arc<UsersService>,
     pub presence: Arc<PresenceService>,
     pub sensors: Arc<SensorsService>,
+    pub state: Arc<StateService>,
     pub admin: AdminService,
     /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
     pub shutdown: CancellationToken,
@@ -157,12 +159,21 @@ impl App {
             login_limiter,
             config.max_metadata_bytes,
         ));
+        // one limiter for sends and state writes: they share the user's send rate (§6.2)
+        let send_limiter = limiters.limiter("send", config.send_rate, config.send_burst);
+        let state = Arc::new(StateService::new(
+            rooms.clone(),
+            store.clone(),
+            bus.clone(),
+            send_limiter.clone(),
+            config.max_state_bytes,
+        ));
         let messages = Arc::new(MessagesService::new(
             rooms.clone(),
             ryw,
             store.clone(),
             committer.clone(),
-            limiters.limiter("send", config.send_rate, config.send_burst),
+            send_limiter,
             limiters.limiter(
                 "read",
                 config.read_rate_kib,
@@ -213,6 +224,7 @@ impl App {
             users,
             presence,
             sensors,
+            state,
             admin,
             shutdown,
             health,

@@ -257,6 +257,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "argon2id time cost of password hashes",
     ),
     (
+        "TSUNAGI_MAX_STATE_BYTES",
+        "65536",
+        "largest room state value, in bytes of JSON",
+    ),
+    (
         "TSUNAGI_SENSOR_BATCH",
         "5000",
         "sensor readings waiting that start a write (may exceed the buffer: then only the interval)",
@@ -341,6 +346,7 @@ pub struct Config {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub password_queue: usize,
+    pub max_state_bytes: usize,
     pub sensor_batch: usize,
     pub sensor_flush: Duration,
     pub sensor_buffer: usize,
@@ -617,6 +623,7 @@ impl Config {
             argon2_memory_kib: raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)?,
             argon2_iterations: raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)?,
             password_queue: raw.num("TSUNAGI_PASSWORD_QUEUE", 1, 100_000)?,
+            max_state_bytes: raw.num("TSUNAGI_MAX_STATE_BYTES", 2, 16 * 1024 * 1024)?,
             sensor_batch: raw.num("TSUNAGI_SENSOR_BATCH", 1, 100_000_000)?,
             sensor_flush: ms("TSUNAGI_SENSOR_FLUSH_MS", 1, 3_600_000)?,
             sensor_buffer: raw.num("TSUNAGI_SENSOR_BUFFER", 1, 100_000_000)?,

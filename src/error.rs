@@ -61,7 +61,7 @@ impl ApiError {
             ServiceError::Storage(_) | ServiceError::Unavailable(_) | ServiceError::Busy(_) => {
                 "unavailable"
             }
-            ServiceError::Conflict(_) => "conflict",
+            ServiceError::Conflict(_) | ServiceError::VersionConflict(_) => "conflict",
             ServiceError::Reset => "reset",
             ServiceError::Unauthorized(code, _) => code.as_str(),
         }
@@ -80,7 +80,9 @@ impl ApiError {
             ServiceError::Storage(_) | ServiceError::Unavailable(_) | ServiceError::Busy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ServiceError::Conflict(_) | ServiceError::Reset => StatusCode::CONFLICT,
+            ServiceError::Conflict(_) | ServiceError::VersionConflict(_) | ServiceError::Reset => {
+                StatusCode::CONFLICT
+            }
             ServiceError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
         }
     }
@@ -90,6 +92,9 @@ impl ApiError {
         let mut err = serde_json::json!({ "code": self.code(), "message": self.to_string() });
         if let Some(ms) = self.retry_after_ms() {
             err["retry_after_ms"] = ms.into();
+        }
+        if let ApiError::Service(ServiceError::VersionConflict(current)) = self {
+            err["current"] = (**current).clone();
         }
         err
     }

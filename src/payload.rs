@@ -14,16 +14,7 @@ pub fn object(v: Option<Value>) -> DomainResult<Object> {
     }
 }
 
-/// Whether U+0000 appears anywhere in `v` (a key or a string): PostgreSQL's text and jsonb
-/// cannot hold it, so both stores refuse it alike, before it reaches either.
-pub fn holds_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(holds_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
-        _ => false,
-    }
-}
+pub use crate::domain::holds_nul;
 
 pub fn opt_str<'a>(p: &'a Object, field: &str) -> DomainResult<Option<&'a str>> {
     match p.get(field) {

@@ -37,7 +37,10 @@ pub async fn run(
     let gateway = Gateway::new(app.clone(), upgrades.clone());
     let engine = engineioxide::layer::EngineIoLayer::from_config(
         gateway.clone(),
-        Gateway::engine_config(app.config.max_message_bytes, app.config.socket_buffer),
+        Gateway::engine_config(
+            app.config.max_message_bytes.max(app.config.max_state_bytes),
+            app.config.socket_buffer,
+        ),
     );
     let routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
 

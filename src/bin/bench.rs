@@ -7,8 +7,12 @@
 //! nanoseconds since a process-wide `Instant`: the receiver subtracts, no clock sync needed.
 //!
 //! `tsunagi-bench users …` is another load: `GET /api/v1/users/{id}` over keep-alive HTTP/1.1
-//! against several servers side by side (`src/bin/bench/users.rs`).
+//! against several servers side by side (`src/bin/bench/users.rs`); `tsunagi-bench readings …`
+//! measures sensor readings: ingest with write-behind against one INSERT per reading, and `send`
+//! ack latency with and without a reading flood (`src/bin/bench/readings.rs`).
 
+#[path = "bench/readings.rs"]
+mod readings;
 #[path = "bench/rounds.rs"]
 mod rounds;
 #[path = "bench/users.rs"]
@@ -102,6 +106,9 @@ enum Mode {
     /// GET /api/v1/users/{id} requests/s and latency against several servers side by side,
     /// with the users cache's counters (L1 hits, L2 hits, loads) checked per window.
     Users(users::UsersArgs),
+    /// Sensor readings: readings/s written through the write-behind buffer against one INSERT
+    /// per reading, and `send` ack latency with and without a reading flood.
+    Readings(readings::ReadingsArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -487,8 +494,10 @@ fn summary(name: &str, f: &Figures) -> String {
 async fn main() -> anyhow::Result<()> {
     LazyLock::force(&START);
     let mut args = Args::parse();
-    if let Some(Mode::Users(u)) = args.mode.take() {
-        return users::main(u).await;
+    match args.mode.take() {
+        Some(Mode::Users(u)) => return users::main(u).await,
+        Some(Mode::Readings(r)) => return readings::main(r).await,
+        None => {}
     }
     let args = Arc::new(args);
     if args.clients == 0 || args.in_flight == 0 || args.rounds == 0 {

@@ -32,6 +32,12 @@ pub enum BusEvent {
         online: bool,
         origin: String,
     },
+    /// A committed room state write (a deletion: `value` null) and the room's `state_seq` after
+    /// it, which orders the room's state events wherever they arrive.
+    State {
+        seq: i64,
+        state: Arc<crate::domain::State>,
+    },
     /// Sensor readings just accepted (before they are written), for live subscribers.
     Readings {
         sensor: String,
@@ -52,7 +58,7 @@ pub enum BusEvent {
 impl BusEvent {
     /// Events that must reach the other instances: committed messages (each instance's ordered
     /// feed puts them in seq order and fills holes from the store), typing, presence changes,
-    /// live readings
+    /// room state, live readings
     /// (decided once for all instances by the shared presence), cache invalidations.
     pub fn crosses_instances(&self) -> bool {
         !matches!(self, BusEvent::InvalidateAll)

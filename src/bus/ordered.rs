@@ -5,8 +5,8 @@
 //! room it watches, `Message` events come out in seq order with no gap, starting right after the
 //! position the room was started at; a hole that does not close within [`GAP_WAIT`] is filled
 //! from the store, and one that cannot be filled for [`GIVE_UP_AFTER`] is skipped and declared
-//! with a [`FeedEvent::Resync`] just before the messages past it. Typing, presence and sensor
-//! readings pass through unordered (best effort); cache invalidations are not for sockets and are dropped.
+//! with a [`FeedEvent::Resync`] just before the messages past it. Typing, presence, room state
+//! (ordered per socket by its `state_seq`) and sensor readings pass through unordered; cache invalidations are not for sockets and are dropped.
 //!
 //! No task of its own: the one consumer pulls with [`RoomFeed::recv`], which reads the bus, puts
 //! messages in order and hands back what is ready, so ordering costs no extra hand-off.
@@ -52,6 +52,11 @@ pub enum FeedEvent {
         user_id: String,
         online: bool,
         origin: String,
+    },
+    /// A room state write; sessions order them by `seq` (see `gateway/session.rs`).
+    State {
+        seq: i64,
+        state: Arc<crate::domain::State>,
     },
     /// Sensor readings just accepted (best effort, like typing: live views, not history).
     Readings {
@@ -179,6 +184,7 @@ impl RoomFeed {
                 origin,
             },
             BusEvent::Readings { sensor, readings } => FeedEvent::Readings { sensor, readings },
+            BusEvent::State { seq, state } => FeedEvent::State { seq, state },
             BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => return,
         };
         self.state.lock().ready.push_back(passed);

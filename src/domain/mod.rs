@@ -2,7 +2,7 @@
 //! (PROTOCOL.md §3, §5, §6) and the MESSAGE / ROOM-INFO shapes. Knows no HTTP, no SQL.
 //!
 //! Layout: `ids.rs` (room, user, client, sensor ids, state keys), `text.rs` (content,
-//! usernames, emails), `reading.rs` (READING, SENSOR-INFO, times), `error.rs` (what is wrong
+//! usernames, emails), `reading.rs` (READING, SENSOR-INFO, times), `state.rs` (STATE), `error.rs` (what is wrong
 //! with a value).
 
 use serde::{Deserialize, Serialize};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 mod error;
 mod ids;
 mod reading;
+mod state;
 mod text;
 
 pub use error::{DomainError, DomainResult};
@@ -18,6 +19,7 @@ pub use reading::{
     MAX_FUTURE_MS, Reading, SensorInfo, ms_to_rfc3339, now_ms, parse_reading, parse_time,
     parse_time_text,
 };
+pub use state::{State, check_state_value, holds_nul};
 pub use text::{Content, Email, Username};
 
 /// MESSAGE of PROTOCOL.md §3.

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::domain::{Reading, RoomId, SensorId, now_ms, parse_reading};
+use crate::domain::{Reading, RoomId, SensorId, StateKey, now_ms, parse_reading};
 use crate::error::{ApiError, ApiResult};
 use crate::payload::{Object, opt_bool, opt_int, opt_str, req_str};
 
@@ -43,6 +43,18 @@ pub enum ClientEvent {
     Subscribe {
         sensor: SensorId,
     },
+    /// §6.2: a conditional (with `version`) or unconditional write of one key; the value's
+    /// rules are the service's (they come after the room's in the contract's order).
+    StateSet {
+        room: RoomId,
+        key: StateKey,
+        value: Option<Value>,
+        version: Option<i64>,
+    },
+    StateGet {
+        room: RoomId,
+        key: Option<StateKey>,
+    },
     Unsubscribe {
         sensor: SensorId,
     },
@@ -63,6 +75,8 @@ pub fn label(name: &str) -> &'static str {
         "reading" => "reading",
         "subscribe" => "subscribe",
         "unsubscribe" => "unsubscribe",
+        "state_set" => "state_set",
+        "state_get" => "state_get",
         _ => "unknown",
     }
 }
@@ -120,6 +134,16 @@ impl ClientEvent {
             },
             "unsubscribe" => ClientEvent::Unsubscribe {
                 sensor: sensor(&p)?,
+            },
+            "state_set" => ClientEvent::StateSet {
+                room: room(&p)?,
+                key: StateKey::parse(req_str(&p, "key")?)?,
+                value: p.get("value").cloned(),
+                version: opt_int(&p, "version", 0, i64::MAX)?,
+            },
+            "state_get" => ClientEvent::StateGet {
+                room: room(&p)?,
+                key: opt_str(&p, "key")?.map(StateKey::parse).transpose()?,
             },
             _ => ClientEvent::Presence { room: room(&p)? },
         })

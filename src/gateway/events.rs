@@ -83,6 +83,25 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
             durable,
         } => return sensor_events::reading(gw, session, sensor, reading, durable, ev.ack).await,
         ClientEvent::Subscribe { sensor } => sensor_events::subscribe(gw, session, sensor).await,
+        ClientEvent::StateSet {
+            room,
+            key,
+            value,
+            version,
+        } => gw
+            .app
+            .state
+            .set(&session.identity, &room, &key, value.as_ref(), version)
+            .await
+            .map(|state| Some(json!({ "state": state })))
+            .map_err(ApiError::from),
+        ClientEvent::StateGet { room, key } => gw
+            .app
+            .state
+            .get(&session.identity, &room, key.as_ref())
+            .await
+            .map(|items| Some(json!({ "items": items })))
+            .map_err(ApiError::from),
         ClientEvent::Unsubscribe { sensor } => {
             sensor_events::unsubscribe(gw, session, sensor).await
         }
@@ -116,15 +135,23 @@ async fn join(
             return Err(e.into());
         }
     };
+    let (state, state_seq) = match gw.app.state.snapshot(&room).await {
+        Ok(s) => s,
+        Err(e) => {
+            part(gw, session, room.as_str()).await;
+            return Err(e.into());
+        }
+    };
     let last_seq = history.items.last().map(|m| m.seq).unwrap_or(0);
     let body = ok(json!({
         "room": room,
         "epoch": meta.epoch,
         "last_seq": last_seq,
         "history": history.items,
+        "state": state,
     }));
     let ack_packet = ack.map(|id| packet::ack(id, &body));
-    session.activate(room.as_str(), last_seq, ack_packet.as_deref());
+    session.activate(room.as_str(), last_seq, state_seq, ack_packet.as_deref());
     gw.hub.started(room.as_str(), last_seq);
     gw.app
         .presence

@@ -152,6 +152,12 @@ impl Hub {
                     }
                 }
             }
+            FeedEvent::State { seq, state } => {
+                let encoded = Str::from(packet::event("state", &*state));
+                for s in self.members(&state.room) {
+                    s.deliver_state(&state.room, &state.key, seq, &encoded);
+                }
+            }
             FeedEvent::Readings { sensor, readings } => {
                 self.sensors.remember(&sensor, &readings);
                 self.live.deliver(&sensor, &readings);

@@ -7,7 +7,7 @@ use crate::telemetry::Telemetry;
 
 pub struct GatewayMetrics {
     /// `tsunagi_events_in_total{event}`, one per event name of the contract and `unknown`.
-    events_in: [(&'static str, Counter); 10],
+    events_in: [(&'static str, Counter); 12],
     pub messages_out: Counter,
     pub typing_out: Counter,
     pub presence_out: Counter,
@@ -30,6 +30,8 @@ impl GatewayMetrics {
                 "reading",
                 "subscribe",
                 "unsubscribe",
+                "state_set",
+                "state_get",
                 "unknown",
             ];
             GatewayMetrics {
@@ -47,7 +49,7 @@ impl GatewayMetrics {
 
     /// The counter of events named `label` (see `client_event::label`).
     pub fn events_in(&self, label: &str) -> &Counter {
-        let (_, unknown) = &self.events_in[9];
+        let (_, unknown) = &self.events_in[11];
         self.events_in
             .iter()
             .find(|(name, _)| *name == label)

@@ -35,6 +35,32 @@ pub struct InboundEvent {
     pub ack: Option<i64>,
 }
 
+/// Where a joined room's state events stand for this session: they go out in the room's
+/// `state_seq` order per key, after the join's snapshot.
+enum StateCursor {
+    /// Joined, snapshot not read yet: (seq, key, packet) held until activation.
+    Pending(Vec<(i64, String, Str)>),
+    /// Everything up to `snapshot` was in the join's state; then each key's last seq sent.
+    Active {
+        snapshot: i64,
+        keys: HashMap<String, i64>,
+    },
+}
+
+impl StateCursor {
+    /// Whether an event of `key` at `seq` is news (and records it as sent).
+    fn admit(&mut self, key: &str, seq: i64) -> bool {
+        let StateCursor::Active { snapshot, keys } = self else {
+            return false;
+        };
+        if seq <= *snapshot || keys.get(key).is_some_and(|&last| last >= seq) {
+            return false;
+        }
+        keys.insert(key.to_owned(), seq);
+        true
+    }
+}
+
 /// Where a joined room stands for this session.
 enum Cursor {
     /// Joined the hub's room, history not read yet: deliveries wait here.
@@ -59,6 +85,8 @@ pub struct Session {
     backlog: Backlog,
     /// Sensors this socket subscribed to (empty, unallocated, for most sockets).
     sensors: Mutex<Vec<String>>,
+    /// Per joined room, the order of its state events (empty, unallocated, until a join).
+    states: Mutex<HashMap<String, StateCursor>>,
 }
 
 impl Session {
@@ -82,6 +110,7 @@ impl Session {
             budget: EventBudget::new(),
             backlog,
             sensors: Mutex::new(Vec::new()),
+            states: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,12 +210,27 @@ impl Session {
         self.rooms
             .lock()
             .insert(room.to_owned(), Cursor::Pending(Vec::new()));
+        self.states
+            .lock()
+            .insert(room.to_owned(), StateCursor::Pending(Vec::new()));
     }
 
-    /// Finishes a join whose history ends at `last_seq`: sends the ack first, then what arrived
-    /// meanwhile with a seq past the history, so the client sees no gap and no repeat.
-    pub fn activate(&self, room: &str, last_seq: i64, ack: Option<&str>) {
+    /// Finishes a join whose history ends at `last_seq` and whose state snapshot is current at
+    /// `state_seq`: sends the ack first, then what arrived meanwhile past both, so the client
+    /// sees no gap and no repeat.
+    pub fn activate(&self, room: &str, last_seq: i64, state_seq: i64, ack: Option<&str>) {
         let mut rooms = self.rooms.lock();
+        let mut states = self.states.lock();
+        let held_states = match states.insert(
+            room.to_owned(),
+            StateCursor::Active {
+                snapshot: state_seq,
+                keys: HashMap::new(),
+            },
+        ) {
+            Some(StateCursor::Pending(held)) => held,
+            _ => Vec::new(),
+        };
         let held = match rooms.insert(room.to_owned(), Cursor::Active(last_seq)) {
             Some(Cursor::Pending(held)) => held,
             _ => Vec::new(),
@@ -203,10 +247,38 @@ impl Session {
             }
         }
         rooms.insert(room.to_owned(), Cursor::Active(floor));
+        if let Some(cursor) = states.get_mut(room) {
+            let mut held_states = held_states;
+            held_states.sort_by_key(|(seq, _, _)| *seq);
+            for (seq, key, packet) in held_states {
+                if cursor.admit(&key, seq) {
+                    self.emit(packet);
+                }
+            }
+        }
+    }
+
+    /// Delivers a room state event (the same packet text for every session of the room): held
+    /// while the join is reading its snapshot; then only if newer than the snapshot and than
+    /// the last event of its key sent here (an older one that arrives late across instances
+    /// is dropped: the socket never sees a key's versions out of order).
+    pub fn deliver_state(&self, room: &str, key: &str, seq: i64, encoded: &Str) {
+        let mut states = self.states.lock();
+        match states.get_mut(room) {
+            Some(StateCursor::Pending(held)) => held.push((seq, key.to_owned(), encoded.clone())),
+            Some(cursor) => {
+                if cursor.admit(key, seq) {
+                    drop(states);
+                    self.emit(encoded.clone());
+                }
+            }
+            None => {}
+        }
     }
 
     /// Drops `room`; true if it was joined.
     pub fn forget(&self, room: &str) -> bool {
+        self.states.lock().remove(room);
         self.rooms.lock().remove(room).is_some()
     }
 

@@ -1,7 +1,7 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
+//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `state.rs` (§6.2), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
 
 use std::sync::Arc;
 
@@ -21,12 +21,13 @@ mod messages;
 mod ops;
 mod rooms;
 mod sensors;
+mod state;
 mod users;
 mod web;
 
 /// The largest JSON body: room for a maximal message with escapes, and for metadata.
 pub fn body_limit(config: &crate::config::Config) -> usize {
-    config.max_message_bytes * 6 + 64 * 1024
+    (config.max_message_bytes * 6).max(config.max_state_bytes * 2) + 64 * 1024
 }
 
 /// What handlers are given: the app, and the gateway for the socket figures.
@@ -59,6 +60,11 @@ pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
         .route(
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),
+        )
+        .route("/api/v1/rooms/{id}/state", get(state::list))
+        .route(
+            "/api/v1/rooms/{id}/state/{key}",
+            get(state::get).put(state::put).delete(state::delete),
         )
         .route("/api/v1/sensors", post(sensors::create).get(sensors::list))
         .route("/api/v1/sensors/{id}", get(sensors::get))

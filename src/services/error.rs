@@ -30,6 +30,10 @@ pub enum ServiceError {
     Busy(u64),
     #[error("{0}")]
     Conflict(String),
+    /// A state write expected another version: the key's current STATE (JSON; null when the
+    /// key does not exist), for the caller to merge and retry.
+    #[error("the key is not at the expected version")]
+    VersionConflict(Box<serde_json::Value>),
     #[error("the room's history was reset: drop what you hold and re-join")]
     Reset,
     #[error("{1}")]

@@ -3,7 +3,7 @@
 //! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
 //! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
 //! `users.rs` (accounts, read through the layered cache), `sensors/` (sensors, readings with
-//! write-behind, series).
+//! write-behind, series), `state.rs` (room state).
 
 pub mod admin;
 pub mod commit;
@@ -13,4 +13,5 @@ pub mod presence;
 pub mod rooms;
 pub mod ryw;
 pub mod sensors;
+pub mod state;
 pub mod users;

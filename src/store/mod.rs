@@ -1,7 +1,7 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `sqlite/` is the embedded implementation,
+//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `sqlite/` is the embedded implementation,
 //! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
 //! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
@@ -16,6 +16,7 @@ pub mod pool;
 pub mod postgres;
 pub mod sensors;
 pub mod sqlite;
+pub mod state;
 pub mod users;
 
 pub use build::{build, migrate, pg_settings, sqlite_settings};
@@ -239,7 +240,7 @@ pub enum ReadFrom {
 /// - Every failure to reach the database is [`StoreError::Unavailable`], returned within the
 ///   configured acquire timeout.
 #[async_trait]
-pub trait Store: users::UserStore + sensors::SensorStore {
+pub trait Store: users::UserStore + sensors::SensorStore + state::StateStore {
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;
     /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.

@@ -27,6 +27,7 @@ use crate::telemetry::Telemetry;
 
 mod replicas;
 pub mod sensors;
+mod state;
 pub mod users;
 
 use replicas::{Replica, Replicas};

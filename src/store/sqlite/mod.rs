@@ -37,6 +37,7 @@ pub struct SqliteSettings {
 }
 
 mod sensors;
+mod state;
 mod users;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

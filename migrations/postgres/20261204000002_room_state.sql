@@ -1,0 +1,14 @@
+-- Shared room state (PROTOCOL.md §6.2): versioned JSON documents per room and key.
+CREATE TABLE room_state (
+    room_id     TEXT NOT NULL REFERENCES rooms(id),
+    key         TEXT NOT NULL,
+    value       JSONB NOT NULL,
+    version     BIGINT NOT NULL,
+    updated_by  TEXT NOT NULL,
+    updated_at  TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (room_id, key)
+);
+
+-- +1 with every state write of the room, in the same transaction (under the room row's lock):
+-- orders the room's `state` events for every socket, whichever instance published them.
+ALTER TABLE rooms ADD COLUMN state_seq BIGINT NOT NULL DEFAULT 0;

@@ -1,0 +1,127 @@
+//! Shared room state (PROTOCOL.md §6.2): versioned JSON documents per room and key, written
+//! under optimistic concurrency by whoever may write the room, durable before the answer, and
+//! announced on the bus with the room's `state_seq` (the gateway orders them per socket).
+//! Not cached: every read is one indexed statement on the primary.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::error::{ServiceError, ServiceResult};
+use super::rooms::RoomsService;
+use crate::auth::Identity;
+use crate::bus::{Bus, BusEvent};
+use crate::domain::{RoomId, State, StateKey, check_state_value};
+use crate::shared_state::RateLimiter;
+use crate::store::Store;
+use crate::store::state::StateWrite;
+
+pub struct StateService {
+    rooms: Arc<RoomsService>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    /// The send limit: state writes count against it (§6.2).
+    send_limiter: Arc<dyn RateLimiter>,
+    max_bytes: usize,
+}
+
+impl StateService {
+    pub fn new(
+        rooms: Arc<RoomsService>,
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        send_limiter: Arc<dyn RateLimiter>,
+        max_bytes: usize,
+    ) -> Self {
+        StateService {
+            rooms,
+            store,
+            bus,
+            send_limiter,
+            max_bytes,
+        }
+    }
+
+    /// `state_set` / `PUT`: the value's rules, the room, the right to write it, the rate, then
+    /// the conditional write (in the contract's order of errors).
+    pub async fn set(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        key: &StateKey,
+        value: Option<&Value>,
+        version: Option<i64>,
+    ) -> ServiceResult<State> {
+        let value = check_state_value(value, self.max_bytes)?;
+        self.may_write(who, room).await?;
+        let written = self
+            .store
+            .set_state(room, key, &value, version, &who.user_id)
+            .await?;
+        self.settle(written)
+    }
+
+    /// `DELETE`: like a write; deleting a key that does not exist is `not_found`.
+    pub async fn delete(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        key: &StateKey,
+        version: Option<i64>,
+    ) -> ServiceResult<()> {
+        self.may_write(who, room).await?;
+        let written = self
+            .store
+            .delete_state(room, key, version, &who.user_id)
+            .await?;
+        self.settle(written).map(|_| ())
+    }
+
+    async fn may_write(&self, who: &Identity, room: &RoomId) -> ServiceResult<()> {
+        self.rooms.check_access(who, room).await?;
+        self.send_limiter
+            .check(&who.user_id)
+            .await
+            .map_err(ServiceError::RateLimited)
+    }
+
+    fn settle(&self, written: StateWrite) -> ServiceResult<State> {
+        match written {
+            StateWrite::Done { state, seq } => {
+                self.bus.publish(BusEvent::State {
+                    seq,
+                    state: Arc::new(state.clone()),
+                });
+                Ok(state)
+            }
+            StateWrite::Conflict(current) => {
+                let current = serde_json::to_value(current).unwrap_or(Value::Null);
+                Err(ServiceError::VersionConflict(Box::new(current)))
+            }
+            StateWrite::Missing => Err(ServiceError::not_found("no such key in this room")),
+        }
+    }
+
+    /// Every key of the room (by key), or the one asked for (`not_found` if it does not exist).
+    pub async fn get(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        key: Option<&StateKey>,
+    ) -> ServiceResult<Vec<State>> {
+        self.rooms.check_access(who, room).await?;
+        let (mut states, _) = self.snapshot(room).await?;
+        if let Some(key) = key {
+            states.retain(|s| s.key == key.as_str());
+        }
+        Ok(states)
+    }
+
+    /// Every key of the room and the `state_seq` they are current at (access checked before).
+    pub async fn snapshot(&self, room: &RoomId) -> ServiceResult<(Vec<State>, i64)> {
+        self.store
+            .room_state(room)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(format!("room {room} does not exist")))
+    }
+}

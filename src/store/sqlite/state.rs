@@ -1,0 +1,184 @@
+//! [`StateStore`] on SQLite: the one writer connection serializes a room's writes; values are
+//! JSON text.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Connection, Row, SqliteConnection};
+
+use super::SqliteStore;
+use crate::domain::{RoomId, State, StateKey, now_rfc3339};
+use crate::store::StoreError;
+use crate::store::state::{StateStore, StateWrite, next_version};
+
+fn state_from_row(r: &SqliteRow) -> State {
+    State {
+        room: r.get("room_id"),
+        key: r.get("key"),
+        value: serde_json::from_str(r.get::<&str, _>("value")).unwrap_or(Value::Null),
+        version: r.get("version"),
+        updated_by: r.get("updated_by"),
+        updated_at: r.get("updated_at"),
+    }
+}
+
+impl SqliteStore {
+    /// The key's current STATE inside the caller's transaction, or `NotFound` for the room.
+    async fn current_state(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+        key: &StateKey,
+    ) -> Result<Option<State>, StoreError> {
+        let room_row = sqlx::query("SELECT 1 FROM rooms WHERE id = ?")
+            .bind(room.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if room_row.is_none() {
+            return Err(StoreError::NotFound(format!("room {room}")));
+        }
+        let row = self
+            .telemetry
+            .timed(
+                "state_get",
+                sqlx::query(
+                    "SELECT room_id, key, value, version, updated_by, updated_at FROM room_state \
+                     WHERE room_id = ? AND key = ?",
+                )
+                .bind(room.as_str())
+                .bind(key.as_str())
+                .fetch_optional(&mut *conn),
+            )
+            .await?;
+        Ok(row.as_ref().map(state_from_row))
+    }
+
+    async fn bump_state_seq(
+        &self,
+        conn: &mut SqliteConnection,
+        room: &RoomId,
+    ) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "UPDATE rooms SET state_seq = state_seq + 1 WHERE id = ? RETURNING state_seq",
+        )
+        .bind(room.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(row.get(0))
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn set_state(
+        &self,
+        room: &RoomId,
+        key: &StateKey,
+        value: &Value,
+        expected: Option<i64>,
+        by: &str,
+    ) -> Result<StateWrite, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let current = self.current_state(&mut tx, room, key).await?;
+        let version = match next_version(current.as_ref(), expected) {
+            Ok(v) => v,
+            Err(conflict) => return Ok(conflict),
+        };
+        let state = State {
+            room: room.as_str().to_owned(),
+            key: key.as_str().to_owned(),
+            value: value.clone(),
+            version,
+            updated_by: by.to_owned(),
+            updated_at: now_rfc3339(),
+        };
+        self.telemetry
+            .timed(
+                "state_upsert",
+                sqlx::query(
+                    "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, key) DO UPDATE SET \
+                     value = excluded.value, version = excluded.version, \
+                     updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                )
+                .bind(&state.room)
+                .bind(&state.key)
+                .bind(state.value.to_string())
+                .bind(state.version)
+                .bind(&state.updated_by)
+                .bind(&state.updated_at)
+                .execute(&mut *tx),
+            )
+            .await?;
+        let seq = self.bump_state_seq(&mut tx, room).await?;
+        tx.commit().await?;
+        Ok(StateWrite::Done { state, seq })
+    }
+
+    async fn delete_state(
+        &self,
+        room: &RoomId,
+        key: &StateKey,
+        expected: Option<i64>,
+        by: &str,
+    ) -> Result<StateWrite, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let current = self.current_state(&mut tx, room, key).await?;
+        if current.is_none() && expected.is_none_or(|v| v == 0) {
+            return Ok(StateWrite::Missing);
+        }
+        let version = match next_version(current.as_ref(), expected) {
+            Ok(v) => v,
+            Err(conflict) => return Ok(conflict),
+        };
+        self.telemetry
+            .timed(
+                "state_delete",
+                sqlx::query("DELETE FROM room_state WHERE room_id = ? AND key = ?")
+                    .bind(room.as_str())
+                    .bind(key.as_str())
+                    .execute(&mut *tx),
+            )
+            .await?;
+        let seq = self.bump_state_seq(&mut tx, room).await?;
+        tx.commit().await?;
+        let state = State {
+            room: room.as_str().to_owned(),
+            key: key.as_str().to_owned(),
+            value: Value::Null,
+            version,
+            updated_by: by.to_owned(),
+            updated_at: now_rfc3339(),
+        };
+        Ok(StateWrite::Done { state, seq })
+    }
+
+    async fn room_state(&self, room: &RoomId) -> Result<Option<(Vec<State>, i64)>, StoreError> {
+        // one statement: the keys and the seq they are current at are one snapshot
+        let rows = self
+            .telemetry
+            .timed(
+                "state_room",
+                sqlx::query(
+                    "SELECT r.state_seq, s.room_id, s.key, s.value, s.version, s.updated_by, \
+                     s.updated_at FROM rooms r LEFT JOIN room_state s ON s.room_id = r.id \
+                     WHERE r.id = ? ORDER BY s.key",
+                )
+                .bind(room.as_str())
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let seq: i64 = first.get("state_seq");
+        let states = rows
+            .iter()
+            .filter(|r| r.get::<Option<String>, _>("key").is_some())
+            .map(state_from_row)
+            .collect();
+        Ok(Some((states, seq)))
+    }
+}
