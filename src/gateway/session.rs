@@ -266,13 +266,11 @@ impl Session {
         let mut states = self.states.lock();
         match states.get_mut(room) {
             Some(StateCursor::Pending(held)) => held.push((seq, key.to_owned(), encoded.clone())),
-            Some(cursor) => {
-                if cursor.admit(key, seq) {
-                    drop(states);
-                    self.emit(encoded.clone());
-                }
+            Some(cursor) if cursor.admit(key, seq) => {
+                drop(states);
+                self.emit(encoded.clone());
             }
-            None => {}
+            _ => {}
         }
     }
 

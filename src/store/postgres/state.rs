@@ -86,7 +86,7 @@ impl PgStore {
         let current = self.lock_and_read(&mut tx, room, key).await?;
         let version = match next_version(current.as_ref(), expected) {
             Ok(v) => v,
-            Err(conflict) => return Ok(conflict),
+            Err(conflict) => return Ok(*conflict),
         };
         let now = Utc::now();
         self.telemetry
@@ -135,7 +135,7 @@ impl PgStore {
         }
         let version = match next_version(current.as_ref(), expected) {
             Ok(v) => v,
-            Err(conflict) => return Ok(conflict),
+            Err(conflict) => return Ok(*conflict),
         };
         self.telemetry
             .timed(

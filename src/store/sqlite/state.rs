@@ -83,7 +83,7 @@ impl StateStore for SqliteStore {
         let current = self.current_state(&mut tx, room, key).await?;
         let version = match next_version(current.as_ref(), expected) {
             Ok(v) => v,
-            Err(conflict) => return Ok(conflict),
+            Err(conflict) => return Ok(*conflict),
         };
         let state = State {
             room: room.as_str().to_owned(),
@@ -131,7 +131,7 @@ impl StateStore for SqliteStore {
         }
         let version = match next_version(current.as_ref(), expected) {
             Ok(v) => v,
-            Err(conflict) => return Ok(conflict),
+            Err(conflict) => return Ok(*conflict),
         };
         self.telemetry
             .timed(
