@@ -52,11 +52,14 @@ pub trait StateStore: Send + Sync {
 }
 
 /// The decision both stores make once they hold the room's lock and read the key's `current`
-/// STATE: `Err(conflict)` when `expected` does not match, else the version to write.
-pub fn next_version(current: Option<&State>, expected: Option<i64>) -> Result<i64, StateWrite> {
+/// STATE: the version to write, or the conflict to answer when `expected` does not match.
+pub fn next_version(
+    current: Option<&State>,
+    expected: Option<i64>,
+) -> Result<i64, Box<StateWrite>> {
     let now = current.map_or(0, |s| s.version);
     match expected {
-        Some(v) if v != now => Err(StateWrite::Conflict(current.cloned())),
+        Some(v) if v != now => Err(Box::new(StateWrite::Conflict(current.cloned()))),
         _ => Ok(now + 1),
     }
 }
