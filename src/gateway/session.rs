@@ -264,12 +264,19 @@ impl Session {
     /// is dropped: the socket never sees a key's versions out of order).
     pub fn deliver_state(&self, room: &str, key: &str, seq: i64, encoded: &Str) {
         let mut states = self.states.lock();
-        match states.get_mut(room) {
-            Some(StateCursor::Pending(held)) => held.push((seq, key.to_owned(), encoded.clone())),
-            Some(cursor) if cursor.admit(key, seq) => {
-                drop(states);
-                self.emit(encoded.clone());
+        let admitted = match states.get_mut(room) {
+            Some(StateCursor::Pending(held)) => {
+                held.push((seq, key.to_owned(), encoded.clone()));
+                false
             }
+            Some(cursor) => cursor.admit(key, seq),
+            None => false,
+        };
+        drop(states);
+        if admitted {
+            self.emit(encoded.clone());
+        }
+    }
             _ => {}
         }
     }
