@@ -277,9 +277,6 @@ impl Session {
             self.emit(encoded.clone());
         }
     }
-            _ => {}
-        }
-    }
 
     /// Drops `room`; true if it was joined.
     pub fn forget(&self, room: &str) -> bool {
