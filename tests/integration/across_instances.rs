@@ -180,3 +180,38 @@ async fn presence_and_typing_are_one_across_instances() {
             .is_none()
     );
 }
+
+/// Writers on two instances take turns writing one key; every socket, on either instance, sees
+/// the key's versions strictly increasing and ends at the last one (PROTOCOL §6.2).
+#[tokio::test]
+async fn state_versions_reach_sockets_on_both_instances_in_order() {
+    let prefix = format!("tsunagi-test-{}", uuid::Uuid::new_v4().simple());
+    let a = instance(None, &prefix).await;
+    let b = instance(Some(&a.db.clone()), &prefix).await;
+    a.create_room(&a.token("owner"), "board", false).await;
+    let mut readers = Vec::new();
+    for (i, app) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let c = app.connect(&format!("reader{i}")).await;
+        join(&c, "board").await;
+        readers.push(c);
+    }
+    let (wa, wb) = (a.connect("writer-a").await, b.connect("writer-b").await);
+    for i in 0..100 {
+        let w = if i % 2 == 0 { &wa } else { &wb };
+        let body = json!({ "room": "board", "key": "turn", "value": i });
+        let ack = w.call("state_set", body, WAIT).await.unwrap();
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    for (i, r) in readers.iter_mut().enumerate() {
+        let mut last = 0;
+        while last < 100 {
+            let ev = r
+                .next_event("state", WAIT)
+                .await
+                .unwrap_or_else(|| panic!("reader {i} stopped at version {last}"));
+            let v = ev["version"].as_i64().unwrap();
+            assert!(v > last, "reader {i}: version {v} after {last}");
+            last = v;
+        }
+    }
+}
