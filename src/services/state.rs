@@ -56,7 +56,7 @@ impl StateService {
         self.may_write(who, room).await?;
         let written = self
             .store
-            .set_state(room, key, &value, version, &who.user_id)
+            .write_state(room, key, Some(&value), version, &who.user_id)
             .await?;
         self.settle(written)
     }
@@ -72,7 +72,7 @@ impl StateService {
         self.may_write(who, room).await?;
         let written = self
             .store
-            .delete_state(room, key, version, &who.user_id)
+            .write_state(room, key, None, version, &who.user_id)
             .await?;
         self.settle(written).map(|_| ())
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::StoreError;
-use crate::domain::{RoomId, State, StateKey};
+use crate::domain::{RoomId, State, StateKey, now_rfc3339};
 
 /// What a conditional write or delete came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,26 +24,21 @@ pub enum StateWrite {
 }
 
 /// Obligations of every implementation:
-/// - `set_state` / `delete_state` with `expected: Some(v)` succeed only if the key is at version
-///   `v` now (`0`: it must not exist), atomically with the write; `None` is unconditional. A
-///   written key gets its old version + 1 (1 for a new key). Each success advances the room's
-///   `state_seq` by one in the same transaction; concurrent writers of a room are serialized.
+/// - `write_state` of a value (or, with `None`, a delete) with `expected: Some(v)` succeeds only
+///   if the key is at version `v` now (`0`: it must not exist), atomically with the write;
+///   `None` is unconditional. A written key gets its old version + 1 (1 for a new key); a
+///   delete of a key that does not exist is `Missing` (a conflict if another version was
+///   expected). Each success advances the room's `state_seq` by one in the same transaction;
+///   concurrent writers of a room are serialized. An unknown room is `NotFound`.
 /// - `room_state` reads every key of the room and the `state_seq` they are current at, as one
 ///   snapshot, from the primary.
 #[async_trait]
 pub trait StateStore: Send + Sync {
-    async fn set_state(
+    async fn write_state(
         &self,
         room: &RoomId,
         key: &StateKey,
-        value: &Value,
-        expected: Option<i64>,
-        by: &str,
-    ) -> Result<StateWrite, StoreError>;
-    async fn delete_state(
-        &self,
-        room: &RoomId,
-        key: &StateKey,
+        value: Option<&Value>,
         expected: Option<i64>,
         by: &str,
     ) -> Result<StateWrite, StoreError>;
@@ -51,15 +46,35 @@ pub trait StateStore: Send + Sync {
     async fn room_state(&self, room: &RoomId) -> Result<Option<(Vec<State>, i64)>, StoreError>;
 }
 
-/// The decision both stores make once they hold the room's lock and read the key's `current`
-/// STATE: the version to write, or the conflict to answer when `expected` does not match.
-pub fn next_version(
+/// What a write does, decided the same way by both stores once they hold the room's lock and
+/// have read the key's `current` STATE: answer without writing, or store this STATE (a delete
+/// when its `value` is null).
+pub enum Plan {
+    Answer(StateWrite),
+    Store(State),
+}
+
+pub fn plan_write(
+    room: &RoomId,
+    key: &StateKey,
     current: Option<&State>,
+    value: Option<&Value>,
     expected: Option<i64>,
-) -> Result<i64, Box<StateWrite>> {
+    by: &str,
+) -> Plan {
     let now = current.map_or(0, |s| s.version);
-    match expected {
-        Some(v) if v != now => Err(Box::new(StateWrite::Conflict(current.cloned()))),
-        _ => Ok(now + 1),
+    if value.is_none() && current.is_none() && expected.is_none_or(|v| v == 0) {
+        return Plan::Answer(StateWrite::Missing);
     }
+    if expected.is_some_and(|v| v != now) {
+        return Plan::Answer(StateWrite::Conflict(current.cloned()));
+    }
+    Plan::Store(State {
+        room: room.as_str().to_owned(),
+        key: key.as_str().to_owned(),
+        value: value.cloned().unwrap_or(Value::Null),
+        version: now + 1,
+        updated_by: by.to_owned(),
+        updated_at: now_rfc3339(),
+    })
 }

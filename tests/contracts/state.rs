@@ -46,10 +46,10 @@ async fn fifty_writers_of_one_version_make_one_winner(f: &dyn StoreFactory) {
     }
     create_room(&*handles[0], "game").await;
     let first = handles[0]
-        .set_state(
+        .write_state(
             &room("game"),
             &key("board"),
-            &json!({ "turn": 0 }),
+            Some(&json!({ "turn": 0 })),
             Some(0),
             "owner",
         )
@@ -60,10 +60,10 @@ async fn fifty_writers_of_one_version_make_one_winner(f: &dyn StoreFactory) {
         let store = handles[i % handles.len()].clone();
         tokio::spawn(async move {
             store
-                .set_state(
+                .write_state(
                     &room("game"),
                     &key("board"),
-                    &json!({ "turn": i }),
+                    Some(&json!({ "turn": i })),
                     Some(1),
                     &format!("player{i}"),
                 )
@@ -103,13 +103,18 @@ async fn versions_advance_and_restart_after_a_delete(f: &dyn StoreFactory) {
         other => panic!("expected a write, got {other:?}"),
     };
     assert_eq!(
-        done(store.set_state(&r, &k, &json!(1), None, "u").await.unwrap()),
+        done(
+            store
+                .write_state(&r, &k, Some(&json!(1)), None, "u")
+                .await
+                .unwrap()
+        ),
         (1, 1, json!(1))
     );
     assert_eq!(
         done(
             store
-                .set_state(&r, &k, &json!(2), Some(1), "u")
+                .write_state(&r, &k, Some(&json!(2)), Some(1), "u")
                 .await
                 .unwrap()
         ),
@@ -117,41 +122,41 @@ async fn versions_advance_and_restart_after_a_delete(f: &dyn StoreFactory) {
     );
     // a conflict writes nothing and takes no seq
     let stale = store
-        .set_state(&r, &k, &json!(3), Some(1), "u")
+        .write_state(&r, &k, Some(&json!(3)), Some(1), "u")
         .await
         .unwrap();
     assert!(matches!(stale, StateWrite::Conflict(Some(ref s)) if s.version == 2));
     let exists = store
-        .set_state(&r, &k, &json!(3), Some(0), "u")
+        .write_state(&r, &k, Some(&json!(3)), Some(0), "u")
         .await
         .unwrap();
     assert!(matches!(exists, StateWrite::Conflict(Some(_))));
-    let wrong = store.delete_state(&r, &k, Some(7), "u").await.unwrap();
+    let wrong = store.write_state(&r, &k, None, Some(7), "u").await.unwrap();
     assert!(matches!(wrong, StateWrite::Conflict(Some(_))));
     assert_eq!(
-        done(store.delete_state(&r, &k, Some(2), "u").await.unwrap()),
+        done(store.write_state(&r, &k, None, Some(2), "u").await.unwrap()),
         (3, 3, json!(null))
     );
     assert_eq!(
-        store.delete_state(&r, &k, None, "u").await.unwrap(),
+        store.write_state(&r, &k, None, None, "u").await.unwrap(),
         StateWrite::Missing
     );
     let absent = store
-        .set_state(&r, &k, &json!(4), Some(2), "u")
+        .write_state(&r, &k, Some(&json!(4)), Some(2), "u")
         .await
         .unwrap();
     assert_eq!(absent, StateWrite::Conflict(None));
     assert_eq!(
         done(
             store
-                .set_state(&r, &k, &json!(5), Some(0), "u")
+                .write_state(&r, &k, Some(&json!(5)), Some(0), "u")
                 .await
                 .unwrap()
         ),
         (1, 4, json!(5))
     );
     let missing_room = store
-        .set_state(&room("nope"), &k, &json!(1), None, "u")
+        .write_state(&room("nope"), &k, Some(&json!(1)), None, "u")
         .await;
     assert!(
         matches!(missing_room, Err(StoreError::NotFound(_))),
@@ -168,7 +173,7 @@ async fn a_room_snapshot_is_every_key_at_one_seq(f: &dyn StoreFactory) {
     );
     for k in ["b", "a", "C", "a"] {
         store
-            .set_state(&room("s"), &key(k), &json!({ "k": k }), None, "u")
+            .write_state(&room("s"), &key(k), Some(&json!({ "k": k })), None, "u")
             .await
             .unwrap();
     }

@@ -2,7 +2,6 @@
 //! the lock appends take too); values are `jsonb`.
 
 use async_trait::async_trait;
-use chrono::Utc;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
@@ -10,7 +9,7 @@ use sqlx::{Connection, PgConnection, Row};
 use super::{PgStore, rfc3339};
 use crate::domain::{RoomId, State, StateKey};
 use crate::store::StoreError;
-use crate::store::state::{StateStore, StateWrite, next_version};
+use crate::store::state::{Plan, StateStore, StateWrite, plan_write};
 
 fn state_from_row(r: &PgRow) -> State {
     State {
@@ -73,115 +72,59 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    async fn set_state_inner(
+    async fn write_state_inner(
         &self,
         room: &RoomId,
         key: &StateKey,
-        value: &Value,
+        value: Option<&Value>,
         expected: Option<i64>,
         by: &str,
     ) -> Result<StateWrite, StoreError> {
         let mut conn = self.primary.acquire().await?;
         let mut tx = conn.begin().await?;
         let current = self.lock_and_read(&mut tx, room, key).await?;
-        let version = match next_version(current.as_ref(), expected) {
-            Ok(v) => v,
-            Err(conflict) => return Ok(*conflict),
+        let state = match plan_write(room, key, current.as_ref(), value, expected, by) {
+            Plan::Answer(answer) => return Ok(answer),
+            Plan::Store(state) => state,
         };
-        let now = Utc::now();
-        self.telemetry
-            .timed(
-                "state_upsert",
-                sqlx::query(
-                    "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id, key) DO UPDATE SET \
-                     value = excluded.value, version = excluded.version, \
-                     updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                )
-                .bind(room.as_str())
-                .bind(key.as_str())
-                .bind(sqlx::types::Json(value))
-                .bind(version)
-                .bind(by)
-                .bind(now)
-                .execute(&mut *tx),
+        let statement = if state.value.is_null() {
+            sqlx::query("DELETE FROM room_state WHERE room_id = $1 AND key = $2")
+                .bind(&state.room)
+                .bind(&state.key)
+        } else {
+            sqlx::query(
+                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6::timestamptz) ON CONFLICT (room_id, key) DO UPDATE \
+                 SET value = excluded.value, version = excluded.version, \
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
             )
+            .bind(&state.room)
+            .bind(&state.key)
+            .bind(sqlx::types::Json(&state.value))
+            .bind(state.version)
+            .bind(&state.updated_by)
+            .bind(&state.updated_at)
+        };
+        self.telemetry
+            .timed("state_write", statement.execute(&mut *tx))
             .await?;
         let seq = self.bump_state_seq(&mut tx, room).await?;
         tx.commit().await?;
-        let state = State {
-            room: room.as_str().to_owned(),
-            key: key.as_str().to_owned(),
-            value: value.clone(),
-            version,
-            updated_by: by.to_owned(),
-            updated_at: rfc3339(now),
-        };
-        Ok(StateWrite::Done { state, seq })
-    }
-
-    async fn delete_state_inner(
-        &self,
-        room: &RoomId,
-        key: &StateKey,
-        expected: Option<i64>,
-        by: &str,
-    ) -> Result<StateWrite, StoreError> {
-        let mut conn = self.primary.acquire().await?;
-        let mut tx = conn.begin().await?;
-        let current = self.lock_and_read(&mut tx, room, key).await?;
-        if current.is_none() && expected.is_none_or(|v| v == 0) {
-            return Ok(StateWrite::Missing);
-        }
-        let version = match next_version(current.as_ref(), expected) {
-            Ok(v) => v,
-            Err(conflict) => return Ok(*conflict),
-        };
-        self.telemetry
-            .timed(
-                "state_delete",
-                sqlx::query("DELETE FROM room_state WHERE room_id = $1 AND key = $2")
-                    .bind(room.as_str())
-                    .bind(key.as_str())
-                    .execute(&mut *tx),
-            )
-            .await?;
-        let seq = self.bump_state_seq(&mut tx, room).await?;
-        tx.commit().await?;
-        let state = State {
-            room: room.as_str().to_owned(),
-            key: key.as_str().to_owned(),
-            value: Value::Null,
-            version,
-            updated_by: by.to_owned(),
-            updated_at: rfc3339(Utc::now()),
-        };
         Ok(StateWrite::Done { state, seq })
     }
 }
 
 #[async_trait]
 impl StateStore for PgStore {
-    async fn set_state(
+    async fn write_state(
         &self,
         room: &RoomId,
         key: &StateKey,
-        value: &Value,
+        value: Option<&Value>,
         expected: Option<i64>,
         by: &str,
     ) -> Result<StateWrite, StoreError> {
-        self.bounded(self.set_state_inner(room, key, value, expected, by))
-            .await
-    }
-
-    async fn delete_state(
-        &self,
-        room: &RoomId,
-        key: &StateKey,
-        expected: Option<i64>,
-        by: &str,
-    ) -> Result<StateWrite, StoreError> {
-        self.bounded(self.delete_state_inner(room, key, expected, by))
+        self.bounded(self.write_state_inner(room, key, value, expected, by))
             .await
     }
 

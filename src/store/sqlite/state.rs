@@ -7,9 +7,9 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::SqliteStore;
-use crate::domain::{RoomId, State, StateKey, now_rfc3339};
+use crate::domain::{RoomId, State, StateKey};
 use crate::store::StoreError;
-use crate::store::state::{StateStore, StateWrite, next_version};
+use crate::store::state::{Plan, StateStore, StateWrite, plan_write};
 
 fn state_from_row(r: &SqliteRow) -> State {
     State {
@@ -70,88 +70,44 @@ impl SqliteStore {
 
 #[async_trait]
 impl StateStore for SqliteStore {
-    async fn set_state(
+    async fn write_state(
         &self,
         room: &RoomId,
         key: &StateKey,
-        value: &Value,
+        value: Option<&Value>,
         expected: Option<i64>,
         by: &str,
     ) -> Result<StateWrite, StoreError> {
         let mut conn = self.writer.acquire().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let current = self.current_state(&mut tx, room, key).await?;
-        let version = match next_version(current.as_ref(), expected) {
-            Ok(v) => v,
-            Err(conflict) => return Ok(*conflict),
+        let state = match plan_write(room, key, current.as_ref(), value, expected, by) {
+            Plan::Answer(answer) => return Ok(answer),
+            Plan::Store(state) => state,
         };
-        let state = State {
-            room: room.as_str().to_owned(),
-            key: key.as_str().to_owned(),
-            value: value.clone(),
-            version,
-            updated_by: by.to_owned(),
-            updated_at: now_rfc3339(),
-        };
-        self.telemetry
-            .timed(
-                "state_upsert",
-                sqlx::query(
-                    "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, key) DO UPDATE SET \
-                     value = excluded.value, version = excluded.version, \
-                     updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                )
+        let statement = if state.value.is_null() {
+            sqlx::query("DELETE FROM room_state WHERE room_id = ? AND key = ?")
                 .bind(&state.room)
                 .bind(&state.key)
-                .bind(state.value.to_string())
-                .bind(state.version)
-                .bind(&state.updated_by)
-                .bind(&state.updated_at)
-                .execute(&mut *tx),
+        } else {
+            sqlx::query(
+                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, key) DO UPDATE SET \
+                 value = excluded.value, version = excluded.version, \
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
             )
-            .await?;
-        let seq = self.bump_state_seq(&mut tx, room).await?;
-        tx.commit().await?;
-        Ok(StateWrite::Done { state, seq })
-    }
-
-    async fn delete_state(
-        &self,
-        room: &RoomId,
-        key: &StateKey,
-        expected: Option<i64>,
-        by: &str,
-    ) -> Result<StateWrite, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let current = self.current_state(&mut tx, room, key).await?;
-        if current.is_none() && expected.is_none_or(|v| v == 0) {
-            return Ok(StateWrite::Missing);
-        }
-        let version = match next_version(current.as_ref(), expected) {
-            Ok(v) => v,
-            Err(conflict) => return Ok(*conflict),
+            .bind(&state.room)
+            .bind(&state.key)
+            .bind(state.value.to_string())
+            .bind(state.version)
+            .bind(&state.updated_by)
+            .bind(&state.updated_at)
         };
         self.telemetry
-            .timed(
-                "state_delete",
-                sqlx::query("DELETE FROM room_state WHERE room_id = ? AND key = ?")
-                    .bind(room.as_str())
-                    .bind(key.as_str())
-                    .execute(&mut *tx),
-            )
+            .timed("state_write", statement.execute(&mut *tx))
             .await?;
         let seq = self.bump_state_seq(&mut tx, room).await?;
         tx.commit().await?;
-        let state = State {
-            room: room.as_str().to_owned(),
-            key: key.as_str().to_owned(),
-            value: Value::Null,
-            version,
-            updated_by: by.to_owned(),
-            updated_at: now_rfc3339(),
-        };
         Ok(StateWrite::Done { state, seq })
     }
 
