@@ -4,7 +4,7 @@
 //! Layout: the [`Bus`] trait (the transport) and its events here; the in-process bus in
 //! `local.rs`; `redis.rs` carries the cross-instance events through Redis pub/sub;
 //! `ordered.rs` is the feed sockets are served from (seq order, gap-free, or a declared
-//! resync), with its per-room order in `order.rs`; [`build`] picks the engine from the config.
+//! resync), with its per-room order in `order.rs` and the rooms' state events' in `state_order.rs`; [`build`] picks the engine from the config.
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ pub mod local;
 pub mod order;
 pub mod ordered;
 pub mod redis;
+pub mod state_order;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum BusEvent {

@@ -5,8 +5,9 @@
 //! room it watches, `Message` events come out in seq order with no gap, starting right after the
 //! position the room was started at; a hole that does not close within [`GAP_WAIT`] is filled
 //! from the store, and one that cannot be filled for [`GIVE_UP_AFTER`] is skipped and declared
-//! with a [`FeedEvent::Resync`] just before the messages past it. Typing, presence, room state
-//! (ordered per socket by its `state_seq`) and sensor readings pass through unordered; cache invalidations are not for sockets and are dropped.
+//! with a [`FeedEvent::Resync`] just before the messages past it. Room state events come out in
+//! each room's `state_seq` order (`state_order.rs`). Typing, presence and sensor readings pass
+//! through unordered; cache invalidations are not for sockets and are dropped.
 //!
 //! No task of its own: the one consumer pulls with [`RoomFeed::recv`], which reads the bus, puts
 //! messages in order and hands back what is ready, so ordering costs no extra hand-off.
@@ -20,6 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use super::order::RoomOrder;
+use super::state_order::StateOrder;
 use super::{Bus, BusEvent};
 use crate::domain::{Message, RoomId};
 use crate::store::{HistoryQuery, ReadFrom, Store, StoreError};
@@ -98,6 +100,10 @@ struct State {
     ready: VecDeque<FeedEvent>,
     /// Rooms whose hole a fill task is working on.
     filling: HashSet<String>,
+    /// Watched rooms' state events, in `state_seq` order.
+    states: HashMap<String, StateOrder>,
+    /// Rooms whose state hole a timer is waiting on.
+    state_waiting: HashSet<String>,
 }
 
 pub struct RoomFeed {
@@ -126,12 +132,89 @@ impl RoomFeed {
 
     /// Local interest in `room` begins: its messages are held until [`Self::start_at`].
     pub fn watch(&self, room: &str) {
-        self.state.lock().rooms.entry(room.to_owned()).or_default();
+        let mut st = self.state.lock();
+        st.rooms.entry(room.to_owned()).or_default();
+        st.states.entry(room.to_owned()).or_default();
     }
 
     /// No local interest any more: the room's order is forgotten (it restarts at the next join).
     pub fn unwatch(&self, room: &str) {
-        self.state.lock().rooms.remove(room);
+        let mut st = self.state.lock();
+        st.rooms.remove(room);
+        st.states.remove(room);
+    }
+
+    /// A join read `room`'s state at `seq`: its state events are ordered from there, unless
+    /// that already runs.
+    pub fn start_state_at(&self, room: &str, seq: i64) {
+        let mut st = self.state.lock();
+        let Some(order) = st.states.get_mut(room) else {
+            return;
+        };
+        let ready = order.start_at(seq);
+        let hole = order.has_hole();
+        let released = !ready.is_empty();
+        st.ready.extend(
+            ready
+                .into_iter()
+                .map(|(seq, state)| FeedEvent::State { seq, state }),
+        );
+        if hole {
+            self.skip_state_hole_later(&mut st, room);
+        }
+        drop(st);
+        if released {
+            self.released.notify_one();
+        }
+    }
+
+    fn accept_state(&self, seq: i64, state: Arc<crate::domain::State>) {
+        let mut st = self.state.lock();
+        let room = state.room.clone();
+        let Some(order) = st.states.get_mut(&room) else {
+            return; // no socket here is in this room
+        };
+        let ready = order.accept(seq, state);
+        let hole = order.has_hole();
+        st.ready.extend(
+            ready
+                .into_iter()
+                .map(|(seq, state)| FeedEvent::State { seq, state }),
+        );
+        if hole {
+            self.skip_state_hole_later(&mut st, &room);
+        }
+    }
+
+    /// A later state write came before an earlier one (two instances publishing at once): wait
+    /// [`GAP_WAIT`] for it, then release what waits behind the hole.
+    fn skip_state_hole_later(&self, st: &mut State, room: &str) {
+        if !st.state_waiting.insert(room.to_owned()) {
+            return;
+        }
+        let Some(feed) = self.me.upgrade() else {
+            return;
+        };
+        let room = room.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(GAP_WAIT).await;
+            let mut st = feed.state.lock();
+            st.state_waiting.remove(&room);
+            let Some(order) = st.states.get_mut(&room) else {
+                return;
+            };
+            if !order.has_hole() {
+                return;
+            }
+            let ready = order.skip_hole();
+            st.ready.extend(
+                ready
+                    .into_iter()
+                    .map(|(seq, state)| FeedEvent::State { seq, state }),
+            );
+            drop(st);
+            feed.released.notify_one();
+        });
     }
 
     /// A join read `room` up to `last_seq`: ordering starts there unless it already runs.
@@ -184,7 +267,7 @@ impl RoomFeed {
                 origin,
             },
             BusEvent::Readings { sensor, readings } => FeedEvent::Readings { sensor, readings },
-            BusEvent::State { seq, state } => FeedEvent::State { seq, state },
+            BusEvent::State { seq, state } => return self.accept_state(seq, state),
             BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => return,
         };
         self.state.lock().ready.push_back(passed);

@@ -152,7 +152,7 @@ async fn join(
     }));
     let ack_packet = ack.map(|id| packet::ack(id, &body));
     session.activate(room.as_str(), last_seq, state_seq, ack_packet.as_deref());
-    gw.hub.started(room.as_str(), last_seq);
+    gw.hub.started(room.as_str(), last_seq, state_seq);
     gw.app
         .presence
         .arrived(room.as_str(), &session.identity.user_id, &session.sid)

@@ -95,10 +95,11 @@ impl Hub {
         }
     }
 
-    /// A join of `room` read its history up to `last_seq` (and the session is active): the
-    /// room's feed starts there if it is not running.
-    pub fn started(&self, room: &str, last_seq: i64) {
+    /// A join of `room` read its history up to `last_seq` and its state at `state_seq` (and the
+    /// session is active): the room's feed starts there if it is not running.
+    pub fn started(&self, room: &str, last_seq: i64, state_seq: i64) {
         self.feed.start_at(room, last_seq);
+        self.feed.start_state_at(room, state_seq);
     }
 
     fn members(&self, room: &str) -> Vec<Arc<Session>> {

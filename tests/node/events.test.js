@@ -40,7 +40,7 @@ describe('events', () => {
       const s = await sock('jo-reader');
       const j = await ack(s, 'join', { room: id });
       assert.equal(j.ok, true);
-      assert.deepEqual(Object.keys(j).sort(), ['epoch', 'history', 'last_seq', 'ok', 'room']);
+      assert.deepEqual(Object.keys(j).sort(), ['epoch', 'history', 'last_seq', 'ok', 'room', 'state']);
       assert.equal(j.room, id);
       assert.equal(typeof j.epoch, 'string');
       assert.equal(j.epoch, info.epoch);
@@ -62,7 +62,7 @@ describe('events', () => {
       const [id, info] = await room();
       const s = await sock('j2');
       const j = await ack(s, 'join', { room: id });
-      assert.deepEqual(j, { ok: true, room: id, epoch: info.epoch, last_seq: 0, history: [] });
+      assert.deepEqual(j, { ok: true, room: id, epoch: info.epoch, last_seq: 0, history: [], state: [] });
     });
 
     it('join of fewer than 50 messages returns them all', async () => {
