@@ -45,8 +45,10 @@ pub async fn audit(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-/// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus.
+/// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus, and
+/// the sensor readings waiting in memory or being written.
 pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<impl IntoResponse> {
-    let figures = edge.app.admin.stats(&who, edge.gateway.connected())?;
+    let mut figures = edge.app.admin.stats(&who, edge.gateway.connected())?;
+    figures["sensors"] = json!({ "buffered": edge.app.sensors.buffered() });
     Ok(Json(figures))
 }
