@@ -206,6 +206,10 @@ impl App {
                     flush: config.sensor_flush,
                     capacity: config.sensor_buffer,
                 },
+                sends_waiting: {
+                    let committer = committer.clone();
+                    Arc::new(move || committer.busy())
+                },
                 // a flush behind another, each waiting for a connection and one statement
                 durable_wait: config.sensor_flush + (config.db_acquire_timeout + attempt) * 2,
                 retention_days: config.sensor_retention_days,

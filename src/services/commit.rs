@@ -14,6 +14,7 @@
 //! are never retried one by one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -70,6 +71,8 @@ fn too_late() -> ServiceError {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
+    /// A batch is being committed now.
+    committing: Arc<AtomicBool>,
     deadline: Duration,
     /// The process's shutdown: once cancelled, new sends are refused.
     shutdown: CancellationToken,
@@ -91,9 +94,17 @@ impl Committer {
             ryw,
             telemetry,
         };
-        tokio::spawn(run(rx, parts, settings.max_batch, settings.attempt));
+        let committing = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(
+            rx,
+            parts,
+            settings.max_batch,
+            settings.attempt,
+            committing.clone(),
+        ));
         Committer {
             tx,
+            committing,
             deadline: settings.deadline,
             shutdown,
         }
@@ -131,6 +142,12 @@ impl Committer {
             rx.await
                 .unwrap_or_else(|_| Err(ServiceError::unavailable("the committer has stopped")))
         }
+    }
+
+    /// Whether sends are queued or being committed: low-priority writers (sensor readings)
+    /// give way while this is true.
+    pub fn busy(&self) -> bool {
+        self.committing.load(Ordering::Relaxed) || self.tx.capacity() < self.tx.max_capacity()
     }
 
     /// Waits until everything queued so far is committed (new sends are refused once the
@@ -202,9 +219,16 @@ impl Parts {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, parts: Parts, max_batch: usize, attempt: Duration) {
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    parts: Parts,
+    max_batch: usize,
+    attempt: Duration,
+    committing: Arc<AtomicBool>,
+) {
     let mut jobs = Vec::with_capacity(max_batch);
     while rx.recv_many(&mut jobs, max_batch).await > 0 {
+        committing.store(true, Ordering::Relaxed);
         let now = Instant::now();
         let mut messages = Vec::with_capacity(jobs.len());
         let mut waiters = Vec::with_capacity(jobs.len());
@@ -228,5 +252,6 @@ async fn run(mut rx: mpsc::Receiver<Job>, parts: Parts, max_batch: usize, attemp
         for done in flushes {
             done.send(()).ok();
         }
+        committing.store(false, Ordering::Relaxed);
     }
 }

@@ -21,6 +21,17 @@ use crate::domain::Reading;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
+/// Whether higher-priority writes (message sends) are waiting or being committed.
+pub type Priority = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Readings written per transaction: a send that arrives during a flush waits for one chunk
+/// at most (SQLite has one writer; on PostgreSQL a big commit's WAL is flushed before the
+/// send's).
+const CHUNK: usize = 500;
+/// The longest a chunk gives way to sends before it is written anyway (else a steady stream
+/// of sends would starve the readings; the full buffer then pushes back).
+const MAX_YIELD: Duration = Duration::from_millis(50);
+
 #[derive(Debug, Clone, Copy)]
 pub struct BufferSettings {
     /// Readings waiting that start a write.
@@ -76,11 +87,18 @@ pub struct WriteBehind {
     metrics: Metrics,
     /// Since when writes have been failing (None while they succeed).
     failing_since: Mutex<Option<Instant>>,
+    /// Sends go first: each chunk waits (a while) until none is waiting.
+    sends_waiting: Priority,
 }
 
 impl WriteBehind {
     /// Starts the writer task; it runs until [`Self::close`] has written everything.
-    pub fn start(store: Arc<dyn Store>, settings: BufferSettings, t: &Telemetry) -> Arc<Self> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        settings: BufferSettings,
+        sends_waiting: Priority,
+        t: &Telemetry,
+    ) -> Arc<Self> {
         let metrics = t.record(|| Metrics {
             depth: metrics::gauge!("tsunagi_sensor_buffer_depth"),
             accepted: metrics::counter!("tsunagi_sensor_readings_accepted_total"),
@@ -105,6 +123,7 @@ impl WriteBehind {
             store,
             metrics,
             failing_since: Mutex::new(None),
+            sends_waiting,
         });
         tokio::spawn(wb.clone().run());
         wb
@@ -244,29 +263,34 @@ impl WriteBehind {
         (batch, g)
     }
 
-    /// Writes `batch` until it is committed: a reading once accepted is never dropped (while the
-    /// database is down the buffer fills and pushes back instead).
+    /// Writes `batch` until it is committed, a chunk at a time, each giving way to sends first:
+    /// a reading once accepted is never dropped (while the database is down the buffer fills
+    /// and pushes back instead).
     async fn write(&self, batch: Vec<Reading>) {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = std::time::Instant::now();
-            match self.store.write_readings(&batch).await {
-                Ok(()) => {
-                    *self.failing_since.lock() = None;
-                    self.metrics.flush_rows.record(batch.len() as f64);
-                    self.metrics
-                        .flush_seconds
-                        .record(started.elapsed().as_secs_f64());
-                    return;
-                }
-                Err(e) => {
-                    self.failing_since.lock().get_or_insert_with(Instant::now);
-                    self.metrics.flush_errors.increment(1);
-                    tracing::warn!(error = %e, readings = batch.len(), "writing sensor readings failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let started = std::time::Instant::now();
+        for chunk in batch.chunks(CHUNK) {
+            self.give_way().await;
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = self.store.write_readings(chunk).await {
+                self.failing_since.lock().get_or_insert_with(Instant::now);
+                self.metrics.flush_errors.increment(1);
+                tracing::warn!(error = %e, readings = chunk.len(), "writing sensor readings failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
+            *self.failing_since.lock() = None;
+        }
+        self.metrics.flush_rows.record(batch.len() as f64);
+        self.metrics
+            .flush_seconds
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Waits while sends are queued or committing, at most [`MAX_YIELD`].
+    async fn give_way(&self) {
+        let until = Instant::now() + MAX_YIELD;
+        while (self.sends_waiting)() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }

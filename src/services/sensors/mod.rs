@@ -47,6 +47,8 @@ pub struct Accepted {
 
 pub struct SensorSettings {
     pub buffer: buffer::BufferSettings,
+    /// Whether message sends are waiting: readings give way to them.
+    pub sends_waiting: buffer::Priority,
     /// How long a durable write waits for its flush before answering `unavailable`.
     pub durable_wait: Duration,
     /// Readings older than this many days are removed (0: kept).
@@ -77,7 +79,12 @@ impl SensorsService {
         shutdown: CancellationToken,
         telemetry: &Telemetry,
     ) -> Arc<Self> {
-        let buffer = WriteBehind::start(store.clone(), settings.buffer, telemetry);
+        let buffer = WriteBehind::start(
+            store.clone(),
+            settings.buffer,
+            settings.sends_waiting.clone(),
+            telemetry,
+        );
         let partitions = telemetry.record(|| metrics::gauge!("tsunagi_sensor_partitions"));
         let service = Arc::new(SensorsService {
             store,
