@@ -20,7 +20,9 @@ use crate::config::Config;
 use crate::health::HealthCheck;
 use crate::password::Passwords;
 use crate::services::admin::AdminService;
+use crate::services::archive::{ARCHIVE_JOB, ArchiveJob, Archiver};
 use crate::services::commit::{CommitSettings, Committer};
+use crate::services::jobs::Jobs;
 use crate::services::messages::MessagesService;
 use crate::services::presence::PresenceService;
 use crate::services::rooms::RoomsService;
@@ -43,6 +45,8 @@ pub struct App {
     pub presence: Arc<PresenceService>,
     pub sensors: Arc<SensorsService>,
     pub state: Arc<StateService>,
+    pub archiver: Arc<Archiver>,
+    pub jobs: Arc<Jobs>,
     pub admin: AdminService,
     /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
     pub shutdown: CancellationToken,
@@ -218,6 +222,27 @@ impl App {
             shutdown.clone(),
             &telemetry,
         );
+        let archiver = Arc::new(Archiver::new(
+            store.clone(),
+            config.archive_batch,
+            {
+                let committer = committer.clone();
+                Arc::new(move || committer.busy())
+            },
+            &telemetry,
+        ));
+        if let Some(older_than) = config.archive_after {
+            archiver.clone().run_in_background(
+                older_than,
+                config.archive_interval,
+                shutdown.clone(),
+            );
+        }
+        archiver.clone().publish_stats(shutdown.clone());
+        let mut jobs = Jobs::new(store.clone(), config.job_lease, config.job_keep);
+        jobs.handle(ARCHIVE_JOB, Arc::new(ArchiveJob(archiver.clone())));
+        let jobs = Arc::new(jobs);
+        jobs.clone().start(shutdown.clone());
         let admin = AdminService::new(store.clone(), bus.clone(), caches, backplane.is_remote());
 
         let app = Arc::new(App {
@@ -229,6 +254,8 @@ impl App {
             presence,
             sensors,
             state,
+            archiver,
+            jobs,
             admin,
             shutdown,
             health,

@@ -191,19 +191,9 @@ pub fn load_or_create_secret(data_dir: &Path) -> anyhow::Result<String> {
 
 /// Parses `30s`, `15m`, `1h`, `7d` or plain seconds.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 1h"))?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("`{s}`: unit must be s, m, h or d")),
-    };
-    Ok(n * mult)
+    crate::domain::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

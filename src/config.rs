@@ -291,6 +291,36 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "3600",
         "how often partitions are made ahead and retention runs (also once at start)",
     ),
+    (
+        "TSUNAGI_ARCHIVE_AFTER",
+        "30d",
+        "messages older than this move to cold storage (`30d`, `12h`, `90m`); 0 = never",
+    ),
+    (
+        "TSUNAGI_ARCHIVE_BATCH",
+        "1000",
+        "messages moved per step of the archiver (one short hot transaction each)",
+    ),
+    (
+        "TSUNAGI_ARCHIVE_URL",
+        "",
+        "cold storage: sqlite:// or postgres://; empty = `<data dir>/archive.db` (SQLite) or a month-partitioned table in the primary (PostgreSQL)",
+    ),
+    (
+        "TSUNAGI_JOB_LEASE_S",
+        "60",
+        "a running job whose instance stopped renewing it is taken up again after this",
+    ),
+    (
+        "TSUNAGI_JOB_KEEP_DAYS",
+        "7",
+        "completed jobs are kept this long",
+    ),
+    (
+        "TSUNAGI_ARCHIVE_INTERVAL_S",
+        "300",
+        "how often the background archiver looks for old messages (also once at start)",
+    ),
 ];
 
 #[derive(Debug, Clone)]
@@ -353,6 +383,13 @@ pub struct Config {
     pub sensor_live_rate: f64,
     pub sensor_retention_days: u32,
     pub sensor_maintenance: Duration,
+    /// None: never archive.
+    pub archive_after: Option<Duration>,
+    pub archive_batch: u32,
+    pub archive_url: Option<String>,
+    pub archive_interval: Duration,
+    pub job_lease: Duration,
+    pub job_keep: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -571,6 +608,17 @@ impl Config {
         let secs = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_secs)
         };
+        let archive_after = crate::domain::parse_duration(&raw.get("TSUNAGI_ARCHIVE_AFTER"))
+            .map_err(|e| err("TSUNAGI_ARCHIVE_AFTER", e.to_string()))?;
+        let archive_url = Some(raw.get("TSUNAGI_ARCHIVE_URL")).filter(|s| !s.trim().is_empty());
+        if let Some(url) = &archive_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres"))
+        {
+            return Err(err(
+                "TSUNAGI_ARCHIVE_URL",
+                "must start with sqlite:// or postgres://",
+            ));
+        }
         Ok(Config {
             listen,
             database_url,
@@ -630,15 +678,35 @@ impl Config {
             sensor_live_rate: raw.num("TSUNAGI_SENSOR_LIVE_RATE", 0.01, 100_000.0)?,
             sensor_retention_days: raw.num("TSUNAGI_SENSOR_RETENTION_DAYS", 0, 36_500)?,
             sensor_maintenance: secs("TSUNAGI_SENSOR_MAINTENANCE_S", 1, 604_800)?,
+            archive_after: (!archive_after.is_zero()).then_some(archive_after),
+            archive_batch: raw.num("TSUNAGI_ARCHIVE_BATCH", 1, 100_000)?,
+            archive_url,
+            archive_interval: secs("TSUNAGI_ARCHIVE_INTERVAL_S", 1, 604_800)?,
+            job_lease: secs("TSUNAGI_JOB_LEASE_S", 3, 86_400)?,
+            job_keep: Duration::from_secs(86_400)
+                * raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)?,
         })
     }
 
     /// The SQLite file of a `sqlite://` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).
     pub fn sqlite_path(&self) -> Option<PathBuf> {
-        let rest = self.database_url.strip_prefix("sqlite:")?;
-        let rest = rest.strip_prefix("//").unwrap_or(rest);
-        let rest = rest.split('?').next().unwrap_or(rest);
-        Some(PathBuf::from(rest))
+        self.database_url
+            .starts_with("sqlite:")
+            .then(|| sqlite_file(&self.database_url))
+    }
+
+    /// Where cold storage is: `TSUNAGI_ARCHIVE_URL`, else `archive.db` in the data dir
+    /// (SQLite), else the primary itself (PostgreSQL).
+    pub fn cold_location(&self) -> crate::store::archive::ColdLocation {
+        use crate::store::archive::ColdLocation;
+        match &self.archive_url {
+            Some(url) if url.starts_with("postgres") => ColdLocation::Postgres(url.clone()),
+            Some(url) => ColdLocation::Sqlite(sqlite_file(url)),
+            None => match self.data_dir() {
+                Some(dir) => ColdLocation::Sqlite(dir.join("archive.db")),
+                None => ColdLocation::Postgres(self.database_url.clone()),
+            },
+        }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -653,6 +721,13 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("."))
         })
     }
+}
+
+/// The file of a `sqlite://` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).
+fn sqlite_file(url: &str) -> PathBuf {
+    let rest = url.strip_prefix("sqlite:").unwrap_or(url);
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    PathBuf::from(rest.split('?').next().unwrap_or(rest))
 }
 
 #[cfg(test)]

@@ -2,17 +2,19 @@
 //! (PROTOCOL.md §3, §5, §6) and the MESSAGE / ROOM-INFO shapes. Knows no HTTP, no SQL.
 //!
 //! Layout: `ids.rs` (room, user, client, sensor ids, state keys), `text.rs` (content,
-//! usernames, emails), `reading.rs` (READING, SENSOR-INFO, times), `state.rs` (STATE), `error.rs` (what is wrong
+//! usernames, emails), `reading.rs` (READING, SENSOR-INFO, times), `state.rs` (STATE), `duration.rs` (`30d`), `error.rs` (what is wrong
 //! with a value).
 
 use serde::{Deserialize, Serialize};
 
+mod duration;
 mod error;
 mod ids;
 mod reading;
 mod state;
 mod text;
 
+pub use duration::parse_duration;
 pub use error::{DomainError, DomainResult};
 pub use ids::{ClientId, RoomId, SensorId, StateKey, UserId};
 pub use reading::{

@@ -45,10 +45,75 @@ pub async fn audit(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
-/// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus, and
-/// the sensor readings waiting in memory or being written.
+/// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus, the
+/// sensor readings waiting in memory or being written, and hot and cold message counts with
+/// the age of the oldest hot message (§6.3).
 pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<impl IntoResponse> {
     let mut figures = edge.app.admin.stats(&who, edge.gateway.connected())?;
     figures["sensors"] = json!({ "buffered": edge.app.sensors.buffered() });
+    let archive = edge.app.archiver.stats().await?;
+    figures["messages"] = json!({
+        "hot": archive.hot_messages,
+        "cold": archive.cold_messages,
+        "oldest_hot_at": archive.oldest_hot,
+        "oldest_hot_age_s": crate::services::archive::oldest_age_seconds(&archive).floor(),
+    });
     Ok(Json(figures))
+}
+
+/// `POST /admin/archive { older_than? }`: queues one archive pass → 202 JOB.
+pub async fn archive(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let body: serde_json::Map<String, serde_json::Value> =
+        if body.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Map::new()
+        } else {
+            match serde_json::from_slice(&body) {
+                Ok(serde_json::Value::Object(o)) => o,
+                _ => return Err(ApiError::bad_request("the body must be a JSON object")),
+            }
+        };
+    let older_than = match body.get("older_than") {
+        None | Some(serde_json::Value::Null) => app.config.archive_after,
+        Some(serde_json::Value::String(s)) => Some(crate::domain::parse_duration(s)?),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "older_than must be a duration string such as 30d or 12h",
+            ));
+        }
+    };
+    let job = crate::services::archive::queue_pass(&app.jobs, &who, older_than).await?;
+    Ok((axum::http::StatusCode::ACCEPTED, Json(job)))
+}
+
+/// `GET /admin/jobs?state=&kind=&limit=&cursor=`: newest first (admins).
+pub async fn jobs(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<impl IntoResponse> {
+    if !who.admin {
+        return Err(crate::services::error::ServiceError::forbidden("admins only").into());
+    }
+    let limit = list_limit(&q)?;
+    let state = filter(&q, "state")?;
+    if let Some(s) = &state
+        && !["queued", "running", "done", "dead"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(
+            "state must be queued, running, done or dead",
+        ));
+    }
+    let query = crate::store::jobs::JobQuery {
+        state,
+        kind: filter(&q, "kind")?,
+        before_id: filter(&q, "cursor")?,
+        limit: limit + 1,
+    };
+    let fetched = app.jobs.list(&query).await?;
+    let (items, next_cursor) = keyset_page(fetched, limit, |j| j.id.clone());
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }

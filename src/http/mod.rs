@@ -57,6 +57,8 @@ pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/users/{id}", get(users::get).patch(users::patch))
         .route("/api/v1/admin/audit", get(admin::audit))
         .route("/api/v1/admin/stats", get(admin::stats))
+        .route("/api/v1/admin/archive", post(admin::archive))
+        .route("/api/v1/admin/jobs", get(admin::jobs))
         .route(
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),

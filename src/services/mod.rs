@@ -3,11 +3,14 @@
 //! Layout: `rooms.rs` (rooms, membership, access checks with a cache), `messages.rs` (send,
 //! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
 //! `users.rs` (accounts, read through the layered cache), `sensors/` (sensors, readings with
-//! write-behind, series), `state.rs` (room state).
+//! write-behind, series), `state.rs` (room state), `archive.rs` (the
+//! archiver moving old messages to cold storage).
 
 pub mod admin;
+pub mod archive;
 pub mod commit;
 pub mod error;
+pub mod jobs;
 pub mod messages;
 pub mod presence;
 pub mod rooms;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use super::Store;
+use super::archive::ColdSettings;
 use super::postgres::{self, PgSettings, PgStore};
 use super::sqlite::{self, SqliteSettings, SqliteStore};
 use crate::config::Config;
@@ -26,7 +27,19 @@ pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
         max_lifetime: config.db_max_lifetime,
         pool_warn_share: config.db_pool_warn_share,
         telemetry: Telemetry::new(config.slow_query_ms),
+        cold: cold_settings(config),
     })
+}
+
+pub fn cold_settings(config: &Config) -> ColdSettings {
+    ColdSettings {
+        location: config.cold_location(),
+        synchronous: config.sqlite_synchronous.clone(),
+        acquire_timeout: config.db_acquire_timeout,
+        busy_timeout: config.db_busy_timeout,
+        statement_timeout: config.db_statement_timeout,
+        application_name: config.db_application_name.clone(),
+    }
 }
 
 pub fn pg_settings(config: &Config) -> PgSettings {
@@ -46,6 +59,7 @@ pub fn pg_settings(config: &Config) -> PgSettings {
         replica_max_lag: config.replica_max_lag,
         replica_check_interval: config.replica_check_interval,
         telemetry: Telemetry::new(config.slow_query_ms),
+        cold: cold_settings(config),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `sqlite/` is the embedded implementation,
+//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `archive.rs` hot and cold history; `jobs.rs` the job queue; `sqlite/` is the embedded implementation,
 //! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
 //! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
@@ -11,7 +11,9 @@ use async_trait::async_trait;
 
 use crate::domain::{Message, RoomId, RoomInfo};
 
+pub mod archive;
 mod build;
+pub mod jobs;
 pub mod pool;
 pub mod postgres;
 pub mod sensors;
@@ -236,11 +238,14 @@ pub enum ReadFrom {
 ///   assigned at commit, per room 1, 2, 3 … with no gap and no repeat, in the order of the batch,
 ///   even when other processes append to the same room at once.
 /// - An item whose (user, room, client_id) is already stored (earlier, or earlier in the same
-///   batch) returns the stored message with `created = false` and takes no seq.
+///   batch, hot or archived) returns the stored message with `created = false` and takes no seq.
+/// - `history` reads hot and archived messages alike, each once (see `archive.rs`).
 /// - Every failure to reach the database is [`StoreError::Unavailable`], returned within the
 ///   configured acquire timeout.
 #[async_trait]
-pub trait Store: users::UserStore + sensors::SensorStore + state::StateStore {
+pub trait Store:
+    users::UserStore + sensors::SensorStore + state::StateStore + archive::ArchiveStore + jobs::JobStore
+{
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;
     /// Rooms `viewer` may see (public, or private with membership; `admin`: all), by id, after `cursor`.

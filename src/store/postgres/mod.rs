@@ -15,6 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, Postgres, Row};
 
+use super::archive::{ColdKey, ColdSettings, ColdStore, merge_history, open_cold};
 use super::pool::InstrumentedPool;
 use super::users::AuditRow;
 use super::{
@@ -25,11 +26,15 @@ use super::{message_columns, room_columns};
 use crate::domain::{Message, RoomId, RoomInfo};
 use crate::telemetry::Telemetry;
 
+mod archive;
+pub mod cold;
+mod jobs;
 mod replicas;
 pub mod sensors;
 mod state;
 pub mod users;
 
+pub use archive::{HISTORY_BACKWARD, HISTORY_FORWARD};
 use replicas::{Replica, Replicas};
 
 /// Pool and routing settings (README, "PostgreSQL").
@@ -51,6 +56,8 @@ pub struct PgSettings {
     pub replica_check_interval: Duration,
     /// The app's metrics and slow-query threshold.
     pub telemetry: Telemetry,
+    /// Where archived messages are.
+    pub cold: ColdSettings,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -133,22 +140,11 @@ pub struct PgStore {
     watcher: Option<tokio::task::JoinHandle<()>>,
     /// Days whose readings partition is known to exist (see `sensors.rs`).
     known_days: parking_lot::Mutex<std::collections::HashSet<i64>>,
+    cold: Arc<dyn ColdStore>,
 }
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.
 
-/// Newest-first page of a room (join history, `GET …/messages` without `after_seq`).
-pub const HISTORY_BACKWARD: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq DESC LIMIT $4"
-);
-/// Oldest-first page after a seq (`sync`, `GET …/messages?after_seq=`).
-pub const HISTORY_FORWARD: &str = concat!(
-    "SELECT ",
-    message_columns!(),
-    " FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq ASC LIMIT $4"
-);
 /// The idempotency lookup of a batch: (room, user, client_id) triples.
 pub const MESSAGES_BY_CLIENT_IDS: &str = concat!(
     "SELECT ",
@@ -242,6 +238,7 @@ impl PgStore {
             replicas,
             watcher,
             known_days: Default::default(),
+            cold: open_cold(&s.cold, s.telemetry.clone()).await?,
         })
     }
 
@@ -443,7 +440,8 @@ impl PgStore {
             .timed(
                 "rooms_lock",
                 sqlx::query(
-                    "SELECT id, last_seq FROM rooms WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                    "SELECT id, last_seq, archived_seq, epoch FROM rooms WHERE id = ANY($1) \
+                     ORDER BY id FOR UPDATE",
                 )
                 .bind(&rooms)
                 .fetch_all(&mut *tx),
@@ -482,6 +480,27 @@ impl PgStore {
                     m.client_id.clone().unwrap_or_default(),
                 );
                 known.insert(key, m);
+            }
+            // Keys not hot may be archived (only in rooms with archived messages). Under the
+            // rooms' locks their markers cannot move: what is not hot is cold, committed.
+            let cold_keys: Vec<ColdKey> = keyed
+                .iter()
+                .filter_map(|m| {
+                    let key = m.key()?;
+                    let room = locked.iter().find(|r| r.get::<&str, _>("id") == key.0)?;
+                    (!known.contains_key(&key) && room.get::<i64, _>("archived_seq") > 0)
+                        .then(|| (key.0, room.get("epoch"), key.1, key.2))
+                })
+                .collect();
+            if !cold_keys.is_empty() {
+                for first in self.cold.by_client_ids(&cold_keys).await? {
+                    let key = (
+                        first.room.clone(),
+                        first.user_id.clone(),
+                        first.client_id.clone().unwrap_or_default(),
+                    );
+                    known.entry(key).or_insert(first);
+                }
             }
         }
 
@@ -527,7 +546,7 @@ impl PgStore {
         self.telemetry
             .timed("ping", sqlx::query("SELECT 1").execute(&mut *conn))
             .await?;
-        Ok(())
+        self.cold.ping().await
     }
 }
 
@@ -613,38 +632,8 @@ impl Store for PgStore {
         q: HistoryQuery,
         from: ReadFrom,
     ) -> Result<HistoryPage, StoreError> {
-        let room = room.as_str().to_owned();
-        let fetch = q.fetch();
-        let backwards = q.backwards();
-        let rows = self
-            .read(from, move |conn, t| {
-                let room = room.clone();
-                Box::pin(async move {
-                    let sql = if backwards {
-                        HISTORY_BACKWARD
-                    } else {
-                        HISTORY_FORWARD
-                    };
-                    let rows = t
-                        .timed(
-                            if backwards {
-                                "history_backward"
-                            } else {
-                                "history_forward"
-                            },
-                            sqlx::query(sql)
-                                .bind(room)
-                                .bind(q.after_seq.unwrap_or(0))
-                                .bind(q.before_seq.unwrap_or(i64::MAX))
-                                .bind(fetch)
-                                .fetch_all(conn),
-                        )
-                        .await?;
-                    Ok(rows.iter().map(message_from_row).collect::<Vec<_>>())
-                })
-            })
-            .await?;
-        Ok(q.page(rows))
+        let (mark, hot) = self.hot_history(room.as_str(), &q, from).await?;
+        merge_history(q, hot, room.as_str(), &mark, &*self.cold).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -661,6 +650,9 @@ impl Store for PgStore {
     fn pool_stats(&self) -> serde_json::Value {
         let mut pools = vec![self.primary.stats()];
         pools.extend(self.replicas.all.iter().map(|r| r.pool.stats()));
+        if let serde_json::Value::Array(cold) = self.cold.pool_stats() {
+            pools.extend(cold);
+        }
         serde_json::Value::Array(pools)
     }
 
@@ -672,6 +664,7 @@ impl Store for PgStore {
         for r in &self.replicas.all {
             r.pool.inner.close().await;
         }
+        self.cold.close().await;
     }
 }
 

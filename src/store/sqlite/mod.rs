@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
+use super::archive::{ColdKey, ColdSettings, ColdStore, merge_history, open_cold};
 use super::pool::InstrumentedPool;
 use super::users::AuditRow;
 use super::{
@@ -34,8 +36,13 @@ pub struct SqliteSettings {
     pub pool_warn_share: f64,
     /// The app's metrics and slow-query threshold.
     pub telemetry: crate::telemetry::Telemetry,
+    /// Where archived messages are.
+    pub cold: ColdSettings,
 }
 
+mod archive;
+pub mod cold;
+mod jobs;
 mod sensors;
 mod state;
 mod users;
@@ -47,6 +54,7 @@ pub struct SqliteStore {
     writer: InstrumentedPool<Sqlite>,
     reader: InstrumentedPool<Sqlite>,
     checkpointer: tokio::task::JoinHandle<()>,
+    cold: Arc<dyn ColdStore>,
 }
 
 /// Copies the WAL back into the database file from a connection of its own, once a second.
@@ -137,7 +145,9 @@ impl SqliteStore {
             .connect_with(opts.read_only(true))
             .await?;
         let t = &s.telemetry;
+        let cold = open_cold(&s.cold, t.clone()).await?;
         Ok(SqliteStore {
+            cold,
             telemetry: t.clone(),
             writer: InstrumentedPool::new("sqlite_writer", writer, s.pool_warn_share, t.clone()),
             reader: InstrumentedPool::new("sqlite_reader", reader, s.pool_warn_share, t.clone()),
@@ -365,27 +375,47 @@ impl Store for SqliteStore {
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let mut last_seq: HashMap<String, i64> = HashMap::new();
+        // rooms with archived messages, and their epochs: where a client_id may be cold
+        let mut archived: HashMap<String, String> = HashMap::new();
         for m in batch {
             if !last_seq.contains_key(m.room.as_str()) {
                 let row = self
                     .telemetry
                     .timed(
                         "room_last_seq",
-                        sqlx::query("SELECT last_seq FROM rooms WHERE id = ?")
+                        sqlx::query("SELECT last_seq, archived_seq, epoch FROM rooms WHERE id = ?")
                             .bind(m.room.as_str())
                             .fetch_optional(&mut *tx),
                     )
                     .await?
                     .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
                 last_seq.insert(m.room.as_str().to_owned(), row.get(0));
+                if row.get::<i64, _>(1) > 0 {
+                    archived.insert(m.room.as_str().to_owned(), row.get(2));
+                }
             }
         }
         let mut known = HashMap::new();
+        let mut cold_keys: Vec<ColdKey> = Vec::new();
         for (m, key) in batch.iter().filter_map(|m| m.key().map(|k| (m, k))) {
-            if !known.contains_key(&key)
-                && let Some(first) = self.find_by_client_id(&mut tx, m, &key.2).await?
-            {
+            if known.contains_key(&key) {
+                continue;
+            }
+            if let Some(first) = self.find_by_client_id(&mut tx, m, &key.2).await? {
                 known.insert(key, first);
+            } else if let Some(epoch) = archived.get(&key.0) {
+                cold_keys.push((key.0, epoch.clone(), key.1, key.2));
+            }
+        }
+        // Under the write lock the marker cannot move: what is not hot is cold, committed.
+        if !cold_keys.is_empty() {
+            for first in self.cold.by_client_ids(&cold_keys).await? {
+                let key = (
+                    first.room.clone(),
+                    first.user_id.clone(),
+                    first.client_id.clone().unwrap_or_default(),
+                );
+                known.entry(key).or_insert(first);
             }
         }
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
@@ -428,39 +458,8 @@ impl Store for SqliteStore {
         q: HistoryQuery,
         _from: ReadFrom,
     ) -> Result<HistoryPage, StoreError> {
-        let fetch = q.fetch();
-        // Newest-first when paging backwards (no cursor, or before_seq only), then reversed.
-        let backwards = q.backwards();
-        let sql = if backwards {
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq DESC LIMIT ?"
-            )
-        } else {
-            concat!(
-                "SELECT ",
-                message_columns!(),
-                " FROM messages WHERE room_id = ? AND seq > ? AND seq < ? ORDER BY seq ASC LIMIT ?"
-            )
-        };
-        let rows = self
-            .telemetry
-            .timed(
-                if backwards {
-                    "history_backward"
-                } else {
-                    "history_forward"
-                },
-                sqlx::query(sql)
-                    .bind(room.as_str())
-                    .bind(q.after_seq.unwrap_or(0))
-                    .bind(q.before_seq.unwrap_or(i64::MAX))
-                    .bind(fetch)
-                    .fetch_all(&mut *self.reader.acquire().await?),
-            )
-            .await?;
-        Ok(q.page(rows.iter().map(message_from_row).collect()))
+        let (mark, hot) = self.hot_history(room.as_str(), &q).await?;
+        merge_history(q, hot, room.as_str(), &mark, &*self.cold).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -470,7 +469,7 @@ impl Store for SqliteStore {
                 sqlx::query("SELECT 1").execute(&mut *self.reader.acquire().await?),
             )
             .await?;
-        Ok(())
+        self.cold.ping().await
     }
 
     fn report_pool_metrics(&self) {
@@ -479,12 +478,17 @@ impl Store for SqliteStore {
     }
 
     fn pool_stats(&self) -> serde_json::Value {
-        serde_json::json!([self.writer.stats(), self.reader.stats()])
+        let mut pools = vec![self.writer.stats(), self.reader.stats()];
+        if let serde_json::Value::Array(cold) = self.cold.pool_stats() {
+            pools.extend(cold);
+        }
+        serde_json::Value::Array(pools)
     }
 
     async fn close(&self) {
         self.checkpointer.abort();
         self.writer.inner.close().await;
         self.reader.inner.close().await;
+        self.cold.close().await;
     }
 }

@@ -1,0 +1,205 @@
+//! The job runner (PROTOCOL.md §6.4): takes due jobs from the durable queue (`store/jobs.rs`)
+//! and runs each with the handler of its kind, a few at a time, renewing the lease while it
+//! runs; a failed attempt is retried after 1 s, 2 s, 4 s … (±20 % jitter, at most 10 min apart)
+//! until the kind's attempts are spent, then the job is `dead`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::error::ServiceResult;
+use crate::store::Store;
+use crate::store::jobs::{Job, JobQuery, Outcome};
+
+/// Jobs of one instance running at once.
+const CONCURRENT: usize = 4;
+/// How often the queue is looked at when nothing woke the runner (jobs queued elsewhere, or
+/// retries coming due).
+const POLL: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// Worth another attempt (the database or a receiver was unavailable).
+    #[error("{0}")]
+    Retry(String),
+    /// Another attempt would fail the same way (a malformed payload).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// What runs the jobs of one kind.
+#[async_trait]
+pub trait JobHandler: Send + Sync {
+    /// One attempt. `stop` is cancelled when the process stops: return soon (the job is
+    /// taken up again after its lease).
+    async fn run(&self, job: &Job, stop: &CancellationToken) -> Result<(), JobError>;
+    /// Attempts before the job is `dead`.
+    fn max_attempts(&self) -> i64 {
+        5
+    }
+}
+
+/// The wait before attempt `attempts + 1`: 1 s × 2^(attempts − 1), ±20 %, at most 10 min.
+pub fn backoff(attempts: i64) -> Duration {
+    let base = Duration::from_secs(1)
+        .saturating_mul(1u32 << attempts.clamp(1, 20).saturating_sub(1) as u32)
+        .min(MAX_BACKOFF);
+    let jitter = 0.8 + rand::random::<f64>() * 0.4;
+    base.mul_f64(jitter).min(MAX_BACKOFF)
+}
+
+pub struct Jobs {
+    store: Arc<dyn Store>,
+    handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
+    lease: Duration,
+    keep: Duration,
+    wake: Notify,
+}
+
+impl Jobs {
+    pub fn new(store: Arc<dyn Store>, lease: Duration, keep: Duration) -> Self {
+        Jobs {
+            store,
+            handlers: HashMap::new(),
+            lease,
+            keep,
+            wake: Notify::new(),
+        }
+    }
+
+    /// Registers the handler of `kind` (before [`Jobs::start`]).
+    pub fn handle(&mut self, kind: &'static str, handler: Arc<dyn JobHandler>) {
+        self.handlers.insert(kind, handler);
+    }
+
+    /// Queues a job to run now; committed before it returns.
+    pub async fn enqueue(&self, kind: &str, payload: &Value) -> ServiceResult<Job> {
+        let job = self.store.enqueue(kind, payload, Utc::now()).await?;
+        self.wake.notify_one();
+        Ok(job)
+    }
+
+    pub async fn list(&self, q: &JobQuery) -> ServiceResult<Vec<Job>> {
+        Ok(self.store.jobs(q).await?)
+    }
+
+    /// Runs due jobs until `stop`; a running attempt is told to stop with it.
+    pub fn start(self: Arc<Self>, stop: CancellationToken) {
+        tokio::spawn(async move {
+            let permits = Arc::new(Semaphore::new(CONCURRENT));
+            let kinds: Vec<&str> = self.handlers.keys().copied().collect();
+            let mut last_purge = None;
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let now = Utc::now();
+                let claimed = self
+                    .store
+                    .claim(&kinds, now, now + chrono_duration(self.lease))
+                    .await;
+                match claimed {
+                    Ok(Some(job)) => {
+                        let this = self.clone();
+                        let stop = stop.clone();
+                        tokio::spawn(async move {
+                            this.run(job, &stop).await;
+                            drop(permit);
+                        });
+                        continue;
+                    }
+                    Ok(None) => drop(permit),
+                    Err(e) => {
+                        drop(permit);
+                        tracing::warn!(error = %e, "taking a job failed; retrying");
+                    }
+                }
+                if last_purge.is_none_or(|at: tokio::time::Instant| at.elapsed() > POLL * 3600) {
+                    last_purge = Some(tokio::time::Instant::now());
+                    if let Err(e) = self
+                        .store
+                        .purge(Utc::now() - chrono_duration(self.keep))
+                        .await
+                    {
+                        tracing::warn!(error = %e, "purging completed jobs failed");
+                    }
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        });
+    }
+
+    /// One attempt of `job`, its lease renewed meanwhile, and its outcome recorded.
+    async fn run(&self, job: Job, stop: &CancellationToken) {
+        let Some(handler) = self.handlers.get(job.kind.as_str()) else {
+            return;
+        };
+        let renew_every = self.lease / 3;
+        let attempt = job.attempts;
+        let result = {
+            let work = handler.run(&job, stop);
+            tokio::pin!(work);
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    _ = tokio::time::sleep(renew_every) => {
+                        let until = Utc::now() + chrono_duration(self.lease);
+                        if let Err(e) = self.store.renew(&job.id, attempt, until).await {
+                            tracing::warn!(job = %job.id, error = %e, "renewing a job's lease failed");
+                        }
+                    }
+                }
+            }
+        };
+        if stop.is_cancelled() && result.is_err() {
+            // stopped mid-attempt: left running, taken up again after its lease
+            return;
+        }
+        let outcome = match result {
+            Ok(()) => Outcome::Done,
+            Err(JobError::Retry(error)) if attempt < handler.max_attempts() => Outcome::Retry {
+                run_at: Utc::now() + chrono_duration(backoff(attempt)),
+                error,
+            },
+            Err(JobError::Retry(error) | JobError::Fatal(error)) => Outcome::Dead { error },
+        };
+        match self.store.finish(&job.id, attempt, &outcome).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %job.id, "a job's lease ran out before it finished")
+            }
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "recording a job's outcome failed"),
+        }
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_ten_minutes() {
+        for (attempts, secs) in [(1, 1.0), (2, 2.0), (3, 4.0), (8, 128.0)] {
+            let d = backoff(attempts).as_secs_f64();
+            assert!(d >= secs * 0.8 && d <= secs * 1.2, "{attempts}: {d}");
+        }
+        assert!(backoff(30) <= MAX_BACKOFF);
+        assert!(backoff(30) >= MAX_BACKOFF.mul_f64(0.8));
+    }
+}

@@ -1,0 +1,107 @@
+//! The durable job queue (PROTOCOL.md §6.4) in the primary database: work that must not slow a
+//! request (an archive pass, a webhook delivery) survives `kill -9` and runs once at a time on
+//! whichever instance takes it.
+//!
+//! A worker claims a due job (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so instances never wait for
+//! each other; SQLite: its one writer) by moving it to `running` with a lease and one more
+//! attempt; the attempt number fences the outcome, so a worker whose lease ran out (and whose
+//! job another worker took up) cannot overwrite the newer attempt's result.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::StoreError;
+
+/// JOB of PROTOCOL.md §6.4 (the payload stays inside).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub run_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip)]
+    pub payload: Value,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Done,
+    /// Run again at `run_at`.
+    Retry {
+        run_at: DateTime<Utc>,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+}
+
+/// Which jobs to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub state: Option<String>,
+    pub kind: Option<String>,
+    /// Jobs created before this one (its id; ids sort by creation).
+    pub before_id: Option<String>,
+    pub limit: u32,
+}
+
+/// Obligations: `enqueue` commits a `queued` job before it returns. `claim` takes the oldest
+/// due job of `kinds` (queued with `run_at <= now`, or running with its lease past) and makes
+/// it `running` with `lease_until`, `attempts + 1`, atomically, so no two callers take the same
+/// attempt. `finish` and `renew` change the job only while it is still that attempt and
+/// running. `purge` removes `done` jobs last updated before a time (`dead` ones stay for a retry).
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    async fn enqueue(
+        &self,
+        kind: &str,
+        payload: &Value,
+        run_at: DateTime<Utc>,
+    ) -> Result<Job, StoreError>;
+    async fn claim(
+        &self,
+        kinds: &[&str],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError>;
+    async fn renew(
+        &self,
+        id: &str,
+        attempt: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError>;
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError>;
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+}
+
+/// The state and columns an outcome writes: (state, new run_at or None to keep, last_error).
+pub fn outcome_columns(outcome: &Outcome) -> (&'static str, Option<DateTime<Utc>>, Option<&str>) {
+    match outcome {
+        Outcome::Done => ("done", None, None),
+        Outcome::Retry { run_at, error } => ("queued", Some(*run_at), Some(error)),
+        Outcome::Dead { error } => ("dead", None, Some(error)),
+    }
+}
+
+/// RFC3339 with milliseconds and `Z`, the stores' text form of a time (it sorts as time).
+pub fn text_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The columns a job row is read with, the same in both stores.
+macro_rules! job_columns {
+    () => {
+        "id, kind, state, attempts, last_error, run_at, created_at, updated_at, payload"
+    };
+}
+pub(crate) use job_columns;

@@ -1,0 +1,185 @@
+//! The job queue on PostgreSQL: a claim skips the rows other instances hold (`FOR UPDATE SKIP
+//! LOCKED`), so workers never queue behind each other.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{PgStore, rfc3339};
+use crate::store::StoreError;
+use crate::store::jobs::{Job, JobQuery, JobStore, Outcome, job_columns, outcome_columns};
+
+fn job_from_row(r: &PgRow) -> Job {
+    Job {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        state: r.get("state"),
+        attempts: i64::from(r.get::<i32, _>("attempts")),
+        last_error: r.get("last_error"),
+        run_at: rfc3339(r.get("run_at")),
+        created_at: rfc3339(r.get("created_at")),
+        updated_at: rfc3339(r.get("updated_at")),
+        payload: r.get::<sqlx::types::Json<Value>, _>("payload").0,
+    }
+}
+
+#[async_trait]
+impl JobStore for PgStore {
+    async fn enqueue(
+        &self,
+        kind: &str,
+        payload: &Value,
+        run_at: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let row = self
+            .telemetry
+            .timed(
+                "job_insert",
+                sqlx::query(concat!(
+                    "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
+                     updated_at) VALUES ($1, $2, 'queued', $3, 0, $4, now(), now()) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(kind)
+                .bind(sqlx::types::Json(payload))
+                .bind(run_at)
+                .fetch_one(&mut *conn),
+            )
+            .await?;
+        Ok(job_from_row(&row))
+    }
+
+    async fn claim(
+        &self,
+        kinds: &[&str],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let row = self
+            .telemetry
+            .timed(
+                "job_claim",
+                sqlx::query(concat!(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+                     lease_until = $3, updated_at = $2 WHERE id = (SELECT id FROM jobs \
+                     WHERE kind = ANY($1) AND ((state = 'queued' AND run_at <= $2) OR \
+                     (state = 'running' AND lease_until < $2)) \
+                     ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(kinds)
+                .bind(now)
+                .bind(lease_until)
+                .fetch_optional(&mut *conn),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn renew(
+        &self,
+        id: &str,
+        attempt: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let done = self
+            .telemetry
+            .timed(
+                "job_renew",
+                sqlx::query(
+                    "UPDATE jobs SET lease_until = $1 \
+                     WHERE id = $2 AND attempts = $3 AND state = 'running'",
+                )
+                .bind(lease_until)
+                .bind(id)
+                .bind(attempt as i32)
+                .execute(&mut *conn),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+        let (state, run_at, error) = outcome_columns(outcome);
+        let mut conn = self.primary.acquire().await?;
+        let done = self
+            .telemetry
+            .timed(
+                "job_finish",
+                sqlx::query(
+                    "UPDATE jobs SET state = $1, run_at = coalesce($2, run_at), last_error = $3, \
+                     lease_until = NULL, updated_at = now() \
+                     WHERE id = $4 AND attempts = $5 AND state = 'running'",
+                )
+                .bind(state)
+                .bind(run_at)
+                .bind(error)
+                .bind(id)
+                .bind(attempt as i32)
+                .execute(&mut *conn),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let row = self
+            .telemetry
+            .timed(
+                "job_by_id",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE id = $1"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *conn),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let rows = self
+            .telemetry
+            .timed(
+                "jobs_list",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE ($1::text IS NULL OR state = $1) \
+                     AND ($2::text IS NULL OR kind = $2) AND ($3::text IS NULL OR id < $3) \
+                     ORDER BY id DESC LIMIT $4"
+                ))
+                .bind(&q.state)
+                .bind(&q.kind)
+                .bind(&q.before_id)
+                .bind(i64::from(q.limit))
+                .fetch_all(&mut *conn),
+            )
+            .await?;
+        Ok(rows.iter().map(job_from_row).collect())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let done = self
+            .telemetry
+            .timed(
+                "jobs_purge",
+                sqlx::query("DELETE FROM jobs WHERE state = 'done' AND updated_at < $1")
+                    .bind(before)
+                    .execute(&mut *conn),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,201 @@
+//! Cold storage in an SQLite file of its own (`<data dir>/archive.db` by default): one table of
+//! archived messages clustered on (room, epoch, seq), its own writer and readers, so the
+//! archiver's copies never wait for (or hold) the primary's one writer.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, QueryBuilder, Row, Sqlite};
+
+use crate::domain::{Message, now_rfc3339};
+use crate::store::StoreError;
+use crate::store::archive::{ColdKey, ColdStore, SeqRange};
+use crate::store::pool::InstrumentedPool;
+use crate::telemetry::Telemetry;
+
+/// Rows per INSERT: 9 parameters a row, under SQLite's 32766.
+const ROWS_PER_INSERT: usize = 1000;
+
+/// The schema, made at open and idempotent: the archive file has no migration history of its
+/// own to keep (one table, created once).
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS messages_archive (
+        room_id     TEXT NOT NULL,
+        epoch       TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        id          TEXT NOT NULL,
+        user_id     TEXT NOT NULL,
+        content     TEXT NOT NULL,
+        client_id   TEXT,
+        created_at  TEXT NOT NULL,
+        archived_at TEXT NOT NULL,
+        PRIMARY KEY (room_id, epoch, seq)
+    ) WITHOUT ROWID",
+    // a retried client_id of an archived message
+    "CREATE INDEX IF NOT EXISTS messages_archive_by_client_id
+        ON messages_archive (room_id, user_id, client_id) WHERE client_id IS NOT NULL",
+];
+
+pub struct SqliteCold {
+    telemetry: Telemetry,
+    writer: InstrumentedPool<Sqlite>,
+    reader: InstrumentedPool<Sqlite>,
+}
+
+fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
+    Message {
+        id: r.get("id"),
+        room: r.get("room_id"),
+        seq: r.get("seq"),
+        user_id: r.get("user_id"),
+        content: r.get("content"),
+        client_id: r.get("client_id"),
+        created_at: r.get("created_at"),
+    }
+}
+
+impl SqliteCold {
+    /// Opens (creating it if missing) the archive file at `path`.
+    pub async fn open(
+        path: &Path,
+        synchronous: &str,
+        acquire_timeout: Duration,
+        busy_timeout: Duration,
+        telemetry: Telemetry,
+    ) -> anyhow::Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::from_str(synchronous).map_err(anyhow::Error::msg)?)
+            .busy_timeout(busy_timeout);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(opts.clone())
+            .await?;
+        for statement in SCHEMA {
+            sqlx::query(*statement).execute(&writer).await?;
+        }
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteCold {
+            writer: InstrumentedPool::new("archive_writer", writer, 0.9, telemetry.clone()),
+            reader: InstrumentedPool::new("archive_reader", reader, 0.9, telemetry.clone()),
+            telemetry,
+        })
+    }
+}
+
+#[async_trait]
+impl ColdStore for SqliteCold {
+    async fn insert(&self, epoch: &str, rows: &[Message]) -> Result<(), StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let archived_at = now_rfc3339();
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO messages_archive (room_id, epoch, seq, id, user_id, content, \
+                 client_id, created_at, archived_at) ",
+            );
+            insert.push_values(chunk, |mut row, m| {
+                row.push_bind(&m.room)
+                    .push_bind(epoch)
+                    .push_bind(m.seq)
+                    .push_bind(&m.id)
+                    .push_bind(&m.user_id)
+                    .push_bind(&m.content)
+                    .push_bind(&m.client_id)
+                    .push_bind(&m.created_at)
+                    .push_bind(&archived_at);
+            });
+            insert.push(" ON CONFLICT (room_id, epoch, seq) DO NOTHING");
+            self.telemetry
+                .timed("archive_insert", insert.build().execute(&mut *tx))
+                .await?;
+        }
+        self.telemetry.timed("archive_commit", tx.commit()).await?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        room: &str,
+        epoch: &str,
+        range: SeqRange,
+    ) -> Result<Vec<Message>, StoreError> {
+        let sql = if range.backwards {
+            "SELECT * FROM messages_archive WHERE room_id = ? AND epoch = ? AND seq > ? AND seq < ? \
+             ORDER BY seq DESC LIMIT ?"
+        } else {
+            "SELECT * FROM messages_archive WHERE room_id = ? AND epoch = ? AND seq > ? AND seq < ? \
+             ORDER BY seq ASC LIMIT ?"
+        };
+        let rows = self
+            .telemetry
+            .timed(
+                "archive_history",
+                sqlx::query(sql)
+                    .bind(room)
+                    .bind(epoch)
+                    .bind(range.after)
+                    .bind(range.before)
+                    .bind(range.fetch)
+                    .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(rows.iter().map(message_from_row).collect())
+    }
+
+    async fn by_client_ids(&self, keys: &[ColdKey]) -> Result<Vec<Message>, StoreError> {
+        let mut found = Vec::new();
+        let mut conn = self.reader.acquire().await?;
+        for (room, epoch, user, client_id) in keys {
+            let row = self
+                .telemetry
+                .timed(
+                    "archive_by_client_id",
+                    sqlx::query(
+                        "SELECT * FROM messages_archive \
+                         WHERE room_id = ? AND user_id = ? AND client_id = ? AND epoch = ?",
+                    )
+                    .bind(room)
+                    .bind(user)
+                    .bind(client_id)
+                    .bind(epoch)
+                    .fetch_optional(&mut *conn),
+                )
+                .await?;
+            found.extend(row.as_ref().map(message_from_row));
+        }
+        Ok(found)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.telemetry
+            .timed(
+                "archive_ping",
+                sqlx::query("SELECT 1").execute(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> serde_json::Value {
+        serde_json::json!([self.writer.stats(), self.reader.stats()])
+    }
+
+    async fn close(&self) {
+        self.writer.inner.close().await;
+        self.reader.inner.close().await;
+    }
+}

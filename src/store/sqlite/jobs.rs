@@ -1,0 +1,184 @@
+//! The job queue on SQLite: the one writer serializes claims, so a claim is one
+//! `UPDATE … WHERE id = (SELECT … LIMIT 1) RETURNING`.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteStore;
+use crate::store::StoreError;
+use crate::store::jobs::{
+    Job, JobQuery, JobStore, Outcome, job_columns, outcome_columns, text_time,
+};
+
+fn job_from_row(r: &SqliteRow) -> Job {
+    Job {
+        id: r.get("id"),
+        kind: r.get("kind"),
+        state: r.get("state"),
+        attempts: r.get("attempts"),
+        last_error: r.get("last_error"),
+        run_at: r.get("run_at"),
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+        payload: serde_json::from_str(&r.get::<String, _>("payload")).unwrap_or(Value::Null),
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteStore {
+    async fn enqueue(
+        &self,
+        kind: &str,
+        payload: &Value,
+        run_at: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        let now = text_time(Utc::now());
+        let row = self
+            .telemetry
+            .timed(
+                "job_insert",
+                sqlx::query(concat!(
+                    "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
+                     updated_at) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(kind)
+                .bind(payload.to_string())
+                .bind(text_time(run_at))
+                .bind(&now)
+                .bind(&now)
+                .fetch_one(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(job_from_row(&row))
+    }
+
+    async fn claim(
+        &self,
+        kinds: &[&str],
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Job>, StoreError> {
+        let row = self
+            .telemetry
+            .timed(
+                "job_claim",
+                sqlx::query(concat!(
+                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
+                     lease_until = ?3, updated_at = ?2 WHERE id = (SELECT id FROM jobs \
+                     WHERE kind IN (SELECT value FROM json_each(?1)) AND \
+                     ((state = 'queued' AND run_at <= ?2) OR \
+                      (state = 'running' AND lease_until < ?2)) \
+                     ORDER BY run_at LIMIT 1) RETURNING ",
+                    job_columns!()
+                ))
+                .bind(serde_json::to_string(kinds).unwrap_or_default())
+                .bind(text_time(now))
+                .bind(text_time(lease_until))
+                .fetch_optional(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn renew(
+        &self,
+        id: &str,
+        attempt: i64,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let done = self
+            .telemetry
+            .timed(
+                "job_renew",
+                sqlx::query(
+                    "UPDATE jobs SET lease_until = ? \
+                     WHERE id = ? AND attempts = ? AND state = 'running'",
+                )
+                .bind(text_time(lease_until))
+                .bind(id)
+                .bind(attempt)
+                .execute(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+        let (state, run_at, error) = outcome_columns(outcome);
+        let done = self
+            .telemetry
+            .timed(
+                "job_finish",
+                sqlx::query(
+                    "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), last_error = ?, \
+                     lease_until = NULL, updated_at = ? \
+                     WHERE id = ? AND attempts = ? AND state = 'running'",
+                )
+                .bind(state)
+                .bind(run_at.map(text_time))
+                .bind(error)
+                .bind(text_time(Utc::now()))
+                .bind(id)
+                .bind(attempt)
+                .execute(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let row = self
+            .telemetry
+            .timed(
+                "job_by_id",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE id = ?"
+                ))
+                .bind(id)
+                .fetch_optional(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
+        let rows = self
+            .telemetry
+            .timed(
+                "jobs_list",
+                sqlx::query(concat!(
+                    "SELECT ",
+                    job_columns!(),
+                    " FROM jobs WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR kind = ?2) \
+                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4"
+                ))
+                .bind(&q.state)
+                .bind(&q.kind)
+                .bind(&q.before_id)
+                .bind(i64::from(q.limit))
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(rows.iter().map(job_from_row).collect())
+    }
+
+    async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let done = self
+            .telemetry
+            .timed(
+                "jobs_purge",
+                sqlx::query("DELETE FROM jobs WHERE state = 'done' AND updated_at < ?")
+                    .bind(text_time(before))
+                    .execute(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
