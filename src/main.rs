@@ -1,4 +1,4 @@
-//! The `tsunagi` command: `serve`, `migrate`, `token`.
+//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`.
 
 use clap::{Parser, Subcommand};
 use tsunagi::config::Config;
@@ -20,6 +20,17 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Move old messages to cold storage now, in the foreground, with a progress bar (the
+    /// server may be running meanwhile).
+    Archive {
+        /// Move messages older than this (30d, 12h, 0s = every message); default
+        /// TSUNAGI_ARCHIVE_AFTER.
+        #[arg(long)]
+        older_than: Option<String>,
+        /// Print how many messages would move, and move none.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a token signed with the configured (or generated) secret.
     Token {
         /// The user id (`sub`).
@@ -88,6 +99,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => tsunagi::server::migrate(&config).await,
+        Command::Archive {
+            older_than,
+            dry_run,
+        } => archive(&config, older_than.as_deref(), dry_run).await,
         Command::Token {
             sub,
             role,
@@ -109,6 +124,62 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("TSUNAGI_LISTEN {}: {e}", config.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "tsunagi serving");
     tsunagi::server::run(config, listener, shutdown_signal()).await
+}
+
+async fn archive(config: &Config, older_than: Option<&str>, dry_run: bool) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use tsunagi::services::archive::{Archiver, cutoff};
+    let older_than = match older_than {
+        Some(s) => {
+            tsunagi::domain::parse_duration(s).map_err(|e| anyhow::anyhow!("--older-than: {e}"))?
+        }
+        None => config.archive_after.ok_or_else(|| {
+            anyhow::anyhow!("archiving is off (TSUNAGI_ARCHIVE_AFTER=0): give --older-than")
+        })?,
+    };
+    let telemetry = tsunagi::telemetry::Telemetry::new(config.slow_query_ms);
+    let (store, _) = tsunagi::store::build(config, &telemetry).await?;
+    let archiver = Archiver::new(
+        store.clone(),
+        config.archive_batch,
+        Arc::new(|| false),
+        &telemetry,
+    );
+    let total = archiver.count(older_than).await?;
+    if dry_run {
+        println!(
+            "would move {total} messages (created before {})",
+            cutoff(older_than)
+        );
+        store.close().await;
+        return Ok(());
+    }
+    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages ({per_sec}, eta {eta})",
+    )?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let report = archiver
+        .pass(older_than, &stop, &|moved| bar.set_position(moved))
+        .await;
+    bar.finish_and_clear();
+    store.close().await;
+    let report = report?;
+    let how = if stop.is_cancelled() {
+        "stopped after moving"
+    } else {
+        "moved"
+    };
+    println!(
+        "{how} {} messages from {} rooms to cold storage in {} batches (created before {})",
+        report.moved, report.rooms, report.batches, report.cutoff
+    );
+    Ok(())
 }
 
 fn token(

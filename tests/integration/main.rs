@@ -8,6 +8,7 @@ mod binary;
 mod common;
 
 mod across_instances;
+mod archive;
 mod commit_bounds;
 mod hostile;
 mod http_api;
