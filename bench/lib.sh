@@ -16,3 +16,7 @@ usage() {
   ticks=$(awk '{print $14 + $15}' "/proc/$1/stat")
   echo "peak RSS $hwm, CPU $(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", t / hz}') s"
 }
+
+# the release binaries that `cargo build --release` made: they honour CARGO_TARGET_DIR (relative
+# to the repository root, where every script runs)
+BIN="${CARGO_TARGET_DIR:-target}/release"

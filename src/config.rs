@@ -700,11 +700,17 @@ impl Config {
     pub fn cold_location(&self) -> crate::store::archive::ColdLocation {
         use crate::store::archive::ColdLocation;
         match &self.archive_url {
-            Some(url) if url.starts_with("postgres") => ColdLocation::Postgres(url.clone()),
+            Some(url) if url.starts_with("postgres") => ColdLocation::Postgres {
+                in_primary: *url == self.database_url,
+                url: url.clone(),
+            },
             Some(url) => ColdLocation::Sqlite(sqlite_file(url)),
             None => match self.data_dir() {
                 Some(dir) => ColdLocation::Sqlite(dir.join("archive.db")),
-                None => ColdLocation::Postgres(self.database_url.clone()),
+                None => ColdLocation::Postgres {
+                    url: self.database_url.clone(),
+                    in_primary: true,
+                },
             },
         }
     }

@@ -9,8 +9,12 @@
 //! `tsunagi-bench users …` is another load: `GET /api/v1/users/{id}` over keep-alive HTTP/1.1
 //! against several servers side by side (`src/bin/bench/users.rs`); `tsunagi-bench readings …`
 //! measures sensor readings: ingest with write-behind against one INSERT per reading, and `send`
-//! ack latency with and without a reading flood (`src/bin/bench/readings.rs`).
+//! ack latency with and without a reading flood (`src/bin/bench/readings.rs`); `tsunagi-bench
+//! archive …` what a pass moving a million messages to cold storage costs the senders
+//! (`src/bin/bench/archive.rs`).
 
+#[path = "bench/archive.rs"]
+mod archive;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/rounds.rs"]
@@ -109,6 +113,9 @@ enum Mode {
     /// Sensor readings: readings/s written through the write-behind buffer against one INSERT
     /// per reading, and `send` ack latency with and without a reading flood.
     Readings(readings::ReadingsArgs),
+    /// Archiving: acked sends/s and ack latency of closed-loop senders, quiet and while a pass
+    /// moves a million messages to cold storage.
+    Archive(archive::ArchiveArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -497,6 +504,7 @@ async fn main() -> anyhow::Result<()> {
     match args.mode.take() {
         Some(Mode::Users(u)) => return users::main(u).await,
         Some(Mode::Readings(r)) => return readings::main(r).await,
+        Some(Mode::Archive(a)) => return archive::run(a).await,
         None => {}
     }
     let args = Arc::new(args);

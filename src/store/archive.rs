@@ -34,7 +34,11 @@ use crate::telemetry::Telemetry;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ColdLocation {
     Sqlite(PathBuf),
-    Postgres(String),
+    /// A PostgreSQL database; `in_primary`: the primary itself (its health is the primary's).
+    Postgres {
+        url: String,
+        in_primary: bool,
+    },
 }
 
 /// How to open cold storage.
@@ -65,8 +69,8 @@ pub async fn open_cold(
             )
             .await?,
         ),
-        ColdLocation::Postgres(url) => {
-            Arc::new(super::postgres::cold::PgCold::open(url, s, telemetry).await?)
+        ColdLocation::Postgres { url, in_primary } => {
+            Arc::new(super::postgres::cold::PgCold::open(url, *in_primary, s, telemetry).await?)
         }
     })
 }

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, Postgres};
+use sqlx::{Connection, PgConnection, Postgres};
 
 use super::message_from_row;
 use crate::domain::Message;
@@ -46,6 +46,9 @@ pub struct PgCold {
     pool: InstrumentedPool<Postgres>,
     /// Months (year * 12 + month0) whose partition is known to exist.
     known_months: parking_lot::Mutex<HashSet<i32>>,
+    /// The table is in the primary: its health is the primary's (no connection of its own for
+    /// `/readyz`).
+    in_primary: bool,
 }
 
 fn month_key(t: &DateTime<Utc>) -> i32 {
@@ -64,7 +67,12 @@ pub fn partition_name(key: i32) -> String {
 }
 
 impl PgCold {
-    pub async fn open(url: &str, s: &ColdSettings, telemetry: Telemetry) -> anyhow::Result<Self> {
+    pub async fn open(
+        url: &str,
+        in_primary: bool,
+        s: &ColdSettings,
+        telemetry: Telemetry,
+    ) -> anyhow::Result<Self> {
         let timeout_ms = s.statement_timeout.as_millis().to_string();
         let options = PgConnectOptions::from_str(url)?
             .application_name(&format!("{}-archive", s.application_name))
@@ -72,12 +80,10 @@ impl PgCold {
                 ("statement_timeout", timeout_ms.as_str()),
                 ("TimeZone", "UTC"),
             ]);
-        let inner = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(s.acquire_timeout)
-            .connect_with(options)
-            .await?;
-        let mut conn = inner.acquire().await?;
+        // The table first, on a connection of its own; the pool then connects lazily and keeps
+        // nothing idle: cold reads are rare, and every instance's pool counts against the
+        // server's max_connections.
+        let mut conn = PgConnection::connect_with(&options).await?;
         let mut tx = conn.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(DDL_LOCK)
@@ -87,11 +93,18 @@ impl PgCold {
             sqlx::query(*statement).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        drop(conn);
+        conn.close().await?;
+        let inner = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .idle_timeout(std::time::Duration::from_secs(30))
+            .acquire_timeout(s.acquire_timeout)
+            .connect_lazy_with(options);
         Ok(PgCold {
             pool: InstrumentedPool::new("archive", inner, 0.9, telemetry.clone()),
             telemetry,
             known_months: Default::default(),
+            in_primary,
         })
     }
 
@@ -231,6 +244,9 @@ impl ColdStore for PgCold {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        if self.in_primary {
+            return Ok(());
+        }
         self.telemetry
             .timed(
                 "archive_ping",
