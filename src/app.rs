@@ -31,8 +31,11 @@ use crate::services::sensors::buffer::BufferSettings;
 use crate::services::sensors::{SensorSettings, SensorsService};
 use crate::services::state::StateService;
 use crate::services::users::UsersService;
+use crate::services::webhooks::WebhooksService;
+use crate::services::webhooks::deliver::Deliveries;
 use crate::shared_state::Limiters;
 use crate::store::Store;
+use crate::store::webhooks::DELIVERY_JOB;
 use crate::telemetry::Telemetry;
 
 /// One running tsunagi: the services the edges call, and what operations look at.
@@ -47,6 +50,7 @@ pub struct App {
     pub state: Arc<StateService>,
     pub archiver: Arc<Archiver>,
     pub jobs: Arc<Jobs>,
+    pub webhooks: WebhooksService,
     pub admin: AdminService,
     /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
     pub shutdown: CancellationToken,
@@ -239,10 +243,23 @@ impl App {
             );
         }
         archiver.clone().publish_stats(shutdown.clone());
-        let mut jobs = Jobs::new(store.clone(), config.job_lease, config.job_keep);
+        let mut jobs = Jobs::new(store.clone(), config.job_lease, config.job_keep, &telemetry);
         jobs.handle(ARCHIVE_JOB, Arc::new(ArchiveJob(archiver.clone())));
+        jobs.handle(
+            DELIVERY_JOB,
+            Arc::new(Deliveries::new(
+                store.clone(),
+                config.webhook_timeout,
+                config.webhook_max_attempts,
+                config.webhook_allow_private,
+                &telemetry,
+            )?),
+        );
         let jobs = Arc::new(jobs);
         jobs.clone().start(shutdown.clone());
+        jobs.clone().publish_depth(shutdown.clone());
+        let webhooks =
+            WebhooksService::new(store.clone(), rooms.clone(), config.webhook_allow_private);
         let admin = AdminService::new(store.clone(), bus.clone(), caches, backplane.is_remote());
 
         let app = Arc::new(App {
@@ -256,6 +273,7 @@ impl App {
             state,
             archiver,
             jobs,
+            webhooks,
             admin,
             shutdown,
             health,

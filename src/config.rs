@@ -317,6 +317,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "completed jobs are kept this long",
     ),
     (
+        "TSUNAGI_WEBHOOK_TIMEOUT_MS",
+        "5000",
+        "a delivery not answered 2xx within this is retried",
+    ),
+    (
+        "TSUNAGI_WEBHOOK_MAX_ATTEMPTS",
+        "8",
+        "delivery attempts before the job is dead",
+    ),
+    (
+        "TSUNAGI_WEBHOOK_ALLOW_PRIVATE",
+        "false",
+        "allow webhooks to loopback, private and link-local addresses",
+    ),
+    (
         "TSUNAGI_ARCHIVE_INTERVAL_S",
         "300",
         "how often the background archiver looks for old messages (also once at start)",
@@ -390,6 +405,9 @@ pub struct Config {
     pub archive_interval: Duration,
     pub job_lease: Duration,
     pub job_keep: Duration,
+    pub webhook_timeout: Duration,
+    pub webhook_max_attempts: u32,
+    pub webhook_allow_private: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -542,17 +560,14 @@ impl Config {
         if postgres && jwt_secret.is_none() {
             return Err(err("TSUNAGI_JWT_SECRET", "is required with PostgreSQL"));
         }
-        let test_before = raw.get("TSUNAGI_DB_TEST_BEFORE_ACQUIRE");
-        let db_test_before_acquire = match test_before.to_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => true,
-            "false" | "0" | "no" | "off" => false,
-            other => {
-                return Err(err(
-                    "TSUNAGI_DB_TEST_BEFORE_ACQUIRE",
-                    format!("`{other}`: use true or false"),
-                ));
+        let flag = |name: &str| -> Result<bool, ConfigError> {
+            match raw.get(name).to_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                other => Err(err(name, format!("`{other}`: use true or false"))),
             }
         };
+        let db_test_before_acquire = flag("TSUNAGI_DB_TEST_BEFORE_ACQUIRE")?;
         let db_application_name = raw.get("TSUNAGI_DB_APPLICATION_NAME");
         if db_application_name.is_empty() || db_application_name.len() > 40 {
             return Err(err("TSUNAGI_DB_APPLICATION_NAME", "must be 1 to 40 bytes"));
@@ -683,6 +698,9 @@ impl Config {
             archive_url,
             archive_interval: secs("TSUNAGI_ARCHIVE_INTERVAL_S", 1, 604_800)?,
             job_lease: secs("TSUNAGI_JOB_LEASE_S", 3, 86_400)?,
+            webhook_timeout: ms("TSUNAGI_WEBHOOK_TIMEOUT_MS", 100, 600_000)?,
+            webhook_max_attempts: raw.num("TSUNAGI_WEBHOOK_MAX_ATTEMPTS", 1, 100)?,
+            webhook_allow_private: flag("TSUNAGI_WEBHOOK_ALLOW_PRIVATE")?,
             job_keep: Duration::from_secs(86_400)
                 * raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)?,
         })

@@ -117,3 +117,16 @@ pub async fn jobs(
     let (items, next_cursor) = keyset_page(fetched, limit, |j| j.id.clone());
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
+
+/// `POST /admin/jobs/{id}/retry`: a `dead` job back to `queued` → 200 JOB (404 unknown, 409 not
+/// dead).
+pub async fn retry_job(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    if !who.admin {
+        return Err(crate::services::error::ServiceError::forbidden("admins only").into());
+    }
+    Ok(Json(app.jobs.retry(&id).await?))
+}

@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -24,6 +24,7 @@ mod sensors;
 mod state;
 mod users;
 mod web;
+mod webhooks;
 
 /// The largest JSON body: room for a maximal message with escapes, and for metadata.
 pub fn body_limit(config: &crate::config::Config) -> usize {
@@ -59,6 +60,12 @@ pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/admin/stats", get(admin::stats))
         .route("/api/v1/admin/archive", post(admin::archive))
         .route("/api/v1/admin/jobs", get(admin::jobs))
+        .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry_job))
+        .route(
+            "/api/v1/webhooks",
+            post(webhooks::create).get(webhooks::list),
+        )
+        .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
         .route(
             "/api/v1/rooms/{id}/messages",
             get(messages::list).post(messages::create),

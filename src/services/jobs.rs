@@ -13,16 +13,18 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::error::ServiceResult;
+use super::error::{ServiceError, ServiceResult};
 use crate::store::Store;
 use crate::store::jobs::{Job, JobQuery, Outcome};
+use crate::telemetry::Telemetry;
 
-/// Jobs of one instance running at once.
-const CONCURRENT: usize = 4;
+/// Jobs of one instance running at once (webhook deliveries mostly wait on receivers).
+const CONCURRENT: usize = 16;
 /// How often the queue is looked at when nothing woke the runner (jobs queued elsewhere, or
-/// retries coming due).
-const POLL: Duration = Duration::from_secs(1);
+/// retries coming due): a retry runs at most this late.
+const POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +60,7 @@ pub fn backoff(attempts: i64) -> Duration {
 
 pub struct Jobs {
     store: Arc<dyn Store>,
+    telemetry: Telemetry,
     handlers: HashMap<&'static str, Arc<dyn JobHandler>>,
     lease: Duration,
     keep: Duration,
@@ -65,9 +68,10 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    pub fn new(store: Arc<dyn Store>, lease: Duration, keep: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, lease: Duration, keep: Duration, t: &Telemetry) -> Self {
         Jobs {
             store,
+            telemetry: t.clone(),
             handlers: HashMap::new(),
             lease,
             keep,
@@ -89,6 +93,50 @@ impl Jobs {
 
     pub async fn list(&self, q: &JobQuery) -> ServiceResult<Vec<Job>> {
         Ok(self.store.jobs(q).await?)
+    }
+
+    /// A `dead` job back to `queued` (its attempts reset): `not_found` without the job,
+    /// `conflict` when it is not dead.
+    pub async fn retry(&self, id: &str) -> ServiceResult<Job> {
+        if let Some(job) = self.store.retry(id).await? {
+            self.wake.notify_one();
+            return Ok(job);
+        }
+        match self.store.job(id).await? {
+            None => Err(ServiceError::not_found("no such job")),
+            Some(job) => Err(ServiceError::Conflict(format!(
+                "the job is {}: only a dead job is retried",
+                job.state
+            ))),
+        }
+    }
+
+    /// Publishes the queue's depth by kind and state every 15 s until `stop`.
+    pub fn publish_depth(self: Arc<Self>, stop: CancellationToken) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match self.store.job_counts().await {
+                    Ok(counts) => self.telemetry.record(|| {
+                        for state in ["queued", "running", "done", "dead"] {
+                            for kind in self.handlers.keys() {
+                                let n = counts
+                                    .iter()
+                                    .find(|(k, s, _)| k == kind && s == state)
+                                    .map_or(0, |c| c.2);
+                                metrics::gauge!("tsunagi_jobs", "kind" => *kind, "state" => state)
+                                    .set(n as f64);
+                            }
+                        }
+                    }),
+                    Err(e) => tracing::debug!(error = %e, "job counts unavailable"),
+                }
+            }
+        });
     }
 
     /// Runs due jobs until `stop`; a running attempt is told to stop with it.
@@ -122,7 +170,7 @@ impl Jobs {
                         tracing::warn!(error = %e, "taking a job failed; retrying");
                     }
                 }
-                if last_purge.is_none_or(|at: tokio::time::Instant| at.elapsed() > POLL * 3600) {
+                if last_purge.is_none_or(|at: tokio::time::Instant| at.elapsed() > PURGE_EVERY) {
                     last_purge = Some(tokio::time::Instant::now());
                     if let Err(e) = self
                         .store
@@ -151,14 +199,20 @@ impl Jobs {
         let result = {
             let work = handler.run(&job, stop);
             tokio::pin!(work);
+            let mut next_renewal = renew_every;
             loop {
                 tokio::select! {
                     r = &mut work => break r,
-                    _ = tokio::time::sleep(renew_every) => {
+                    _ = tokio::time::sleep(next_renewal) => {
                         let until = Utc::now() + chrono_duration(self.lease);
-                        if let Err(e) = self.store.renew(&job.id, attempt, until).await {
-                            tracing::warn!(job = %job.id, error = %e, "renewing a job's lease failed");
-                        }
+                        next_renewal = match self.store.renew(&job.id, attempt, until).await {
+                            Ok(_) => renew_every,
+                            Err(e) => {
+                                // try again soon: two thirds of the lease are left for it
+                                tracing::warn!(job = %job.id, error = %e, "renewing a job's lease failed; retrying");
+                                Duration::from_secs(1).min(renew_every)
+                            }
+                        };
                     }
                 }
             }
@@ -167,6 +221,14 @@ impl Jobs {
             // stopped mid-attempt: left running, taken up again after its lease
             return;
         }
+        let kind = job.kind.clone();
+        self.telemetry.record(|| {
+            metrics::counter!("tsunagi_job_attempts_total", "kind" => kind.clone()).increment(1);
+            if result.is_err() {
+                metrics::counter!("tsunagi_job_failures_total", "kind" => kind.clone())
+                    .increment(1);
+            }
+        });
         let outcome = match result {
             Ok(()) => Outcome::Done,
             Err(JobError::Retry(error)) if attempt < handler.max_attempts() => Outcome::Retry {

@@ -18,3 +18,4 @@ pub mod ryw;
 pub mod sensors;
 pub mod state;
 pub mod users;
+pub mod webhooks;

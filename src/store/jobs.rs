@@ -82,6 +82,11 @@ pub trait JobStore: Send + Sync {
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError>;
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// A `dead` job back to `queued`, due now, with its attempts reset; None when there is no
+    /// such dead job.
+    async fn retry(&self, id: &str) -> Result<Option<Job>, StoreError>;
+    /// How many jobs there are per (kind, state).
+    async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
 }
 
 /// The state and columns an outcome writes: (state, new run_at or None to keep, last_error).

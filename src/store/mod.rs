@@ -1,7 +1,7 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `archive.rs` hot and cold history; `jobs.rs` the job queue; `sqlite/` is the embedded implementation,
+//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `archive.rs` hot and cold history; `jobs.rs` the job queue; `webhooks.rs` webhooks and the outbox; `sqlite/` is the embedded implementation,
 //! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
 //! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
@@ -20,6 +20,7 @@ pub mod sensors;
 pub mod sqlite;
 pub mod state;
 pub mod users;
+pub mod webhooks;
 
 pub use build::{build, migrate, pg_settings, sqlite_settings};
 
@@ -244,7 +245,12 @@ pub enum ReadFrom {
 ///   configured acquire timeout.
 #[async_trait]
 pub trait Store:
-    users::UserStore + sensors::SensorStore + state::StateStore + archive::ArchiveStore + jobs::JobStore
+    users::UserStore
+    + sensors::SensorStore
+    + state::StateStore
+    + archive::ArchiveStore
+    + jobs::JobStore
+    + webhooks::WebhookStore
 {
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;

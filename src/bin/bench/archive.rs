@@ -73,6 +73,7 @@ struct WindowFigures {
     p99_ms: f64,
     max_ms: f64,
     errors: u64,
+    error_codes: BTreeMap<String, u64>,
     server_cores: f64,
 }
 
@@ -80,7 +81,7 @@ impl WindowFigures {
     fn to_json(&self) -> Value {
         json!({ "window": self.name, "secs": round(self.secs), "sends_per_s": round(self.sends_per_s),
             "ack_p50_ms": round(self.p50_ms), "ack_p99_ms": round(self.p99_ms),
-            "ack_max_ms": round(self.max_ms), "errors": self.errors,
+            "ack_max_ms": round(self.max_ms), "errors": self.errors, "error_codes": self.error_codes,
             "server_cores": round(self.server_cores) })
     }
 }
@@ -344,18 +345,27 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
             name: names[w],
             secs,
             sends_per_s: t.acked as f64 / secs,
-            p50_ms: percentile_ms(&t.lat_us, 50.0),
-            p99_ms: percentile_ms(&t.lat_us, 99.0),
+            p50_ms: percentile_ms(&t.lat_us, 0.5),
+            p99_ms: percentile_ms(&t.lat_us, 0.99),
             max_ms: t.lat_us.last().map_or(0.0, |&m| f64::from(m) / 1000.0),
             errors: t.errors.values().sum(),
+            error_codes: t.errors.clone(),
             server_cores: cpu / secs,
         });
     }
     let moved = stats["messages"]["cold"].as_i64().unwrap_or(0);
     for f in &figures {
         eprintln!(
-            "{:12} {:6.1} s  {:7.0} sends/s acked  ack p50 {:6.2} ms  p99 {:7.2} ms  max {:7.2} ms  errors {}  server cores {:.2}",
-            f.name, f.secs, f.sends_per_s, f.p50_ms, f.p99_ms, f.max_ms, f.errors, f.server_cores
+            "{:12} {:6.1} s  {:7.0} sends/s acked  ack p50 {:6.2} ms  p99 {:7.2} ms  max {:7.2} ms  errors {} {:?}  server cores {:.2}",
+            f.name,
+            f.secs,
+            f.sends_per_s,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            f.errors,
+            f.error_codes,
+            f.server_cores
         );
     }
     eprintln!(

@@ -27,6 +27,40 @@ fn job_from_row(r: &PgRow) -> Job {
 
 #[async_trait]
 impl JobStore for PgStore {
+    async fn retry(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let row = self
+            .telemetry
+            .timed(
+                "job_retry",
+                sqlx::query(concat!(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = now(), \
+                     updated_at = now() WHERE id = $1 AND state = 'dead' RETURNING ",
+                    job_columns!()
+                ))
+                .bind(id)
+                .fetch_optional(&mut *conn),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let mut conn = self.primary.acquire().await?;
+        let rows = self
+            .telemetry
+            .timed(
+                "job_counts",
+                sqlx::query("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
+                    .fetch_all(&mut *conn),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     async fn enqueue(
         &self,
         kind: &str,

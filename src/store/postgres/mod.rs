@@ -18,6 +18,7 @@ use sqlx::{Connection, PgConnection, Postgres, Row};
 use super::archive::{ColdKey, ColdSettings, ColdStore, merge_history, open_cold};
 use super::pool::InstrumentedPool;
 use super::users::AuditRow;
+use super::webhooks::{OutboxEvent, message_events};
 use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
     StoreError, WritePos, assign_seqs,
@@ -33,6 +34,7 @@ mod replicas;
 pub mod sensors;
 mod state;
 pub mod users;
+mod webhooks;
 
 pub use archive::{HISTORY_BACKWARD, HISTORY_FORWARD};
 use replicas::{Replica, Replicas};
@@ -371,6 +373,12 @@ impl PgStore {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
         audit(&self.telemetry, &mut tx, &AuditRow::room_created(&info)).await?;
+        let event = OutboxEvent {
+            event: "room.created",
+            room: &info.id,
+            data: &info,
+        };
+        self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok((info, self.commit_position(&mut conn).await))
     }
@@ -525,6 +533,8 @@ impl PgStore {
                 .execute(&mut *tx),
             )
             .await?;
+            self.enqueue_deliveries(&mut tx, &message_events(&new_rows))
+                .await?;
             let (ids, seqs): (Vec<String>, Vec<i64>) = last_seq.into_iter().unzip();
             self.telemetry.timed(
                 "rooms_advance_seq",

@@ -1,6 +1,7 @@
 //! [`StateStore`] on PostgreSQL: a room's writes are serialized by its row lock (`FOR UPDATE`,
 //! the lock appends take too); values are `jsonb`.
 
+use crate::store::webhooks::OutboxEvent;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -109,6 +110,12 @@ impl PgStore {
             .timed("state_write", statement.execute(&mut *tx))
             .await?;
         let seq = self.bump_state_seq(&mut tx, room).await?;
+        let event = OutboxEvent {
+            event: "state",
+            room: room.as_str(),
+            data: &state,
+        };
+        self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(StateWrite::Done { state, seq })
     }

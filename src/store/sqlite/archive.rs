@@ -88,9 +88,11 @@ impl ArchiveStore for SqliteStore {
             .timed(
                 "rooms_archivable",
                 sqlx::query(
-                    "SELECT r.id, r.archived_seq, r.epoch FROM rooms r JOIN messages m \
-                     ON m.room_id = r.id AND m.seq = r.archived_seq + 1 \
-                     WHERE r.id > ? AND m.created_at < ? ORDER BY r.id LIMIT ?",
+                    // CROSS JOIN: SQLite then keeps rooms as the outer loop (a primary key
+                    // lookup of messages per room) instead of perhaps scanning messages
+                    "SELECT r.id, r.archived_seq, r.epoch FROM rooms r CROSS JOIN messages m \
+                     WHERE m.room_id = r.id AND m.seq = r.archived_seq + 1 \
+                     AND r.id > ? AND m.created_at < ? ORDER BY r.id LIMIT ?",
                 )
                 .bind(after_room)
                 .bind(cutoff)
@@ -186,8 +188,8 @@ impl ArchiveStore for SqliteStore {
                 sqlx::query(
                     "SELECT coalesce(sum(last_seq - archived_seq), 0), \
                      coalesce(sum(archived_seq), 0), \
-                     (SELECT min(m.created_at) FROM rooms r JOIN messages m \
-                      ON m.room_id = r.id AND m.seq = r.archived_seq + 1) FROM rooms",
+                     (SELECT min(m.created_at) FROM rooms r CROSS JOIN messages m \
+                      WHERE m.room_id = r.id AND m.seq = r.archived_seq + 1) FROM rooms",
                 )
                 .fetch_one(&mut *self.reader.acquire().await?),
             )

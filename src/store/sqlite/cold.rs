@@ -157,27 +157,23 @@ impl ColdStore for SqliteCold {
     }
 
     async fn by_client_ids(&self, keys: &[ColdKey]) -> Result<Vec<Message>, StoreError> {
-        let mut found = Vec::new();
-        let mut conn = self.reader.acquire().await?;
-        for (room, epoch, user, client_id) in keys {
-            let row = self
-                .telemetry
-                .timed(
-                    "archive_by_client_id",
-                    sqlx::query(
-                        "SELECT * FROM messages_archive \
-                         WHERE room_id = ? AND user_id = ? AND client_id = ? AND epoch = ?",
-                    )
-                    .bind(room)
-                    .bind(user)
-                    .bind(client_id)
-                    .bind(epoch)
-                    .fetch_optional(&mut *conn),
+        // every key in one statement (one round trip to the reader's thread per group commit),
+        // each an index lookup
+        let keys = serde_json::to_string(keys).unwrap_or_default();
+        let rows = self
+            .telemetry
+            .timed(
+                "archive_by_client_ids",
+                sqlx::query(
+                    "SELECT a.* FROM json_each(?) AS k JOIN messages_archive AS a \
+                     ON a.room_id = k.value ->> 0 AND a.user_id = k.value ->> 2 \
+                     AND a.client_id = k.value ->> 3 AND a.epoch = k.value ->> 1",
                 )
-                .await?;
-            found.extend(row.as_ref().map(message_from_row));
-        }
-        Ok(found)
+                .bind(keys)
+                .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(rows.iter().map(message_from_row).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

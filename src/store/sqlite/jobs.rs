@@ -29,6 +29,40 @@ fn job_from_row(r: &SqliteRow) -> Job {
 
 #[async_trait]
 impl JobStore for SqliteStore {
+    async fn retry(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let now = text_time(Utc::now());
+        let row = self
+            .telemetry
+            .timed(
+                "job_retry",
+                sqlx::query(concat!(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?2, updated_at = ?2 \
+                     WHERE id = ?1 AND state = 'dead' RETURNING ",
+                    job_columns!()
+                ))
+                .bind(id)
+                .bind(&now)
+                .fetch_optional(&mut *self.writer.acquire().await?),
+            )
+            .await?;
+        Ok(row.as_ref().map(job_from_row))
+    }
+
+    async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = self
+            .telemetry
+            .timed(
+                "job_counts",
+                sqlx::query("SELECT kind, state, count(*) FROM jobs GROUP BY kind, state")
+                    .fetch_all(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
     async fn enqueue(
         &self,
         kind: &str,

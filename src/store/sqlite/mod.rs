@@ -15,6 +15,7 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 use super::archive::{ColdKey, ColdSettings, ColdStore, merge_history, open_cold};
 use super::pool::InstrumentedPool;
 use super::users::AuditRow;
+use super::webhooks::{OutboxEvent, message_events};
 use super::{
     Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
     WritePos, assign_seqs,
@@ -46,6 +47,7 @@ mod jobs;
 mod sensors;
 mod state;
 mod users;
+mod webhooks;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -271,6 +273,12 @@ impl Store for SqliteStore {
             return Err(StoreError::Conflict(format!("room {}", info.id)));
         }
         self.audit(&mut tx, &AuditRow::room_created(&info)).await?;
+        let event = OutboxEvent {
+            event: "room.created",
+            room: &info.id,
+            data: &info,
+        };
+        self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok((info, WritePos::default()))
     }
@@ -437,6 +445,8 @@ impl Store for SqliteStore {
             )
             .await?;
         }
+        self.enqueue_deliveries(&mut tx, &message_events(&new_rows))
+            .await?;
         for (room, seq) in &last_seq {
             self.telemetry
                 .timed(

@@ -1,6 +1,7 @@
 //! [`StateStore`] on SQLite: the one writer connection serializes a room's writes; values are
 //! JSON text.
 
+use crate::store::webhooks::OutboxEvent;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
@@ -107,6 +108,12 @@ impl StateStore for SqliteStore {
             .timed("state_write", statement.execute(&mut *tx))
             .await?;
         let seq = self.bump_state_seq(&mut tx, room).await?;
+        let event = OutboxEvent {
+            event: "state",
+            room: room.as_str(),
+            data: &state,
+        };
+        self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
         Ok(StateWrite::Done { state, seq })
     }
