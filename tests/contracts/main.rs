@@ -5,7 +5,8 @@
 //! Layout: `helpers.rs` finds the servers (PostgreSQL only with `TSUNAGI_TEST_PG`; Redis always,
 //! `TSUNAGI_TEST_REDIS`) and declares the per-engine tests; `store.rs` runs the `Store` contract
 //! on SQLite and PostgreSQL, `sensors.rs` the `SensorStore` contract; `state.rs` the `StateStore` contract; `archive.rs` the
-//! `ArchiveStore` and `ColdStore` contract (hot and cold history); `rate_limiter.rs` and `presence.rs` run the shared-state contracts
+//! `ArchiveStore` and `ColdStore` contract (hot and cold history); `jobs.rs` the `JobStore`
+//! and outbox contract; `rate_limiter.rs` and `presence.rs` run the shared-state contracts
 //! on the in-process and the Redis engines.
 
 #[macro_use]
@@ -15,5 +16,6 @@ mod rate_limiter;
 #[macro_use]
 mod store;
 mod archive;
+mod jobs;
 mod sensors;
 mod state;
