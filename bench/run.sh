@@ -24,7 +24,8 @@ LOGS=$(cd "$(dirname "$OUT")" && pwd)
 : >"$OUT"
 
 # cargo decides whether anything needs rebuilding
-cargo build --release --bins --quiet
+# the same build as the tests (dev features unified), so switching between them rebuilds nothing
+cargo build --release --all-targets --quiet
 if [ ! -d bench/peer/node_modules ]; then
   (cd bench/peer && npm ci --no-audit --no-fund --silent)
 fi
@@ -62,7 +63,7 @@ TSUNAGI_LISTEN=127.0.0.1:$t_port \
   TSUNAGI_DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$tmp/b.db}" \
   TSUNAGI_SEND_RATE=0 \
   TSUNAGI_LOG=warn \
-  ./target/release/tsunagi serve >"$LOGS/tsunagi.log" 2>&1 &
+  "$BIN"/tsunagi serve >"$LOGS/tsunagi.log" 2>&1 &
 t_pid=$!
 pids+=("$t_pid")
 (cd bench/peer && PORT=$p_port exec node server.js >"$LOGS/peer.log" 2>&1) &
@@ -72,7 +73,7 @@ wait_port "$t_port"
 wait_port "$p_port"
 
 bench() {
-  ./target/release/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
+  "$BIN"/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
     --peer-url "http://127.0.0.1:$p_port" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
 }
 

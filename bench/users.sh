@@ -36,7 +36,8 @@ mkdir -p "$(dirname "$OUT")"
 LOGS=$(cd "$(dirname "$OUT")" && pwd)
 : >"$OUT"
 
-cargo build --release --bins --quiet
+# the same build as the tests (dev features unified), so switching between them rebuilds nothing
+cargo build --release --all-targets --quiet
 
 tmp=$(mktemp -d)
 pids=()
@@ -77,7 +78,7 @@ start() {
   port=$(free_port)
   env TSUNAGI_LISTEN="127.0.0.1:$port" TSUNAGI_DATABASE_URL="$db" TSUNAGI_LOG=warn \
     TSUNAGI_ARGON2_MEMORY_KIB=256 TSUNAGI_ARGON2_ITERATIONS=1 "$@" \
-    ./target/release/tsunagi serve >"$log" 2>&1 &
+    "$BIN"/tsunagi serve >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -129,7 +130,7 @@ one_kind() {
   # a failed check makes tsunagi-bench exit non-zero (after its summary); no summary at all is
   # a failure too. Either is reported after the servers' usage, and fails the script at the end.
   local status=0
-  ./target/release/tsunagi-bench users "${targets[@]}" "$@" |
+  "$BIN"/tsunagi-bench users "${targets[@]}" "$@" |
     sed -u "s/^{/{\"db\":\"$label\",/" | tee -a "$OUT" | grep '"users_summary"' >/dev/null ||
     status=$?
   for i in "${!names[@]}"; do

@@ -334,7 +334,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "TSUNAGI_ARCHIVE_INTERVAL_S",
         "300",
-        "how often the background archiver looks for old messages (also once at start)",
+        "how often the background archiver looks for old messages (the first time 30 s after start)",
     ),
 ];
 

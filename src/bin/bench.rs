@@ -21,6 +21,8 @@ mod readings;
 mod rounds;
 #[path = "bench/users.rs"]
 mod users;
+#[path = "bench/webhooks.rs"]
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,6 +118,9 @@ enum Mode {
     /// Archiving: acked sends/s and ack latency of closed-loop senders, quiet and while a pass
     /// moves a million messages to cold storage.
     Archive(archive::ArchiveArgs),
+    /// Webhooks: acked sends/s with and without webhooks registered, and deliveries/s to a
+    /// receiver in this process.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -505,6 +510,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Users(u)) => return users::main(u).await,
         Some(Mode::Readings(r)) => return readings::main(r).await,
         Some(Mode::Archive(a)) => return archive::run(a).await,
+        Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
         None => {}
     }
     let args = Arc::new(args);

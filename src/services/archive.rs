@@ -23,6 +23,8 @@ use crate::telemetry::Telemetry;
 
 /// The longest the archiver waits for queued sends before each hot transaction.
 const MAX_YIELD: Duration = Duration::from_millis(50);
+/// How long after start the background archiver's first pass runs.
+const FIRST_PASS_AFTER: Duration = Duration::from_secs(30);
 /// Rooms listed per query while a pass walks them.
 const ROOMS_PER_PAGE: u32 = 100;
 
@@ -214,7 +216,9 @@ impl Archiver {
     /// Refreshes the hot/cold gauges every 15 s until `stop`.
     pub fn publish_stats(self: Arc<Self>, stop: CancellationToken) {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            // the first after one period, not at start (where every part opens connections)
+            let every = Duration::from_secs(15);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -236,7 +240,9 @@ impl Archiver {
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // the first pass a little after start, not while every part opens its connections
+            let first = tokio::time::Instant::now() + FIRST_PASS_AFTER.min(every);
+            let mut tick = tokio::time::interval_at(first, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {

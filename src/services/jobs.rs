@@ -24,7 +24,7 @@ const CONCURRENT: usize = 16;
 /// retries coming due): a retry runs at most this late.
 const POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -114,7 +114,9 @@ impl Jobs {
     /// Publishes the queue's depth by kind and state every 15 s until `stop`.
     pub fn publish_depth(self: Arc<Self>, stop: CancellationToken) {
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            // the first after one period, not at start (where every part opens connections)
+            let every = Duration::from_secs(15);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -144,7 +146,8 @@ impl Jobs {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(CONCURRENT));
             let kinds: Vec<&str> = self.handlers.keys().copied().collect();
-            let mut last_purge = None;
+            // the first purge one period after start (not among the start's connections)
+            let mut last_purge = tokio::time::Instant::now();
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
@@ -170,8 +173,8 @@ impl Jobs {
                         tracing::warn!(error = %e, "taking a job failed; retrying");
                     }
                 }
-                if last_purge.is_none_or(|at: tokio::time::Instant| at.elapsed() > PURGE_EVERY) {
-                    last_purge = Some(tokio::time::Instant::now());
+                if last_purge.elapsed() > PURGE_EVERY {
+                    last_purge = tokio::time::Instant::now();
                     if let Err(e) = self
                         .store
                         .purge(Utc::now() - chrono_duration(self.keep))

@@ -58,10 +58,10 @@ pub struct ArchiveArgs {
 }
 
 #[derive(Default)]
-struct Tally {
-    acked: u64,
-    lat_us: Vec<u32>,
-    errors: BTreeMap<String, u64>,
+pub(super) struct Tally {
+    pub(super) acked: u64,
+    pub(super) lat_us: Vec<u32>,
+    pub(super) errors: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -148,7 +148,7 @@ async fn fill(args: &ArchiveArgs, run: &str) -> anyhow::Result<()> {
 
 /// One sender: `in_flight` sends outstanding until `stop`; each ack's latency goes to the tally
 /// of the window it was sent in (`window` is read at send time).
-async fn send_loop(
+pub(super) async fn send_loop(
     client: Arc<SioClient>,
     room: Arc<str>,
     in_flight: usize,
@@ -189,14 +189,14 @@ async fn send_loop(
     tallies
 }
 
-struct Http {
-    client: reqwest::Client,
-    base: String,
-    admin: String,
+pub(super) struct Http {
+    pub(super) client: reqwest::Client,
+    pub(super) base: String,
+    pub(super) admin: String,
 }
 
 impl Http {
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,

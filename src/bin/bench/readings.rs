@@ -1415,4 +1415,37 @@ mod tests {
                 .all(|r| r["value"].is_f64() || r["value"].is_i64())
         );
     }
+
+    #[test]
+    fn server_figures_come_from_metric_differences() {
+        let before = Scrape::parse(
+            "# TYPE tsunagi_send_commit_seconds histogram\n\
+             tsunagi_send_commit_seconds_bucket{le=\"0.005\"} 10\n\
+             tsunagi_send_commit_seconds_bucket{le=\"0.05\"} 10\n\
+             tsunagi_send_commit_seconds_bucket{le=\"+Inf\"} 10\n\
+             tsunagi_send_commit_seconds_sum 0.01\n\
+             tsunagi_send_commit_seconds_count 10\n",
+        );
+        let after = Scrape::parse(
+            "tsunagi_send_commit_seconds_bucket{le=\"0.005\"} 108\n\
+             tsunagi_send_commit_seconds_bucket{le=\"0.05\"} 110\n\
+             tsunagi_send_commit_seconds_bucket{le=\"+Inf\"} 110\n\
+             tsunagi_send_commit_seconds_sum 0.31\n\
+             tsunagi_send_commit_seconds_count 110\n\
+             tsunagi_db_acquire_seconds_sum{pool=\"primary\"} 2\n\
+             tsunagi_db_acquire_seconds_count{pool=\"primary\"} 4\n\
+             tsunagi_db_acquire_seconds_sum{pool=\"replica\"} 9\n\
+             tsunagi_db_acquire_seconds_count{pool=\"replica\"} 1\n",
+        );
+        let d = after.minus(&before);
+        assert!((d.mean_ms("tsunagi_send_commit_seconds", None) - 3.0).abs() < 1e-9);
+        // 98 of 100 within 5 ms: p50 in the first bucket, p99 in the second
+        assert_eq!(d.quantile_le_ms("tsunagi_send_commit_seconds", 0.5), 5.0);
+        assert_eq!(d.quantile_le_ms("tsunagi_send_commit_seconds", 0.99), 50.0);
+        assert_eq!(
+            d.mean_ms("tsunagi_db_acquire_seconds", Some(("pool", "primary"))),
+            500.0
+        );
+        assert!(d.mean_ms("tsunagi_sensor_flush_seconds", None).is_nan());
+    }
 }
