@@ -43,6 +43,7 @@ pub struct Deliveries {
     store: Arc<dyn Store>,
     http: reqwest::Client,
     max_attempts: i64,
+    allow_private: bool,
     per_host: parking_lot::Mutex<HashMap<String, Arc<Semaphore>>>,
     metrics: Metrics,
 }
@@ -66,6 +67,7 @@ impl Deliveries {
             store,
             http,
             max_attempts: i64::from(max_attempts),
+            allow_private,
             per_host: Default::default(),
             metrics: t.record(|| Metrics {
                 delivered: metrics::counter!("tsunagi_webhook_deliveries_total", "result" => "delivered"),
@@ -108,6 +110,15 @@ impl JobHandler for Deliveries {
         }))
         .map_err(|e| JobError::Fatal(e.to_string()))?;
         let url = reqwest::Url::parse(&hook.url).map_err(|e| JobError::Fatal(e.to_string()))?;
+        // a literal address never reaches the resolver: checked here, at every delivery
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if literal.is_some_and(|ip| !self.allow_private && super::guard::is_private(ip)) {
+            return Err(JobError::Retry(super::guard::Refused::Private.to_string()));
+        }
         let slots = self.host_slots(url.host_str().unwrap_or_default());
         let _slot = slots
             .acquire()
