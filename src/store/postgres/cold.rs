@@ -66,6 +66,32 @@ pub fn partition_name(key: i32) -> String {
     format!("messages_archive_y{:04}m{:02}", start.year(), start.month())
 }
 
+/// The archived messages of `keys`, on `conn`: the cold pool's, or (cold storage in the
+/// primary) the sending transaction's own connection, which waits for no other pool.
+pub async fn by_client_ids(
+    conn: &mut PgConnection,
+    telemetry: &Telemetry,
+    keys: &[ColdKey],
+) -> Result<Vec<Message>, StoreError> {
+    let rows = telemetry
+        .timed(
+            "archive_by_client_ids",
+            sqlx::query(
+                "SELECT room_id, seq, id, user_id, content, client_id, created_at \
+                 FROM messages_archive JOIN UNNEST($1::text[], $2::text[], $3::text[], \
+                 $4::text[]) AS k(room_id, epoch, user_id, client_id) \
+                 USING (room_id, epoch, user_id, client_id)",
+            )
+            .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
+            .fetch_all(conn),
+        )
+        .await?;
+    Ok(rows.iter().map(message_from_row).collect())
+}
+
 impl PgCold {
     pub async fn open(
         url: &str,
@@ -95,7 +121,7 @@ impl PgCold {
         tx.commit().await?;
         conn.close().await?;
         let inner = PgPoolOptions::new()
-            .max_connections(2)
+            .max_connections(if in_primary { 2 } else { 4 })
             .min_connections(0)
             .idle_timeout(std::time::Duration::from_secs(30))
             .acquire_timeout(s.acquire_timeout)
@@ -223,24 +249,7 @@ impl ColdStore for PgCold {
     }
 
     async fn by_client_ids(&self, keys: &[ColdKey]) -> Result<Vec<Message>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM messages_archive JOIN UNNEST($1::text[], $2::text[], \
-             $3::text[], $4::text[]) AS k(room_id, epoch, user_id, client_id) \
-             USING (room_id, epoch, user_id, client_id)"
-        );
-        let rows = self
-            .telemetry
-            .timed(
-                "archive_by_client_ids",
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(keys.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.2.as_str()).collect::<Vec<_>>())
-                    .bind(keys.iter().map(|k| k.3.as_str()).collect::<Vec<_>>())
-                    .fetch_all(&mut *self.pool.acquire().await?),
-            )
-            .await?;
-        Ok(rows.iter().map(message_from_row).collect())
+        by_client_ids(&mut *self.pool.acquire().await?, &self.telemetry, keys).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

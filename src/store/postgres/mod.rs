@@ -143,6 +143,9 @@ pub struct PgStore {
     /// Days whose readings partition is known to exist (see `sensors.rs`).
     known_days: parking_lot::Mutex<std::collections::HashSet<i64>>,
     cold: Arc<dyn ColdStore>,
+    /// Cold storage is a table of the primary: a send looks archived client_ids up in its own
+    /// transaction.
+    cold_in_primary: bool,
 }
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.
@@ -241,6 +244,13 @@ impl PgStore {
             watcher,
             known_days: Default::default(),
             cold: open_cold(&s.cold, s.telemetry.clone()).await?,
+            cold_in_primary: matches!(
+                s.cold.location,
+                super::archive::ColdLocation::Postgres {
+                    in_primary: true,
+                    ..
+                }
+            ),
         })
     }
 
@@ -501,7 +511,12 @@ impl PgStore {
                 })
                 .collect();
             if !cold_keys.is_empty() {
-                for first in self.cold.by_client_ids(&cold_keys).await? {
+                let found = if self.cold_in_primary {
+                    cold::by_client_ids(&mut tx, &self.telemetry, &cold_keys).await?
+                } else {
+                    self.cold.by_client_ids(&cold_keys).await?
+                };
+                for first in found {
                     let key = (
                         first.room.clone(),
                         first.user_id.clone(),

@@ -97,6 +97,26 @@ impl JobStore for SqliteStore {
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Job>, StoreError> {
+        // Look on a reader first: an UPDATE takes the file's write lock even when it matches
+        // nothing, and an idle runner polls several times a second (other processes on the
+        // file, `tsunagi archive` among them, would wait on it).
+        let due = self
+            .telemetry
+            .timed(
+                "job_due",
+                sqlx::query(
+                    "SELECT 1 FROM jobs WHERE kind IN (SELECT value FROM json_each(?1)) AND \
+                     ((state = 'queued' AND run_at <= ?2) OR \
+                      (state = 'running' AND lease_until < ?2)) LIMIT 1",
+                )
+                .bind(serde_json::to_string(kinds).unwrap_or_default())
+                .bind(text_time(now))
+                .fetch_optional(&mut *self.reader.acquire().await?),
+            )
+            .await?;
+        if due.is_none() {
+            return Ok(None);
+        }
         let row = self
             .telemetry
             .timed(
