@@ -149,28 +149,44 @@ impl Jobs {
             // the first purge one period after start (not among the start's connections)
             let mut last_purge = tokio::time::Instant::now();
             loop {
-                let Ok(permit) = permits.clone().acquire_owned().await else {
+                // as many jobs as there are free slots (at least one: wait for it), in one claim
+                let Ok(first) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                let mut slots = vec![first];
+                while let Ok(more) = permits.clone().try_acquire_owned() {
+                    slots.push(more);
+                }
                 let now = Utc::now();
                 let claimed = self
                     .store
-                    .claim(&kinds, now, now + chrono_duration(self.lease))
+                    .claim(
+                        &kinds,
+                        now,
+                        now + chrono_duration(self.lease),
+                        slots.len() as u32,
+                    )
                     .await;
                 match claimed {
-                    Ok(Some(job)) => {
-                        let this = self.clone();
-                        let stop = stop.clone();
-                        tokio::spawn(async move {
-                            this.run(job, &stop).await;
-                            drop(permit);
-                        });
-                        continue;
+                    Ok(jobs) => {
+                        let full = jobs.len() == slots.len();
+                        for job in jobs {
+                            let slot = slots.pop();
+                            let this = self.clone();
+                            let stop = stop.clone();
+                            tokio::spawn(async move {
+                                this.run(job, &stop).await;
+                                drop(slot);
+                            });
+                        }
+                        drop(slots);
+                        if full {
+                            continue;
+                        }
                     }
-                    Ok(None) => drop(permit),
                     Err(e) => {
-                        drop(permit);
-                        tracing::warn!(error = %e, "taking a job failed; retrying");
+                        drop(slots);
+                        tracing::warn!(error = %e, "taking jobs failed; retrying");
                     }
                 }
                 if last_purge.elapsed() > PURGE_EVERY {

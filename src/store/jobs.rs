@@ -53,10 +53,10 @@ pub struct JobQuery {
     pub limit: u32,
 }
 
-/// Obligations: `enqueue` commits a `queued` job before it returns. `claim` takes the oldest
-/// due job of `kinds` (queued with `run_at <= now`, or running with its lease past) and makes
-/// it `running` with `lease_until`, `attempts + 1`, atomically, so no two callers take the same
-/// attempt. `finish` and `renew` change the job only while it is still that attempt and
+/// Obligations: `enqueue` commits a `queued` job before it returns. `claim` takes up to
+/// `limit` due jobs of `kinds` (running with their lease past first, then queued with
+/// `run_at <= now`, oldest first) and makes them `running` with `lease_until`, `attempts + 1`,
+/// atomically, so no two callers take the same attempt. `finish` and `renew` change the job only while it is still that attempt and
 /// running. `purge` removes `done` jobs last updated before a time (`dead` ones stay for a retry).
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -71,7 +71,8 @@ pub trait JobStore: Send + Sync {
         kinds: &[&str],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Option<Job>, StoreError>;
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError>;
     async fn renew(
         &self,
         id: &str,

@@ -24,6 +24,16 @@ on_every_engine!(
     changes_enqueue_their_deliveries_and_rollbacks_none,
 );
 
+/// One claim of at most one job.
+async fn claim_one(
+    store: &dyn Store,
+    kinds: &[&str],
+    now: chrono::DateTime<Utc>,
+    lease_until: chrono::DateTime<Utc>,
+) -> Option<tsunagi::store::jobs::Job> {
+    store.claim(kinds, now, lease_until, 1).await.unwrap().pop()
+}
+
 async fn all_jobs(store: &dyn Store, kind: &str) -> Vec<tsunagi::store::jobs::Job> {
     store
         .jobs(&JobQuery {
@@ -49,18 +59,20 @@ async fn concurrent_claims_take_each_job_once(f: &dyn StoreFactory) {
             let mut mine = Vec::new();
             loop {
                 let now = Utc::now();
-                match store
-                    .claim(&["test"], now, now + Duration::seconds(60))
+                // batches of up to 7 (the runner claims as many as it has free slots)
+                let jobs = store
+                    .claim(&["test"], now, now + Duration::seconds(60), 7)
                     .await
-                    .unwrap()
-                {
-                    Some(job) => {
-                        assert_eq!(job.state, "running");
-                        assert_eq!(job.attempts, 1);
-                        assert!(store.finish(&job.id, 1, &Outcome::Done).await.unwrap());
-                        mine.push(job.id);
-                    }
-                    None => return mine,
+                    .unwrap();
+                if jobs.is_empty() {
+                    return mine;
+                }
+                assert!(jobs.len() <= 7);
+                for job in jobs {
+                    assert_eq!(job.state, "running");
+                    assert_eq!(job.attempts, 1);
+                    assert!(store.finish(&job.id, 1, &Outcome::Done).await.unwrap());
+                    mine.push(job.id);
                 }
             }
         })
@@ -82,13 +94,7 @@ async fn concurrent_claims_take_each_job_once(f: &dyn StoreFactory) {
         .await
         .unwrap();
     let now = Utc::now();
-    assert!(
-        handles[0]
-            .claim(&["test"], now, now)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_one(&*handles[0], &["test"], now, now).await.is_none());
 }
 
 async fn a_lapsed_lease_passes_the_job_on_and_fences_the_old_attempt(f: &dyn StoreFactory) {
@@ -98,19 +104,15 @@ async fn a_lapsed_lease_passes_the_job_on_and_fences_the_old_attempt(f: &dyn Sto
         .await
         .unwrap();
     let t0 = Utc::now();
-    let first = store
-        .claim(&["lease"], t0, t0 + Duration::seconds(10))
+    let first = claim_one(&*store, &["lease"], t0, t0 + Duration::seconds(10))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!((first.id.clone(), first.attempts), (queued.id.clone(), 1));
     // leased: nobody else gets it, until the lease has run out
     let soon = t0 + Duration::seconds(5);
     assert!(
-        store
-            .claim(&["lease"], soon, soon + Duration::seconds(10))
+        claim_one(&*store, &["lease"], soon, soon + Duration::seconds(10))
             .await
-            .unwrap()
             .is_none()
     );
     assert!(
@@ -120,18 +122,10 @@ async fn a_lapsed_lease_passes_the_job_on_and_fences_the_old_attempt(f: &dyn Sto
             .unwrap()
     );
     let later = t0 + Duration::seconds(15);
-    assert!(
-        store
-            .claim(&["lease"], later, later)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(claim_one(&*store, &["lease"], later, later).await.is_none());
     let lapsed = t0 + Duration::seconds(21);
-    let second = store
-        .claim(&["lease"], lapsed, lapsed + Duration::seconds(10))
+    let second = claim_one(&*store, &["lease"], lapsed, lapsed + Duration::seconds(10))
         .await
-        .unwrap()
         .expect("taken up again");
     assert_eq!((second.id.clone(), second.attempts), (queued.id.clone(), 2));
     // the first worker's outcome and renewals no longer count
@@ -153,9 +147,9 @@ async fn a_lapsed_lease_passes_the_job_on_and_fences_the_old_attempt(f: &dyn Sto
     assert_eq!(job.last_error.as_deref(), Some("receiver down"));
     // not due before run_at
     let now = Utc::now();
-    assert!(store.claim(&["lease"], now, now).await.unwrap().is_none());
+    assert!(claim_one(&*store, &["lease"], now, now).await.is_none());
     let due = retry_at + Duration::seconds(1);
-    let third = store.claim(&["lease"], due, due).await.unwrap().unwrap();
+    let third = claim_one(&*store, &["lease"], due, due).await.unwrap();
     assert_eq!(third.attempts, 3);
 }
 
@@ -166,10 +160,8 @@ async fn dead_jobs_are_retried_and_done_ones_purged(f: &dyn StoreFactory) {
         .await
         .unwrap();
     let now = Utc::now();
-    let claimed = store
-        .claim(&["x"], now, now + Duration::seconds(60))
+    let claimed = claim_one(&*store, &["x"], now, now + Duration::seconds(60))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(claimed.payload, json!({ "a": 1 }));
     let dead = Outcome::Dead {
@@ -188,10 +180,8 @@ async fn dead_jobs_are_retried_and_done_ones_purged(f: &dyn StoreFactory) {
         "only dead jobs"
     );
     let now = Utc::now();
-    let again = store
-        .claim(&["x"], now, now + Duration::seconds(60))
+    let again = claim_one(&*store, &["x"], now, now + Duration::seconds(60))
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(again.attempts, 1);
     assert!(store.finish(&a.id, 1, &Outcome::Done).await.unwrap());

@@ -92,27 +92,42 @@ impl JobStore for PgStore {
         kinds: &[&str],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Option<Job>, StoreError> {
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
         let mut conn = self.primary.acquire().await?;
-        let row = self
-            .telemetry
-            .timed(
-                "job_claim",
-                sqlx::query(concat!(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-                     lease_until = $3, updated_at = $2 WHERE id = (SELECT id FROM jobs \
-                     WHERE kind = ANY($1) AND ((state = 'queued' AND run_at <= $2) OR \
-                     (state = 'running' AND lease_until < $2)) \
-                     ORDER BY run_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING ",
-                    job_columns!()
-                ))
-                .bind(kinds)
-                .bind(now)
-                .bind(lease_until)
-                .fetch_optional(&mut *conn),
-            )
-            .await?;
-        Ok(row.as_ref().map(job_from_row))
+        let mut claimed = Vec::new();
+        // one statement per state, each a range of the (state, run_at) index; rows another
+        // instance is claiming are skipped, never waited for
+        for (name, state, due_column) in [
+            ("job_claim_lapsed", "running", "lease_until < $2"),
+            ("job_claim", "queued", "run_at <= $2"),
+        ] {
+            let left = i64::from(limit) - claimed.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let sql = format!(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $3, \
+                 updated_at = $2 WHERE id IN (SELECT id FROM jobs WHERE state = '{state}' AND \
+                 {due_column} AND kind = ANY($1) ORDER BY run_at LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) RETURNING {}",
+                job_columns!()
+            );
+            let rows = self
+                .telemetry
+                .timed(
+                    name,
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(kinds)
+                        .bind(now)
+                        .bind(lease_until)
+                        .bind(left)
+                        .fetch_all(&mut *conn),
+                )
+                .await?;
+            claimed.extend(rows.iter().map(job_from_row));
+        }
+        Ok(claimed)
     }
 
     async fn renew(

@@ -4,8 +4,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{Connection, Row};
 
 use super::SqliteStore;
 use crate::store::StoreError;
@@ -96,47 +96,66 @@ impl JobStore for SqliteStore {
         kinds: &[&str],
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<Option<Job>, StoreError> {
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let kinds = serde_json::to_string(kinds).unwrap_or_default();
+        let (now, lease_until) = (text_time(now), text_time(lease_until));
         // Look on a reader first: an UPDATE takes the file's write lock even when it matches
         // nothing, and an idle runner polls several times a second (other processes on the
-        // file, `tsunagi archive` among them, would wait on it).
+        // file, `tsunagi archive` among them, would wait on it). Each state is one range of the
+        // (state, run_at) index.
         let due = self
             .telemetry
             .timed(
                 "job_due",
                 sqlx::query(
-                    "SELECT 1 FROM jobs WHERE kind IN (SELECT value FROM json_each(?1)) AND \
-                     ((state = 'queued' AND run_at <= ?2) OR \
-                      (state = 'running' AND lease_until < ?2)) LIMIT 1",
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND run_at <= ?2 \
+                     AND kind IN (SELECT value FROM json_each(?1))) OR EXISTS (SELECT 1 FROM jobs \
+                     WHERE state = 'running' AND lease_until < ?2 \
+                     AND kind IN (SELECT value FROM json_each(?1)))",
                 )
-                .bind(serde_json::to_string(kinds).unwrap_or_default())
-                .bind(text_time(now))
-                .fetch_optional(&mut *self.reader.acquire().await?),
+                .bind(&kinds)
+                .bind(&now)
+                .fetch_one(&mut *self.reader.acquire().await?),
             )
             .await?;
-        if due.is_none() {
-            return Ok(None);
+        if !due.get::<bool, _>(0) {
+            return Ok(Vec::new());
         }
-        let row = self
-            .telemetry
-            .timed(
-                "job_claim",
-                sqlx::query(concat!(
-                    "UPDATE jobs SET state = 'running', attempts = attempts + 1, \
-                     lease_until = ?3, updated_at = ?2 WHERE id = (SELECT id FROM jobs \
-                     WHERE kind IN (SELECT value FROM json_each(?1)) AND \
-                     ((state = 'queued' AND run_at <= ?2) OR \
-                      (state = 'running' AND lease_until < ?2)) \
-                     ORDER BY run_at LIMIT 1) RETURNING ",
-                    job_columns!()
-                ))
-                .bind(serde_json::to_string(kinds).unwrap_or_default())
-                .bind(text_time(now))
-                .bind(text_time(lease_until))
-                .fetch_optional(&mut *self.writer.acquire().await?),
-            )
-            .await?;
-        Ok(row.as_ref().map(job_from_row))
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut claimed = Vec::new();
+        for (name, state, due_column) in [
+            ("job_claim_lapsed", "running", "lease_until < ?2"),
+            ("job_claim", "queued", "run_at <= ?2"),
+        ] {
+            let left = i64::from(limit) - claimed.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let sql = format!(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = ?3, \
+                 updated_at = ?2 WHERE id IN (SELECT id FROM jobs WHERE state = '{state}' AND \
+                 {due_column} AND kind IN (SELECT value FROM json_each(?1)) \
+                 ORDER BY run_at LIMIT ?4) RETURNING {}",
+                job_columns!()
+            );
+            let rows = self
+                .telemetry
+                .timed(
+                    name,
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(&kinds)
+                        .bind(&now)
+                        .bind(&lease_until)
+                        .bind(left)
+                        .fetch_all(&mut *tx),
+                )
+                .await?;
+            claimed.extend(rows.iter().map(job_from_row));
+        }
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     async fn renew(
