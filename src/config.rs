@@ -408,6 +408,9 @@ pub struct Config {
     pub webhook_timeout: Duration,
     pub webhook_max_attempts: u32,
     pub webhook_allow_private: bool,
+    /// `TSUNAGI_*` variables of the environment that are no setting (a misspelling): warned
+    /// about by name at start, not refused (an old deployment's leftover must not stop it).
+    pub unknown_env: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -502,6 +505,33 @@ fn gather(env: &HashMap<String, String>) -> Result<Raw, ConfigError> {
     Ok(Raw(raw))
 }
 
+/// Variables named `TSUNAGI_*` that tsunagi reads outside the settings: the config file's path,
+/// and the test suites' own (`TSUNAGI_TEST_*`, `TSUNAGI_BIN`), which servers they start inherit.
+fn is_known_env(name: &str) -> bool {
+    name == "TSUNAGI_CONFIG"
+        || name == "TSUNAGI_BIN"
+        || name.starts_with("TSUNAGI_TEST_")
+        || SETTINGS.iter().any(|(n, _, _)| *n == name)
+}
+
+/// The address of `TSUNAGI_LISTEN`: `ip:port`, or `host:port` resolved now (`localhost:8080`;
+/// the first address the resolver gives).
+fn listen_address(s: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        .ok_or_else(|| err("TSUNAGI_LISTEN", format!("`{s}` is not host:port")))?;
+    (host, port.parse::<u16>().unwrap_or_default())
+        .to_socket_addrs()
+        .map_err(|e| err("TSUNAGI_LISTEN", format!("`{host}` does not resolve: {e}")))?
+        .next()
+        .ok_or_else(|| err("TSUNAGI_LISTEN", format!("`{host}` has no address")))
+}
+
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_map(&std::env::vars().collect())
@@ -509,10 +539,13 @@ impl Config {
 
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let raw = gather(env)?;
-        let listen_s = raw.get("TSUNAGI_LISTEN");
-        let listen = listen_s
-            .parse()
-            .map_err(|_| err("TSUNAGI_LISTEN", format!("`{listen_s}` is not host:port")))?;
+        let listen = listen_address(raw.get("TSUNAGI_LISTEN").trim())?;
+        let mut unknown_env: Vec<String> = env
+            .keys()
+            .filter(|k| k.starts_with("TSUNAGI_") && !is_known_env(k))
+            .cloned()
+            .collect();
+        unknown_env.sort();
         let database_url = raw.get("TSUNAGI_DATABASE_URL");
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
             return Err(err(
@@ -703,6 +736,7 @@ impl Config {
             webhook_allow_private: flag("TSUNAGI_WEBHOOK_ALLOW_PRIVATE")?,
             job_keep: Duration::from_secs(86_400)
                 * raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)?,
+            unknown_env,
         })
     }
 
@@ -733,6 +767,26 @@ impl Config {
         }
     }
 
+    /// The primary database for a person to read: the SQLite file, or the PostgreSQL URL
+    /// without its password and parameters.
+    pub fn describe_database(&self) -> String {
+        match self.sqlite_path() {
+            Some(path) => format!("sqlite {}", path.display()),
+            None => redact_url(&self.database_url),
+        }
+    }
+
+    pub fn describe_cold_storage(&self) -> String {
+        use crate::store::archive::ColdLocation;
+        match self.cold_location() {
+            ColdLocation::Sqlite(path) => format!("sqlite {}", path.display()),
+            ColdLocation::Postgres {
+                in_primary: true, ..
+            } => "table messages_archive in the primary".into(),
+            ColdLocation::Postgres { url, .. } => redact_url(&url),
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
     }
@@ -744,6 +798,19 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("."))
         })
+    }
+}
+
+/// A URL fit for a log: no password, no query parameters (`postgres://u@host:5432/db`).
+pub fn redact_url(url: &str) -> String {
+    let url = url.split('?').next().unwrap_or(url);
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -772,6 +839,39 @@ mod tests {
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.max_message_bytes, 16384);
         assert_eq!(c.sqlite_path().unwrap(), PathBuf::from("./data/tsunagi.db"));
+    }
+
+    #[test]
+    fn urls_in_logs_carry_no_password_or_parameters() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/tsunagi?sslmode=require&password=x"),
+            "postgres://app@db:5432/tsunagi"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379"),
+            "redis://@127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+
+    #[test]
+    fn listen_takes_host_names_and_misspelled_variables_are_named() {
+        let c = cfg(&[
+            ("TSUNAGI_LISTEN", "localhost:8080"),
+            ("TSUNAGI_SEND_RATEE", "5"),
+            ("TSUNAGI_TEST_PG", "x"),
+        ])
+        .unwrap();
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.unknown_env, vec!["TSUNAGI_SEND_RATEE".to_owned()]);
+        assert_eq!(
+            cfg(&[("TSUNAGI_LISTEN", "localhost")]).unwrap_err().name,
+            "TSUNAGI_LISTEN"
+        );
     }
 
     #[test]

@@ -66,8 +66,11 @@ fn init_logging(config: &Config) {
             filter = filter.add_directive(d);
         }
     }
+    // colours only for a person at a terminal: a log file or journal gets plain text
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if config.log_json {
         builder.json().init();
@@ -96,6 +99,9 @@ async fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&config);
+    for name in &config.unknown_env {
+        tracing::warn!(variable = %name, "unknown setting in the environment: ignored (misspelled?)");
+    }
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::Migrate => tsunagi::server::migrate(&config).await,
@@ -122,7 +128,14 @@ async fn main() -> std::process::ExitCode {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tsunagi::http_server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("TSUNAGI_LISTEN {}: {e}", config.listen))?;
-    tracing::info!(listen = %listener.local_addr()?, "tsunagi serving");
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        url = %format!("http://{addr}/"),
+        database = %config.describe_database(),
+        cold_storage = %config.describe_cold_storage(),
+        redis = %config.redis_url.as_deref().map(tsunagi::config::redact_url).unwrap_or_else(|| "none (one instance: bus, cache and limits in process)".into()),
+        "tsunagi starting: migrating, then serving the chat page at /, the dashboard at /admin, Socket.IO and /api/v1"
+    );
     tsunagi::server::run(config, listener, shutdown_signal()).await
 }
 

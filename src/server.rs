@@ -33,6 +33,9 @@ pub async fn run(
         max_header_bytes: config.http_max_header_bytes,
     };
     let app = App::build(config).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(url = %format!("http://{addr}/"), "tsunagi ready");
+    }
     let upgrades = Arc::new(crate::io_stats::Upgrades::default());
     let gateway = Gateway::new(app.clone(), upgrades.clone());
     let engine = engineioxide::layer::EngineIoLayer::from_config(

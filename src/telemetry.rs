@@ -49,11 +49,13 @@ impl Telemetry {
             .expect("non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();
-        Telemetry(Arc::new(Inner {
+        let telemetry = Telemetry(Arc::new(Inner {
             recorder,
             handle,
             slow_query_ms,
-        }))
+        }));
+        telemetry.record(describe_all);
+        telemetry
     }
 
     /// For parts built outside an app (tests of one engine): figures nobody reads.
@@ -99,6 +101,346 @@ impl Telemetry {
     }
 }
 
+/// Which kind of metric a description is for.
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric tsunagi exports: its `# HELP` text, and the label sets it starts at zero with
+/// (an empty list: unlabelled). A metric whose labels are only known at run time (pools, caches,
+/// statements) gets its help text and appears with its first value. A new metric goes here too
+/// (a test checks that every name recorded in `src/` is described).
+/// Label sets a metric starts at zero with: each a list of (label, value).
+type LabelSets = &'static [&'static [(&'static str, &'static str)]];
+
+const METRICS: &[(Kind, &str, &str, LabelSets)] = {
+    use Kind::*;
+    &[
+        (
+            Gauge,
+            "tsunagi_sockets_connected",
+            "Socket.IO sockets connected to this instance",
+            &[&[]],
+        ),
+        (
+            Gauge,
+            "tsunagi_connections_open",
+            "TCP connections open (HTTP, polling and WebSocket)",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_connections_refused_total",
+            "connections refused at the connection cap (503)",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_connections_evicted_total",
+            "idle connections closed at the cap to admit a new one",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_events_in_total",
+            "Socket.IO events received, by event name",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_events_out_total",
+            "Socket.IO events sent, by event name",
+            &[],
+        ),
+        (
+            Histogram,
+            "tsunagi_send_commit_seconds",
+            "time from a send's arrival to its commit",
+            &[&[]],
+        ),
+        (
+            Histogram,
+            "tsunagi_commit_batch_size",
+            "messages committed per group-commit transaction",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_slow_consumer_disconnects_total",
+            "sockets disconnected because they could not keep up (they recover with sync)",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_delivery_gap_fills_total",
+            "holes in a room's cross-instance feed filled from the primary",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_delivery_gap_disconnects_total",
+            "sockets disconnected after a hole in a room's feed could not be filled (they recover with sync)",
+            &[&[]],
+        ),
+        (
+            Histogram,
+            "tsunagi_db_query_seconds",
+            "time of each database statement, by statement name",
+            &[],
+        ),
+        (
+            Histogram,
+            "tsunagi_db_acquire_seconds",
+            "wait for a pooled database connection, by pool",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_db_acquire_timeouts_total",
+            "waits for a database connection that timed out (503), by pool",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_pool_connections",
+            "database connections by pool and state (idle, in_use)",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_pool_size",
+            "database connections open, by pool",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_pool_max",
+            "most database connections a pool may open",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_pool_waiting",
+            "requests waiting for a connection, by pool",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_db_reads_total",
+            "reads by the pool that served them (primary, replica-N)",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_replica_healthy",
+            "1 when a replica is in rotation, by pool",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_db_replica_lag_seconds",
+            "how far a replica is behind the primary, by pool",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_bus_connected",
+            "1 while the bus (Redis pub/sub, or in process) delivers",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_bus_published_total",
+            "messages published on the bus",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_bus_received_total",
+            "messages received from the bus",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_bus_publish_errors_total",
+            "bus publishes that failed",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_bus_dropped_total",
+            "low-priority bus messages dropped under load, by kind",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_bus_ack_timeouts_total",
+            "cache invalidations another instance did not confirm in time",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_cache_requests_total",
+            "cache lookups by cache, layer (l1, l2) and result (hit, miss)",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_cache_loads_total",
+            "cache misses loaded from the store, by cache",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_cache_errors_total",
+            "cache layer errors, by cache and layer",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_cache_invalidation_failures_total",
+            "cache invalidations that could not be published, by cache",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_rate_limit_fallbacks_total",
+            "rate-limit checks made in process because Redis was unreachable",
+            &[&[]],
+        ),
+        (
+            Gauge,
+            "tsunagi_sensor_buffer_depth",
+            "sensor readings waiting in memory or being written",
+            &[&[]],
+        ),
+        (
+            Histogram,
+            "tsunagi_sensor_flush_rows",
+            "readings written per flush",
+            &[&[]],
+        ),
+        (
+            Histogram,
+            "tsunagi_sensor_flush_seconds",
+            "time of each readings flush",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_sensor_flush_errors_total",
+            "readings flushes that failed (retried)",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_sensor_readings_accepted_total",
+            "sensor readings accepted",
+            &[&[]],
+        ),
+        (
+            Counter,
+            "tsunagi_sensor_readings_refused_total",
+            "sensor readings refused, by reason",
+            &[&[("reason", "buffer_full")]],
+        ),
+        (
+            Gauge,
+            "tsunagi_sensor_partitions",
+            "PostgreSQL day partitions of readings present",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_archive_moved_total",
+            "messages moved to cold storage",
+            &[&[]],
+        ),
+        (
+            Histogram,
+            "tsunagi_archive_pass_seconds",
+            "time of each archive pass",
+            &[&[]],
+        ),
+        (
+            Gauge,
+            "tsunagi_archive_hot_messages",
+            "messages in the hot table",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_archive_cold_messages",
+            "messages in cold storage",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_archive_oldest_hot_age_seconds",
+            "age of the oldest hot message (the archive lag)",
+            &[],
+        ),
+        (
+            Gauge,
+            "tsunagi_jobs",
+            "jobs in the queue by kind and state",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_job_attempts_total",
+            "job attempts run, by kind",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_job_failures_total",
+            "job attempts that failed, by kind",
+            &[],
+        ),
+        (
+            Counter,
+            "tsunagi_webhook_deliveries_total",
+            "webhook delivery attempts by result",
+            &[&[("result", "delivered")], &[("result", "failed")]],
+        ),
+        (
+            Histogram,
+            "tsunagi_webhook_delivery_seconds",
+            "time of each webhook delivery attempt",
+            &[&[]],
+        ),
+    ]
+};
+
+/// Describes every metric and starts the fixed ones at zero (run once per recorder).
+fn describe_all() {
+    for (kind, name, help, label_sets) in METRICS {
+        let (name, help) = (*name, *help);
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Histogram => metrics::describe_histogram!(name, help),
+        }
+        for labels in label_sets.iter() {
+            let labels: Vec<metrics::Label> = labels
+                .iter()
+                .map(|(k, v)| metrics::Label::new(*k, *v))
+                .collect();
+            match kind {
+                Kind::Counter => metrics::counter!(name, labels).increment(0),
+                // registered without a value of their own: a gauge's first set is its value
+                Kind::Gauge => metrics::gauge!(name, labels).increment(0.0),
+                Kind::Histogram => {
+                    let _ = metrics::histogram!(name, labels);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
@@ -139,6 +481,63 @@ mod tests {
         assert_eq!(text.matches("slow query").count(), 1, "{text}");
         assert!(
             text.contains("slow_one") && !text.contains("fast_one"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_metric_recorded_in_src_is_described() {
+        let mut missing = Vec::new();
+        let mut stack = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.ends_with("telemetry.rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for (i, _) in text.match_indices("\"tsunagi_") {
+                    let name: String = text[i + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    let base = ["_sum", "_count", "_bucket"]
+                        .iter()
+                        .find_map(|s| name.strip_suffix(s))
+                        .unwrap_or(&name)
+                        .to_owned();
+                    if !METRICS.iter().any(|(_, n, _, _)| *n == base) && !missing.contains(&base) {
+                        missing.push(base);
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "metrics without a description: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn metrics_have_help_and_start_at_zero() {
+        let text = Telemetry::detached().render();
+        assert!(
+            text.contains("# HELP tsunagi_slow_consumer_disconnects_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("tsunagi_slow_consumer_disconnects_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tsunagi_webhook_deliveries_total{result=\"failed\"} 0"),
             "{text}"
         );
     }

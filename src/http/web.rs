@@ -1,18 +1,46 @@
-//! The chat page, compiled into the binary so `tsunagi serve` alone serves a working client.
+//! The pages: the chat page at `/` and the operations dashboard at `/admin`, with their bundles
+//! under `/assets/`. `web/dist` is built from `web/src` and `clients/js` by `scripts/build-web`
+//! (committed, so a fresh clone's `cargo run` serves them without npm) and compiled into the
+//! binary, so `tsunagi serve` alone serves them.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::Path;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use rust_embed::Embed;
 
-pub async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        include_str!("../../web/index.html"),
-    )
+use crate::error::ApiError;
+
+#[derive(Embed)]
+#[folder = "web/dist/"]
+struct Dist;
+
+fn file(name: &str) -> Response {
+    let Some(file) = Dist::get(name) else {
+        return ApiError::not_found("no such file").into_response();
+    };
+    let mime = file.metadata.mimetype();
+    let mut res = file.data.into_owned().into_response();
+    let headers = res.headers_mut();
+    if let Ok(mime) = HeaderValue::from_str(mime) {
+        headers.insert(header::CONTENT_TYPE, mime);
+    }
+    // small files that change with each release: revalidated rather than cached stale
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
-pub async fn app_js() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        include_str!("../../web/app.js"),
-    )
+pub async fn index() -> Response {
+    file("index.html")
+}
+
+pub async fn admin() -> Response {
+    file("admin.html")
+}
+
+pub async fn asset(Path(name): Path<String>) -> Response {
+    file(&name)
 }

@@ -10,21 +10,27 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ServiceError, ServiceResult};
 use crate::store::Store;
-use crate::store::jobs::{Job, JobQuery, Outcome};
+use crate::store::jobs::{Finished, Job, JobQuery, Outcome};
 use crate::telemetry::Telemetry;
 
 /// Jobs of one instance running at once (webhook deliveries mostly wait on receivers).
-const CONCURRENT: usize = 16;
+const CONCURRENT: usize = 32;
 /// How often the queue is looked at when nothing woke the runner (jobs queued elsewhere, or
 /// retries coming due): a retry runs at most this late.
 const POLL: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// Outcomes are recorded in batches: the first waits this long for others to join it (on SQLite
+/// every write transaction is an fsync on the one writer the message commits need too).
+const FINISH_LINGER: Duration = Duration::from_millis(20);
+/// While jobs are waiting, a claim waits this long for more slots to free, so claims (write
+/// transactions too) come in batches rather than one per finished job.
+const CLAIM_LINGER: Duration = Duration::from_millis(20);
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -143,8 +149,11 @@ impl Jobs {
 
     /// Runs due jobs until `stop`; a running attempt is told to stop with it.
     pub fn start(self: Arc<Self>, stop: CancellationToken) {
+        let (outcomes, finished) = mpsc::channel(CONCURRENT * 16);
+        tokio::spawn(self.clone().record_outcomes(finished));
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(CONCURRENT));
+            let mut backlog = false;
             let kinds: Vec<&str> = self.handlers.keys().copied().collect();
             // the first purge one period after start (not among the start's connections)
             let mut last_purge = tokio::time::Instant::now();
@@ -153,6 +162,9 @@ impl Jobs {
                 let Ok(first) = permits.clone().acquire_owned().await else {
                     return;
                 };
+                if backlog {
+                    tokio::time::sleep(CLAIM_LINGER).await;
+                }
                 let mut slots = vec![first];
                 while let Ok(more) = permits.clone().try_acquire_owned() {
                     slots.push(more);
@@ -169,22 +181,28 @@ impl Jobs {
                     .await;
                 match claimed {
                     Ok(jobs) => {
-                        let full = jobs.len() == slots.len();
+                        backlog = jobs.len() == slots.len();
                         for job in jobs {
                             let slot = slots.pop();
                             let this = self.clone();
                             let stop = stop.clone();
+                            let outcomes = outcomes.clone();
                             tokio::spawn(async move {
-                                this.run(job, &stop).await;
+                                if let Some(done) = this.run(job, &stop).await {
+                                    // a closed channel: the process is stopping; the job runs
+                                    // again after its lease
+                                    let _ = outcomes.send(done).await;
+                                }
                                 drop(slot);
                             });
                         }
                         drop(slots);
-                        if full {
+                        if backlog {
                             continue;
                         }
                     }
                     Err(e) => {
+                        backlog = false;
                         drop(slots);
                         tracing::warn!(error = %e, "taking jobs failed; retrying");
                     }
@@ -208,11 +226,39 @@ impl Jobs {
         });
     }
 
-    /// One attempt of `job`, its lease renewed meanwhile, and its outcome recorded.
-    async fn run(&self, job: Job, stop: &CancellationToken) {
-        let Some(handler) = self.handlers.get(job.kind.as_str()) else {
-            return;
-        };
+    /// Writes finished attempts' outcomes in batches until every sender is gone.
+    async fn record_outcomes(self: Arc<Self>, mut finished: mpsc::Receiver<Finished>) {
+        let mut batch = Vec::new();
+        while let Some(first) = finished.recv().await {
+            batch.push(first);
+            tokio::time::sleep(FINISH_LINGER).await;
+            while batch.len() < 512 {
+                match finished.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            match self.store.finish_all(&batch).await {
+                Ok(applied) => {
+                    for (f, ok) in batch.iter().zip(applied) {
+                        if !ok {
+                            tracing::warn!(job = %f.id, "a job's lease ran out before it finished");
+                        }
+                    }
+                }
+                // left running: taken up again after their leases (deliveries are at least once)
+                Err(e) => {
+                    tracing::warn!(error = %e, jobs = batch.len(), "recording jobs' outcomes failed")
+                }
+            }
+            batch.clear();
+        }
+    }
+
+    /// One attempt of `job`, its lease renewed meanwhile; its outcome, to be recorded (None when
+    /// it was stopped mid-attempt).
+    async fn run(&self, job: Job, stop: &CancellationToken) -> Option<Finished> {
+        let handler = self.handlers.get(job.kind.as_str())?;
         let renew_every = self.lease / 3;
         let attempt = job.attempts;
         let result = {
@@ -238,7 +284,7 @@ impl Jobs {
         };
         if stop.is_cancelled() && result.is_err() {
             // stopped mid-attempt: left running, taken up again after its lease
-            return;
+            return None;
         }
         let kind = job.kind.clone();
         self.telemetry.record(|| {
@@ -256,13 +302,11 @@ impl Jobs {
             },
             Err(JobError::Retry(error) | JobError::Fatal(error)) => Outcome::Dead { error },
         };
-        match self.store.finish(&job.id, attempt, &outcome).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(job = %job.id, "a job's lease ran out before it finished")
-            }
-            Err(e) => tracing::warn!(job = %job.id, error = %e, "recording a job's outcome failed"),
-        }
+        Some(Finished {
+            id: job.id,
+            attempt,
+            outcome,
+        })
     }
 }
 

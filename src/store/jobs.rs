@@ -43,6 +43,14 @@ pub enum Outcome {
     },
 }
 
+/// The outcome of one attempt of one job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub id: String,
+    pub attempt: i64,
+    pub outcome: Outcome,
+}
+
 /// Which jobs to list, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct JobQuery {
@@ -56,7 +64,7 @@ pub struct JobQuery {
 /// Obligations: `enqueue` commits a `queued` job before it returns. `claim` takes up to
 /// `limit` due jobs of `kinds` (running with their lease past first, then queued with
 /// `run_at <= now`, oldest first) and makes them `running` with `lease_until`, `attempts + 1`,
-/// atomically, so no two callers take the same attempt. `finish` and `renew` change the job only while it is still that attempt and
+/// atomically, so no two callers take the same attempt. `finish_all` and `renew` change the job only while it is still that attempt and
 /// running. `purge` removes `done` jobs last updated before a time (`dead` ones stay for a retry).
 #[async_trait]
 pub trait JobStore: Send + Sync {
@@ -79,7 +87,17 @@ pub trait JobStore: Send + Sync {
         attempt: i64,
         lease_until: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError>;
+    /// Records several outcomes in one transaction (one commit for a batch of deliveries); for
+    /// each, whether it was still that attempt and running.
+    async fn finish_all(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError>;
+    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+        let one = Finished {
+            id: id.to_owned(),
+            attempt,
+            outcome: outcome.clone(),
+        };
+        Ok(self.finish_all(std::slice::from_ref(&one)).await?[0])
+    }
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError>;
     async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError>;
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;

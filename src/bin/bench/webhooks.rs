@@ -288,7 +288,11 @@ pub async fn run(args: WebhooksArgs) -> anyhow::Result<()> {
         }
     }
     let (w, wo) = (RoundFigures::median(&with), RoundFigures::median(&without));
-    let unsigned = got.lock().ids.len() as u64 - got.lock().signed.min(got.lock().ids.len() as u64);
+    let unsigned = {
+        // one guard: the receiver's lock is not reentrant
+        let got = got.lock();
+        got.ids.len() as u64 - got.signed.min(got.ids.len() as u64)
+    };
     println!(
         "{}",
         json!({ "webhooks_summary": true, "hooks": args.hooks, "senders": args.senders,

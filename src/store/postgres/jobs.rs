@@ -9,7 +9,7 @@ use sqlx::postgres::PgRow;
 
 use super::{PgStore, rfc3339};
 use crate::store::StoreError;
-use crate::store::jobs::{Job, JobQuery, JobStore, Outcome, job_columns, outcome_columns};
+use crate::store::jobs::{Finished, Job, JobQuery, JobStore, job_columns, outcome_columns};
 
 fn job_from_row(r: &PgRow) -> Job {
     Job {
@@ -154,27 +154,45 @@ impl JobStore for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError> {
-        let (state, run_at, error) = outcome_columns(outcome);
+    async fn finish_all(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError> {
+        let mut ids = Vec::with_capacity(finished.len());
+        let mut attempts = Vec::with_capacity(finished.len());
+        let mut states = Vec::with_capacity(finished.len());
+        let mut run_ats = Vec::with_capacity(finished.len());
+        let mut errors = Vec::with_capacity(finished.len());
+        for f in finished {
+            let (state, run_at, error) = outcome_columns(&f.outcome);
+            ids.push(f.id.as_str());
+            attempts.push(f.attempt as i32);
+            states.push(state);
+            run_ats.push(run_at);
+            errors.push(error);
+        }
         let mut conn = self.primary.acquire().await?;
-        let done = self
+        // one statement for the whole batch
+        let rows = self
             .telemetry
             .timed(
                 "job_finish",
                 sqlx::query(
-                    "UPDATE jobs SET state = $1, run_at = coalesce($2, run_at), last_error = $3, \
-                     lease_until = NULL, updated_at = now() \
-                     WHERE id = $4 AND attempts = $5 AND state = 'running'",
+                    "UPDATE jobs j SET state = f.state, run_at = coalesce(f.run_at, j.run_at), \
+                     last_error = f.error, lease_until = NULL, updated_at = now() \
+                     FROM unnest($1::text[], $2::int[], $3::text[], $4::timestamptz[], $5::text[]) \
+                       AS f(id, attempt, state, run_at, error) \
+                     WHERE j.id = f.id AND j.attempts = f.attempt AND j.state = 'running' \
+                     RETURNING j.id",
                 )
-                .bind(state)
-                .bind(run_at)
-                .bind(error)
-                .bind(id)
-                .bind(attempt as i32)
-                .execute(&mut *conn),
+                .bind(&ids)
+                .bind(&attempts)
+                .bind(&states)
+                .bind(&run_ats)
+                .bind(&errors)
+                .fetch_all(&mut *conn),
             )
             .await?;
-        Ok(done.rows_affected() == 1)
+        let applied: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.get::<String, _>(0)).collect();
+        Ok(ids.iter().map(|id| applied.contains(*id)).collect())
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {

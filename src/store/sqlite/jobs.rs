@@ -10,7 +10,7 @@ use sqlx::{Connection, Row};
 use super::SqliteStore;
 use crate::store::StoreError;
 use crate::store::jobs::{
-    Job, JobQuery, JobStore, Outcome, job_columns, outcome_columns, text_time,
+    Finished, Job, JobQuery, JobStore, job_columns, outcome_columns, text_time,
 };
 
 fn job_from_row(r: &SqliteRow) -> Job {
@@ -181,27 +181,36 @@ impl JobStore for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn finish(&self, id: &str, attempt: i64, outcome: &Outcome) -> Result<bool, StoreError> {
-        let (state, run_at, error) = outcome_columns(outcome);
-        let done = self
-            .telemetry
-            .timed(
-                "job_finish",
-                sqlx::query(
-                    "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), last_error = ?, \
-                     lease_until = NULL, updated_at = ? \
-                     WHERE id = ? AND attempts = ? AND state = 'running'",
+    async fn finish_all(&self, finished: &[Finished]) -> Result<Vec<bool>, StoreError> {
+        let now = text_time(Utc::now());
+        let mut conn = self.writer.acquire().await?;
+        // one transaction, one fsync, for the whole batch
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let mut applied = Vec::with_capacity(finished.len());
+        for f in finished {
+            let (state, run_at, error) = outcome_columns(&f.outcome);
+            let done = self
+                .telemetry
+                .timed(
+                    "job_finish",
+                    sqlx::query(
+                        "UPDATE jobs SET state = ?, run_at = coalesce(?, run_at), last_error = ?, \
+                         lease_until = NULL, updated_at = ? \
+                         WHERE id = ? AND attempts = ? AND state = 'running'",
+                    )
+                    .bind(state)
+                    .bind(run_at.map(text_time))
+                    .bind(error)
+                    .bind(&now)
+                    .bind(&f.id)
+                    .bind(f.attempt)
+                    .execute(&mut *tx),
                 )
-                .bind(state)
-                .bind(run_at.map(text_time))
-                .bind(error)
-                .bind(text_time(Utc::now()))
-                .bind(id)
-                .bind(attempt)
-                .execute(&mut *self.writer.acquire().await?),
-            )
-            .await?;
-        Ok(done.rows_affected() == 1)
+                .await?;
+            applied.push(done.rows_affected() == 1);
+        }
+        tx.commit().await?;
+        Ok(applied)
     }
 
     async fn job(&self, id: &str) -> Result<Option<Job>, StoreError> {
