@@ -514,6 +514,16 @@ fn is_known_env(name: &str) -> bool {
         || SETTINGS.iter().any(|(n, _, _)| *n == name)
 }
 
+/// The setting an unknown variable most likely meant (`TSUNAGI_SEND_RATEE` → `TSUNAGI_SEND_RATE`).
+pub fn closest_setting(name: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .map(|(n, _, _)| (strsim::levenshtein(name, n), *n))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, n)| n)
+}
+
 /// The address of `TSUNAGI_LISTEN`: `ip:port`, or `host:port` resolved now (`localhost:8080`;
 /// the first address the resolver gives).
 fn listen_address(s: &str) -> Result<SocketAddr, ConfigError> {
@@ -868,6 +878,11 @@ mod tests {
         assert!(c.listen.ip().is_loopback(), "{}", c.listen);
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.unknown_env, vec!["TSUNAGI_SEND_RATEE".to_owned()]);
+        assert_eq!(
+            closest_setting("TSUNAGI_SEND_RATEE"),
+            Some("TSUNAGI_SEND_RATE")
+        );
+        assert_eq!(closest_setting("TSUNAGI_WHATEVER_ELSE"), None);
         assert_eq!(
             cfg(&[("TSUNAGI_LISTEN", "localhost")]).unwrap_err().name,
             "TSUNAGI_LISTEN"

@@ -100,7 +100,12 @@ async fn main() -> std::process::ExitCode {
     };
     init_logging(&config);
     for name in &config.unknown_env {
-        tracing::warn!(variable = %name, "unknown setting in the environment: ignored (misspelled?)");
+        match tsunagi::config::closest_setting(name) {
+            Some(meant) => {
+                tracing::warn!(variable = %name, did_you_mean = meant, "unknown setting in the environment: ignored")
+            }
+            None => tracing::warn!(variable = %name, "unknown setting in the environment: ignored"),
+        }
     }
     let result = match cli.command {
         Command::Serve => serve(config).await,
