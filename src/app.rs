@@ -22,6 +22,7 @@ use crate::password::Passwords;
 use crate::services::admin::AdminService;
 use crate::services::archive::{ARCHIVE_JOB, ArchiveJob, Archiver};
 use crate::services::commit::{CommitSettings, Committer};
+use crate::services::dashboard::Dashboard;
 use crate::services::jobs::Jobs;
 use crate::services::messages::MessagesService;
 use crate::services::presence::PresenceService;
@@ -52,6 +53,8 @@ pub struct App {
     pub jobs: Arc<Jobs>,
     pub webhooks: WebhooksService,
     pub admin: AdminService,
+    /// The sampled figures of the operations dashboard (`/admin`).
+    pub dashboard: Arc<Dashboard>,
     /// Cancelled once when the process is asked to stop: edges refuse new work from then on.
     pub shutdown: CancellationToken,
     /// Every part's check, for `/readyz`.
@@ -112,7 +115,7 @@ impl App {
             vec![user_cache.clone(), room_cache.clone(), member_cache.clone()];
         bus.on_invalidation(crate::cache::handler(caches.clone()));
 
-        let limiters = Limiters::new(&backplane);
+        let limiters = Limiters::new(&backplane, &telemetry);
         let ryw = Arc::new(ReadYourWrites::new(
             config.replica_max_lag,
             config.replica_check_interval,
@@ -275,6 +278,7 @@ impl App {
             jobs,
             webhooks,
             admin,
+            dashboard: Arc::new(Dashboard::default()),
             shutdown,
             health,
             telemetry,
@@ -283,6 +287,7 @@ impl App {
             committer,
         });
         app.clone().report_pools_until_stopped();
+        app.start_dashboard();
         Ok(app)
     }
 
@@ -323,6 +328,19 @@ impl App {
 
     pub async fn close(&self) {
         self.store.close().await;
+    }
+
+    /// Samples the dashboard's figures from the start (so `/admin` opens on history) until
+    /// shutdown. The source holds the app weakly: the app owns the dashboard.
+    fn start_dashboard(self: &Arc<Self>) {
+        let app = Arc::downgrade(self);
+        self.dashboard.clone().start(
+            Box::new(move || {
+                let app = app.upgrade()?;
+                Some((app.render_metrics(), app.admin.backplane()))
+            }),
+            self.shutdown.clone(),
+        );
     }
 
     /// Publishes the pool gauges (and folds histogram samples) every 5 s until shutdown.

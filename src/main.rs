@@ -1,4 +1,4 @@
-//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`.
+//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`, `make-admin`.
 
 use clap::{Parser, Subcommand};
 use tsunagi::config::Config;
@@ -45,6 +45,12 @@ enum Command {
         /// Lifetime: 30s, 15m, 1h, 7d.
         #[arg(long, default_value = "1h")]
         ttl: String,
+    },
+    /// Give an account the admin role (audited, actor `cli`): how the first admin of a fresh
+    /// install is made, who can then open /admin and promote others.
+    MakeAdmin {
+        /// The account's username or email.
+        login: String,
     },
 }
 
@@ -120,6 +126,7 @@ async fn main() -> std::process::ExitCode {
             name,
             ttl,
         } => token(&config, &sub, &role, name, &ttl),
+        Command::MakeAdmin { login } => make_admin(&config, &login).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -198,6 +205,35 @@ async fn archive(config: &Config, older_than: Option<&str>, dry_run: bool) -> an
         report.moved, report.rooms, report.batches, report.cutoff
     );
     Ok(())
+}
+
+/// Sets the role in the store directly, as a PATCH by an admin would (same statement, same audit
+/// row, actor `cli`): the command needs no server, and a running one reads the role from the
+/// store at the next login. The migrations run first, so it works on a fresh data directory too.
+async fn make_admin(config: &Config, login: &str) -> anyhow::Result<()> {
+    use tsunagi::store::users::UserPatch;
+    tsunagi::server::migrate(config).await?;
+    let telemetry = tsunagi::telemetry::Telemetry::new(config.slow_query_ms);
+    let (store, _) = tsunagi::store::build(config, &telemetry).await?;
+    let result = async {
+        let Some(user) = store.user_by_login(login).await? else {
+            anyhow::bail!("make-admin: no account with the username or email {login:?}");
+        };
+        if user.role == "admin" {
+            println!("{} ({}) is already an admin", user.username, user.id);
+            return Ok(());
+        }
+        let patch = UserPatch {
+            role: Some("admin".to_owned()),
+            ..UserPatch::default()
+        };
+        store.update_user(&user.id, &patch, "cli").await?;
+        println!("{} ({}) is now an admin", user.username, user.id);
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 fn token(

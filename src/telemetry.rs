@@ -311,6 +311,12 @@ const METRICS: &[(Kind, &str, &str, LabelSets)] = {
             &[&[]],
         ),
         (
+            Counter,
+            "tsunagi_rate_limited_total",
+            "requests and events refused rate_limited, by limiter",
+            &[],
+        ),
+        (
             Gauge,
             "tsunagi_sensor_buffer_depth",
             "sensor readings waiting in memory or being written",

@@ -15,6 +15,8 @@ pub struct GatewayMetrics {
     pub sockets_connected: Gauge,
     pub delivery_gaps: Counter,
     pub slow_consumers: Counter,
+    /// Events refused `rate_limited` because the session's queue or event budget is full.
+    pub events_refused: Counter,
 }
 
 impl GatewayMetrics {
@@ -43,6 +45,7 @@ impl GatewayMetrics {
                 sockets_connected: gauge!("tsunagi_sockets_connected"),
                 delivery_gaps: counter!("tsunagi_delivery_gap_disconnects_total"),
                 slow_consumers: counter!("tsunagi_slow_consumer_disconnects_total"),
+                events_refused: counter!("tsunagi_rate_limited_total", "limiter" => "events"),
             }
         })
     }

@@ -119,6 +119,7 @@ impl Session {
     /// at once (nothing was done), so memory stays bounded and the client learns to slow down.
     pub fn queue(&self, event: InboundEvent, rate: &EventRate) {
         if let Err(retry_after_ms) = self.budget.take(rate) {
+            self.metrics.events_refused.increment(1);
             if let Some(id) = event.ack {
                 let e = crate::error::ApiError::rate_limited(retry_after_ms);
                 let body = serde_json::json!({ "ok": false, "error": e.body() });
@@ -134,6 +135,7 @@ impl Session {
             },
             None => return,
         };
+        self.metrics.events_refused.increment(1);
         if let Some(id) = full.ack {
             let e = crate::error::ApiError::rate_limited(1000);
             let body = serde_json::json!({ "ok": false, "error": e.body() });

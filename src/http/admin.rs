@@ -61,6 +61,15 @@ pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<i
     Ok(Json(figures))
 }
 
+/// `GET /admin/dashboard`: the last five minutes of the operations dashboard, one sample every
+/// 2 s, oldest first (admins).
+pub async fn dashboard(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(app.dashboard.view(&who)?))
+}
+
 /// `POST /admin/archive { older_than? }`: queues one archive pass → 202 JOB.
 pub async fn archive(
     State(app): State<Arc<App>>,

@@ -1,7 +1,7 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `state.rs` (§6.2), `admin.rs` (audit, stats), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
+//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `state.rs` (§6.2), `admin.rs` (audit, stats, dashboard), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
 
 use std::sync::Arc;
 
@@ -58,6 +58,7 @@ pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
         .route("/api/v1/users/{id}", get(users::get).patch(users::patch))
         .route("/api/v1/admin/audit", get(admin::audit))
         .route("/api/v1/admin/stats", get(admin::stats))
+        .route("/api/v1/admin/dashboard", get(admin::dashboard))
         .route("/api/v1/admin/archive", post(admin::archive))
         .route("/api/v1/admin/jobs", get(admin::jobs))
         .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry_job))

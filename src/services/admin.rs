@@ -63,4 +63,13 @@ impl AdminService {
             "redis": { "configured": self.redis_configured },
         }))
     }
+
+    /// The bus and Redis parts of [`AdminService::stats`], without the caller check: for the
+    /// dashboard's sampler, which runs inside the app and shows them to admins only.
+    pub fn backplane(&self) -> Value {
+        json!({
+            "bus": self.bus.stats(),
+            "redis": { "configured": self.redis_configured },
+        })
+    }
 }

@@ -4,11 +4,12 @@
 //! history, sync), `commit.rs` (the group committer every send goes through), `ryw.rs` (read-your-writes),
 //! `users.rs` (accounts, read through the layered cache), `sensors/` (sensors, readings with
 //! write-behind, series), `state.rs` (room state), `archive.rs` (the
-//! archiver moving old messages to cold storage).
+//! archiver moving old messages to cold storage), `dashboard.rs` (the sampled figures of `/admin`).
 
 pub mod admin;
 pub mod archive;
 pub mod commit;
+pub mod dashboard;
 pub mod error;
 pub mod jobs;
 pub mod messages;

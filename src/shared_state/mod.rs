@@ -9,6 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::backplane::Backplane;
+use crate::telemetry::Telemetry;
 
 pub mod local;
 pub mod redis;
@@ -47,16 +48,16 @@ pub fn presence(backplane: &Backplane) -> Arc<dyn Presence> {
 
 /// Makes the rate limiters: with Redis every limit is shared by all instances (PROTOCOL §3
 /// "Across instances"), else each lives in this process.
-pub struct Limiters(Backplane);
+pub struct Limiters(Backplane, Telemetry);
 
 impl Limiters {
-    pub fn new(backplane: &Backplane) -> Self {
-        Limiters(backplane.clone())
+    pub fn new(backplane: &Backplane, telemetry: &Telemetry) -> Self {
+        Limiters(backplane.clone(), telemetry.clone())
     }
 
     /// A limiter named `name` (its Redis keys) allowing `per_second` with bursts of `burst`.
     pub fn limiter(&self, name: &'static str, per_second: f64, burst: u32) -> Arc<dyn RateLimiter> {
-        match &self.0 {
+        let inner: Arc<dyn RateLimiter> = match &self.0 {
             Backplane::Local => Arc::new(local::LocalRateLimiter::new(per_second, burst)),
             Backplane::Redis(conn) => Arc::new(redis::RedisRateLimiter::new(
                 conn.clone(),
@@ -64,6 +65,28 @@ impl Limiters {
                 per_second,
                 burst,
             )),
+        };
+        let refused = self
+            .1
+            .record(|| metrics::counter!("tsunagi_rate_limited_total", "limiter" => name));
+        Arc::new(Counted { inner, refused })
+    }
+}
+
+/// A limiter that counts its refusals (`tsunagi_rate_limited_total{limiter}`), so operators
+/// see how often clients are told to slow down, whichever engine decides.
+struct Counted {
+    inner: Arc<dyn RateLimiter>,
+    refused: metrics::Counter,
+}
+
+#[async_trait]
+impl RateLimiter for Counted {
+    async fn check_n(&self, key: &str, n: u32) -> Result<(), u64> {
+        let r = self.inner.check_n(key, n).await;
+        if r.is_err() {
+            self.refused.increment(1);
         }
+        r
     }
 }
