@@ -142,6 +142,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("TSUNAGI_LISTEN {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(
+        listen = %addr,
         url = %format!("http://{addr}/"),
         database = %config.describe_database(),
         cold_storage = %config.describe_cold_storage(),
