@@ -184,7 +184,7 @@ pub async fn serve(
         )
     });
     loop {
-        let (stream, _addr) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
@@ -216,6 +216,7 @@ pub async fn serve(
             conn: conn.clone(),
             counters: counters.clone(),
             upgrades: upgrades.clone(),
+            peer,
         };
         opened.increment(1.0);
         let stream = Capped {
@@ -346,6 +347,9 @@ struct Tracked {
     conn: Arc<Conn>,
     counters: Arc<IoCounters>,
     upgrades: Arc<Upgrades>,
+    /// The TCP peer, given to every request as axum's `ConnectInfo` (the client address, unless
+    /// the peer is a trusted proxy).
+    peer: SocketAddr,
 }
 
 /// The engine session a `…/socket.io/?transport=websocket&sid=…` request upgrades.
@@ -368,6 +372,8 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
             self.upgrades.upgraded(sid, &self.counters);
         }
         req.extensions_mut().insert(self.counters.clone());
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let (mut router, conn) = (self.router.clone(), self.conn.clone());
         Box::pin(async move {
             // axum's Router is always ready: no poll_ready needed before call

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod secrets;
+pub use secrets::{EncryptionKey, SECRET_SETTINGS, TlsFiles};
+
 /// How often the Redis bus pings its subscription: a dead link is noticed within this plus the
 /// Redis timeout, which bounds `TSUNAGI_BUS_ACK_TIMEOUT_MS` from below.
 pub const BUS_HEARTBEAT: Duration = Duration::from_millis(250);
@@ -234,7 +237,38 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "TSUNAGI_LOGIN_RATE",
         "10",
-        "login attempts per minute per login name (burst the same); 0 = off",
+        "login attempts per minute per login name and client address (burst the same); 0 = off",
+    ),
+    (
+        "TSUNAGI_TRUSTED_PROXIES",
+        "",
+        "comma-separated CIDRs whose X-Forwarded-For is believed; empty = the peer is the client",
+    ),
+    (
+        "TSUNAGI_LOGIN_FAILURES_PER_ADDRESS",
+        "10",
+        "failed logins per minute per client address before 429; 0 = off",
+    ),
+    (
+        "TSUNAGI_REGISTER_RATE_PER_ADDRESS",
+        "600",
+        "registrations per minute per client address (burst the same); 0 = off",
+    ),
+    (
+        "TSUNAGI_CONNECTIONS_PER_ADDRESS",
+        "1000",
+        "concurrent Socket.IO connections per client address, per instance; 0 = off",
+    ),
+    (
+        "TSUNAGI_TLS_CERT",
+        "",
+        "PEM certificate chain: with TSUNAGI_TLS_KEY the listener serves HTTPS/WSS only (SIGHUP reloads)",
+    ),
+    ("TSUNAGI_TLS_KEY", "", "PEM private key of TSUNAGI_TLS_CERT"),
+    (
+        "TSUNAGI_ENCRYPTION_KEYS",
+        "",
+        "KID:BASE64 keys (32 bytes), the first current: message content and state values encrypted at rest",
     ),
     (
         "TSUNAGI_MAX_METADATA_BYTES",
@@ -411,6 +445,16 @@ pub struct Config {
     /// `TSUNAGI_*` variables of the environment that are no setting (a misspelling): warned
     /// about by name at start, not refused (an old deployment's leftover must not stop it).
     pub unknown_env: Vec<String>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Failed logins per minute per client address; 0 = off.
+    pub login_failures_per_address: u32,
+    /// Registrations per minute per client address; 0 = off.
+    pub register_rate_per_address: u32,
+    /// Concurrent Socket.IO connections per client address; 0 = off.
+    pub connections_per_address: u32,
+    pub tls: Option<TlsFiles>,
+    /// Empty: nothing is encrypted at rest. The first is current.
+    pub encryption_keys: Vec<EncryptionKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -420,7 +464,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn err(name: &str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn err(name: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         name: name.to_owned(),
         problem: problem.into(),
@@ -475,7 +519,7 @@ fn gather(env: &HashMap<String, String>) -> Result<Raw, ConfigError> {
             .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
         for (k, v) in table {
             let name = format!("TSUNAGI_{}", k.to_uppercase());
-            if !SETTINGS.iter().any(|(n, _, _)| *n == name) {
+            if !SETTINGS.iter().any(|(n, _, _)| *n == name) && !secrets::is_secret_file_var(&name) {
                 return Err(err(
                     &name,
                     format!("unknown setting `{k}` in {}", path.display()),
@@ -502,6 +546,7 @@ fn gather(env: &HashMap<String, String>) -> Result<Raw, ConfigError> {
             raw.insert(k.clone(), v.clone());
         }
     }
+    secrets::read_secret_files(&mut raw)?;
     Ok(Raw(raw))
 }
 
@@ -512,6 +557,7 @@ fn is_known_env(name: &str) -> bool {
         || name == "TSUNAGI_BIN"
         || name.starts_with("TSUNAGI_TEST_")
         || SETTINGS.iter().any(|(n, _, _)| *n == name)
+        || secrets::is_secret_file_var(name)
 }
 
 /// The setting an unknown variable most likely meant (`TSUNAGI_SEND_RATEE` → `TSUNAGI_SEND_RATE`).
@@ -747,6 +793,20 @@ impl Config {
             job_keep: Duration::from_secs(86_400)
                 * raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)?,
             unknown_env,
+            trusted_proxies: secrets::parse_trusted_proxies(&raw.get("TSUNAGI_TRUSTED_PROXIES"))?,
+            login_failures_per_address: raw.num(
+                "TSUNAGI_LOGIN_FAILURES_PER_ADDRESS",
+                0,
+                1_000_000,
+            )?,
+            register_rate_per_address: raw.num(
+                "TSUNAGI_REGISTER_RATE_PER_ADDRESS",
+                0,
+                1_000_000,
+            )?,
+            connections_per_address: raw.num("TSUNAGI_CONNECTIONS_PER_ADDRESS", 0, 100_000_000)?,
+            tls: secrets::tls_files(&raw.get("TSUNAGI_TLS_CERT"), &raw.get("TSUNAGI_TLS_KEY"))?,
+            encryption_keys: secrets::parse_encryption_keys(&raw.get("TSUNAGI_ENCRYPTION_KEYS"))?,
         })
     }
 
