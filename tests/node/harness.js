@@ -501,7 +501,7 @@ async function keysetPages(get, path, limit, maxPages) {
 }
 
 module.exports = {
-  BIN, SECRET, sleep, freePort, mintToken, userToken, adminToken,
+  BIN, SECRET, sleep, freePort, freshPgDatabase, mintToken, userToken, adminToken,
   startServer, startCluster, http, createRoom, addMember, fullHistory,
   register, login, registerUser, jwtClaims, keysetPages,
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
