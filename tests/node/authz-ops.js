@@ -28,12 +28,23 @@ async function listed(url, path, token, id) {
   throw new Error(`${path}: more than 50 pages`);
 }
 
+/** `with-email` / `no-email`: whether a USER shows the account's email. */
+function emailShown(user, fx) {
+  if (user.email === undefined || user.email === null) return 'no-email';
+  return user.email === fx.email ? 'with-email' : `another email (${user.email})`;
+}
+
 /** Emits `event` on a socket of the cell's principal: `ok`, the ack's error code, or the connect_error. */
 async function emit(cell, event, payload) {
   const auth = cell.token === null ? {} : { token: cell.token };
   if (AUTH_CODES[cell.principal]) {
-    const err = await h.connectError(cell.url, auth);
-    return `connect_error ${err.data ? err.data.code : err.message}`;
+    // refused at the handshake on both transports alike
+    const seen = [];
+    for (const transport of ['websocket', 'polling']) {
+      const err = await h.connectError(cell.url, auth, { transports: [transport] });
+      seen.push(`connect_error ${err.data ? err.data.code : err.message}`);
+    }
+    return seen[0] === seen[1] ? seen[0] : `websocket: ${seen[0]}, polling: ${seen[1]}`;
   }
   let socket;
   try {
@@ -71,6 +82,28 @@ const OPERATIONS = {
   },
   'GET /api/v1/users': { run: call('GET', () => '/api/v1/users') },
   'GET /api/v1/users/{id}': { scope: 'account', run: call('GET', (fx) => `/api/v1/users/${fx.account}`) },
+  'GET /api/v1/users/{id} (email)': {
+    scope: 'account',
+    run: async (cell) => {
+      const r = await http(cell.url, 'GET', `/api/v1/users/${cell.fx.account}`, cell.token);
+      return r.status === 200 ? emailShown(r.body, cell.fx) : answer(r);
+    },
+  },
+  'GET /api/v1/users (email)': {
+    scope: 'account',
+    run: async (cell) => {
+      let cursor = '';
+      for (let page = 0; page < 50; page++) {
+        const r = await http(cell.url, 'GET', `/api/v1/users?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, cell.token);
+        if (r.status !== 200) return answer(r);
+        const user = r.body.items.find((u) => u.id === cell.fx.account);
+        if (user) return emailShown(user, cell.fx);
+        if (!r.body.next_cursor) return 'the account is not listed';
+        cursor = r.body.next_cursor;
+      }
+      throw new Error('GET /api/v1/users: more than 50 pages');
+    },
+  },
   'PATCH /api/v1/users/{id}': {
     scope: 'account', run: call('PATCH', (fx) => `/api/v1/users/${fx.account}`, { bio: 'set by the authz matrix' }),
   },
@@ -212,6 +245,7 @@ async function fixture(url, op, visibility, n, shared) {
   if (op.scope === 'account') {
     const account = await h.registerUser(url, { username: `az_acct_${process.pid}_${n}` });
     fx.account = account.user.id;
+    fx.email = account.email;
     ids.owner = account.user.id;
     tokens.owner = account.token;
   }

@@ -15,6 +15,7 @@ const PRINCIPALS = ['no token', 'bad token', 'expired', 'user', 'member', 'owner
 // `forbidden`. `connect_error`: a socket without a valid token never connects (its connect_error
 // carries the column's code), so it can send no event: those cells check the connect.
 // `listed` / `hidden`: 200, and the cell's room / sensor / webhook is or is not among the items.
+// `with-email` / `no-email`: 200, and the account's USER carries its `email` or not.
 // `—`: the principal does not exist for this operation (a sensor has no members; an account no
 // room). `X ~Y [n]`: the contract says X, the server answers Y today: known deviation n (below);
 // the cell accepts both and says which it saw.
@@ -28,6 +29,8 @@ POST /api/v1/auth/register                       |            | 201           | 
 POST /api/v1/auth/login                          |            | 200           | 200           | 200           | 200    | —      | —      | 200
 GET /api/v1/users                                |            | 401           | 401           | 401           | 200    | —      | —      | 200
 GET /api/v1/users/{id}                           |            | 401           | 401           | 401           | 200    | —      | 200    | 200
+GET /api/v1/users/{id} (email)                   |            | 401           | 401           | 401           | no-email | —    | with-email | with-email
+GET /api/v1/users (email)                        |            | 401           | 401           | 401           | no-email | —    | with-email | with-email
 PATCH /api/v1/users/{id}                         |            | 401           | 401           | 401           | 403    | —      | 200    | 200
 PATCH /api/v1/users/{id} (role)                  |            | 401           | 401           | 401           | 403    | —      | 403    | 200
 POST /api/v1/rooms                               | public     | 401           | 401           | 401           | 201    | —      | —      | 201
@@ -166,7 +169,8 @@ function markdown() {
     'or the Socket.IO ack (`ok` or the error code). `401` carries the column\'s code: no token →',
     '`auth_required`, bad token (wrong signature) → `invalid_token`, expired → `token_expired`. A socket',
     'without a valid token never connects (`connect_error` with that code), so it reaches no event.',
-    '`listed` / `hidden`: 200, and the room, sensor or webhook is or is not among the items. `—`: the',
+    '`listed` / `hidden`: 200, and the room, sensor or webhook is or is not among the items.',
+    '`with-email` / `no-email`: 200, and the account\'s USER carries its `email` or not. `—`: the',
     'principal does not exist for this operation. user = a valid token, neither member nor owner;',
     'member = added with `POST …/members`; owner = the creator of the room, sensor or webhook, or the',
     'account itself; admin = `role: "admin"`.',
@@ -239,6 +243,8 @@ async function check(url, cell, n, shared, seen) {
 function runMatrix() {
   const { describe, it, before, after } = require('node:test');
   const assert = require('node:assert/strict');
+  const fs = require('node:fs');
+  const path = require('node:path');
   const h = require('./harness');
 
   describe('authorization matrix', () => {
@@ -253,6 +259,16 @@ function runMatrix() {
       shared = await sharedFixtures(srv.url, retries);
     });
     after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
+
+    it('docs/security.md, once it carries the table, carries this one', () => {
+      const doc = fs.readFileSync(path.join(__dirname, '../../docs/security.md'), 'utf8');
+      const at = doc.indexOf('## The authorization table');
+      if (at < 0) return; // not pasted yet (docs/_notes-authz.md)
+      const rowsOf = (text) => text.split('\n').filter((l) => l.startsWith('|'));
+      const section = doc.slice(at).split(/\n## /)[0];
+      assert.deepEqual(rowsOf(section), rowsOf(markdown()),
+        'docs/security.md: the authorization table is stale: paste `node tests/node/authz.test.js --markdown`');
+    });
 
     it(`every cell of the table (${cells.length})`, async (t) => {
       const started = Date.now();
