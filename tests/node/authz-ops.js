@@ -3,6 +3,7 @@
 // cell needs. An operation's `run(cell)` answers what the server said, in the table's words:
 // "200", "403 forbidden", "401 token_expired", "listed", "ok", "connect_error invalid_token"…
 
+const crypto = require('node:crypto');
 const h = require('./harness');
 
 const { http } = h;
@@ -207,6 +208,23 @@ for (const [event, extra] of Object.entries(SENSOR_EVENTS)) {
   OPERATIONS[`socket ${event}`] = { scope: 'sensor', run: (cell) => emit(cell, event, { sensor: cell.fx.sensor, ...extra }) };
 }
 
+// The same operations on ids that name nothing.
+for (const [name, original] of [
+  ['GET /api/v1/rooms/{id}/messages (no such room)', 'GET /api/v1/rooms/{id}/messages'],
+  ['POST /api/v1/rooms/{id}/members (no such room)', 'POST /api/v1/rooms/{id}/members'],
+  ['PATCH /api/v1/users/{id} (no such account)', 'PATCH /api/v1/users/{id}'],
+  ['GET /api/v1/sensors/{id} (no such sensor)', 'GET /api/v1/sensors/{id}'],
+  ['POST /api/v1/sensors/{id}/readings (no such sensor)', 'POST /api/v1/sensors/{id}/readings'],
+  ['DELETE /api/v1/webhooks/{id} (no such webhook)', 'DELETE /api/v1/webhooks/{id}'],
+  ['POST /api/v1/admin/jobs/{id}/retry (no such job)', 'POST /api/v1/admin/jobs/{id}/retry'],
+  ['socket join (no such room)', 'socket join'],
+  ['socket leave (no such room)', 'socket leave'],
+  ['socket subscribe (no such sensor)', 'socket subscribe'],
+  ['socket reading (no such sensor)', 'socket reading'],
+]) {
+  OPERATIONS[name] = { ...OPERATIONS[original], scope: 'missing', withState: false };
+}
+
 // ------------------------------------------------------------------ fixtures
 
 async function must(what, r, status) {
@@ -248,6 +266,15 @@ async function fixture(url, op, visibility, n, shared) {
     fx.email = account.email;
     ids.owner = account.user.id;
     tokens.owner = account.token;
+  }
+  if (op.scope === 'missing') {
+    Object.assign(fx, {
+      room: `az-none-${process.pid}-${n}`,
+      sensor: `az.none.${process.pid}.${n}`,
+      account: `az-none-${n}`,
+      webhook: crypto.randomUUID(),
+      job: crypto.randomUUID(),
+    });
   }
   if (op.scope === 'job') {
     fx.job = shared.deadJobs.pop();

@@ -20,6 +20,9 @@ const PRINCIPALS = ['no token', 'bad token', 'expired', 'user', 'member', 'owner
 // room). `X ~Y [n]`: the contract says X, the server answers Y today: known deviation n (below);
 // the cell accepts both and says which it saw.
 //
+// "(no such …)": the id names nothing. Authentication comes first (401), then the contract's order
+// (§5: not_found before forbidden), except on the admin-only endpoints, which are forbidden whole.
+//
 // Principals: user = a valid token that is neither member nor owner; member = added with
 // POST …/members; owner = the room's or sensor's creator, the account itself (users), the
 // webhook's creator; admin = a token with role admin. Each cell mints fresh ones.
@@ -78,6 +81,13 @@ GET /api/v1/admin/dashboard                      |            | 401           | 
 POST /api/v1/admin/archive                       |            | 401           | 401           | 401           | 403    | —      | —      | 202
 GET /api/v1/admin/jobs                           |            | 401           | 401           | 401           | 403    | —      | —      | 200
 POST /api/v1/admin/jobs/{id}/retry               |            | 401           | 401           | 401           | 403    | —      | —      | 200
+GET /api/v1/rooms/{id}/messages (no such room)  |            | 401           | 401           | 401           | 404    | —      | —      | 404
+POST /api/v1/rooms/{id}/members (no such room)   |            | 401           | 401           | 401           | 404    | —      | —      | 404
+PATCH /api/v1/users/{id} (no such account)       |            | 401           | 401           | 401           | 404    | —      | —      | 404
+GET /api/v1/sensors/{id} (no such sensor)        |            | 401           | 401           | 401           | 404    | —      | —      | 404
+POST /api/v1/sensors/{id}/readings (no such sensor) |         | 401           | 401           | 401           | 404    | —      | —      | 404
+DELETE /api/v1/webhooks/{id} (no such webhook)   |            | 401           | 401           | 401           | 404    | —      | —      | 404
+POST /api/v1/admin/jobs/{id}/retry (no such job) |            | 401           | 401           | 401           | 403    | —      | —      | 404
 GET /api/v1/openapi.json                         |            | 200 ~404 [1]  | 200 ~404 [1]  | 200 ~404 [1]  | 200 ~404 [1] | — | — | 200 ~404 [1]
 GET /                                            |            | 200           | 200           | 200           | 200    | —      | —      | 200
 GET /admin                                       |            | 200           | 200           | 200           | 200    | —      | —      | 200
@@ -107,6 +117,10 @@ socket subscribe                                 | public     | connect_error | 
 socket subscribe                                 | private    | connect_error | connect_error | connect_error | forbidden | — | ok     | ok
 socket unsubscribe                               | public     | connect_error | connect_error | connect_error | ok     | —      | ok     | ok
 socket unsubscribe                               | private    | connect_error | connect_error | connect_error | ok     | —      | ok     | ok
+socket join (no such room)                       |            | connect_error | connect_error | connect_error | not_found | —   | —      | not_found
+socket leave (no such room)                      |            | connect_error | connect_error | connect_error | not_found | —   | —      | not_found
+socket subscribe (no such sensor)                |            | connect_error | connect_error | connect_error | not_found | —   | —      | not_found
+socket reading (no such sensor)                  |            | connect_error | connect_error | connect_error | not_found | —   | —      | not_found
 `;
 
 const DEVIATIONS = {
@@ -148,8 +162,8 @@ function outcome(entry, principal) {
 const code = (s) => `\`${s}\``;
 
 function operationCell(operation) {
-  const socket = operation.match(/^socket (\S+)$/);
-  if (socket) return `${code(socket[1])} (Socket.IO)`;
+  const socket = operation.match(/^socket (\S+)(?: \((.*)\))?$/);
+  if (socket) return `${code(socket[1])} (Socket.IO${socket[2] ? `; ${socket[2]}` : ''})`;
   const m = operation.match(/^(\S+ \S+)(?: \((.*)\))?$/);
   return m[2] ? `${code(m[1])} (${m[2]})` : code(m[1]);
 }
