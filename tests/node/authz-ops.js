@@ -39,13 +39,20 @@ function emailShown(user, fx) {
 async function emit(cell, event, payload) {
   const auth = cell.token === null ? {} : { token: cell.token };
   if (AUTH_CODES[cell.principal]) {
-    // refused at the handshake on both transports alike
-    const seen = [];
-    for (const transport of ['websocket', 'polling']) {
-      const err = await h.connectError(cell.url, auth, { transports: [transport] });
-      seen.push(`connect_error ${err.data ? err.data.code : err.message}`);
+    // refused at the handshake alike on both transports, with the token in `auth` or (docs/protocol.md)
+    // in an Authorization header
+    const ways = [['websocket', auth, {}], ['polling', auth, {}]];
+    if (cell.token !== null) {
+      const headers = { extraHeaders: { authorization: `Bearer ${cell.token}` } };
+      ways.push(['websocket, header', {}, headers], ['polling, header', {}, headers]);
     }
-    return seen[0] === seen[1] ? seen[0] : `websocket: ${seen[0]}, polling: ${seen[1]}`;
+    const seen = [];
+    for (const [way, wayAuth, opts] of ways) {
+      const err = await h.connectError(cell.url, wayAuth, { transports: [way.split(',')[0]], ...opts });
+      seen.push([way, `connect_error ${err.data ? err.data.code : err.message}`]);
+    }
+    if (seen.every(([, got]) => got === seen[0][1])) return seen[0][1];
+    return seen.map(([way, got]) => `${way}: ${got}`).join('; ');
   }
   let socket;
   try {
