@@ -258,6 +258,7 @@ async function check(url, cell, n, shared, seen) {
 function runMatrix() {
   const { describe, it, before, after } = require('node:test');
   const assert = require('node:assert/strict');
+  const crypto = require('node:crypto');
   const fs = require('node:fs');
   const path = require('node:path');
   const h = require('./harness');
@@ -302,6 +303,37 @@ function runMatrix() {
       }
       assert.ok(failures.length === 0,
         `${failures.length} of ${cells.length} cells disagree with the table:\n${failures.sort().join('\n')}`);
+    });
+  });
+
+  // §3 "Across instances … act as one": a refusal one instance has cached must not outlive the
+  // grant made on another.
+  describe('authorization across two instances on one Redis', () => {
+    let servers;
+    before(async () => {
+      servers = await h.startCluster(2, {
+        env: {
+          TSUNAGI_REDIS_URL: process.env.TSUNAGI_TEST_REDIS || 'redis://127.0.0.1:6379',
+          TSUNAGI_REDIS_PREFIX: `tsunagi-test-${crypto.randomBytes(8).toString('hex')}`,
+        },
+      });
+    });
+    after(async () => { h.closeAll(); if (servers) await servers.destroy(); });
+
+    it('a member added on one instance is admitted on the other, which had refused them', async (t) => {
+      const [a, b] = servers.map((s) => s.url);
+      const room = `az-cluster-${process.pid}`;
+      const owner = h.userToken('az-cl-owner');
+      const user = h.userToken('az-cl-user');
+      await h.createRoom(a, owner, room, { private: true });
+      const socket = await h.connect(b, user);
+      h.assertAckError(assert, await h.ack(socket, 'join', { room }), 'forbidden');
+      h.assertHttpError(assert, await h.http(b, 'GET', `/api/v1/rooms/${room}/messages`, user), 403, 'forbidden');
+      await h.addMember(a, owner, room, 'az-cl-user');
+      const granted = Date.now();
+      await h.until(async () => (await h.ack(socket, 'join', { room })).ok, 2000, 'the join on the other instance');
+      t.diagnostic(`admitted on the other instance ${Date.now() - granted} ms after the grant`);
+      assert.equal((await h.http(b, 'GET', `/api/v1/rooms/${room}/messages`, user)).status, 200);
     });
   });
 }
