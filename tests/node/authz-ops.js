@@ -74,7 +74,8 @@ const call = (method, path, body) => async (cell) =>
 const WEBHOOK_URL = 'http://127.0.0.1:9/authz';
 
 // scope: which fixture a cell gets (room, sensor, account, webhook: a room and the owner's
-// webhook on it, job: a dead job); noun: what "public" / "private" qualify in a cell's name.
+// webhook on it, job: a dead job, missing: ids that name nothing); noun: what "public" / "private"
+// qualify in a cell's name.
 const OPERATIONS = {
   'POST /api/v1/auth/register': {
     run: async (cell) => answer(await http(cell.url, 'POST', '/api/v1/auth/register', cell.token, {
