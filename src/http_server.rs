@@ -243,29 +243,17 @@ pub async fn serve(
                     closing.drive(&http, stream, service).await;
                 }
                 Some(tls) => {
-                    // bounded like a request head: a client that never finishes is closed
-                    let handshake =
-                        tokio::time::timeout(header_timeout, tls.acceptor().accept(stream));
-                    let accepted = tokio::select! {
-                        done = handshake => match done {
-                            Ok(Ok(stream)) => Some(stream),
-                            Ok(Err(e)) => {
-                                handshake_failed.increment(1);
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                handshake_failed.increment(1);
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                None
-                            }
-                        },
-                        _ = conn.close.cancelled() => None, // closed to make room
-                        _ = stop.cancelled() => None,
-                    };
-                    if let Some(stream) = accepted {
-                        let stream = Capped::new(stream, counters, slot);
-                        closing.drive(&http, stream, service).await;
+                    let handshake = closing.handshake(&tls, stream, header_timeout);
+                    match handshake.await {
+                        Ok(stream) => {
+                            let stream = Capped::new(stream, counters, slot);
+                            closing.drive(&http, stream, service).await;
+                        }
+                        Err(Some(why)) => {
+                            handshake_failed.increment(1);
+                            tracing::debug!(%peer, error = %why, "TLS handshake failed");
+                        }
+                        Err(None) => {} // closed to make room, or the server stops
                     }
                 }
             }
@@ -290,6 +278,26 @@ struct Closing<'a> {
 }
 
 impl Closing<'_> {
+    /// The TLS handshake, bounded like a request head (a client that never finishes it is
+    /// closed). `Err(None)`: abandoned because the connection is closed or the server stops.
+    async fn handshake(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+        within: Duration,
+    ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Option<String>> {
+        let handshake = tokio::time::timeout(within, tls.acceptor().accept(stream));
+        tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(Some(e.to_string())),
+                Err(_) => Err(Some("timed out".to_owned())),
+            },
+            _ = self.conn.close.cancelled() => Err(None),
+            _ = self.stop.cancelled() => Err(None),
+        }
+    }
+
     /// Runs hyper over `stream` (plain TCP or TLS) until the connection ends or is closed.
     async fn drive<S>(
         &self,

@@ -297,6 +297,19 @@ async fn https_is_served_with_http1_alpn_and_plain_http_gets_no_http_answer() {
     );
     let plain_url = format!("http://{}/healthz", server.addr);
     assert!(reqwest::get(plain_url).await.is_err());
+
+    // SIGTERM drains as without TLS: an idle kept-alive HTTPS connection does not hold it up
+    let mut kept = handshake(&server.addr, &ca, &[b"http/1.1"]).await;
+    assert_eq!(get_on(&mut kept, "/healthz").await, "HTTP/1.1 200 OK");
+    let mut server = server;
+    let pid = server.child.id().unwrap() as i32;
+    // SAFETY: kill(2) with a pid we started and a valid signal number
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = tokio::time::timeout(Duration::from_secs(15), server.child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[tokio::test]
