@@ -101,8 +101,13 @@ fn command(data: &Data, pair: &Pair) -> Command {
 }
 
 async fn spawn_tls(pair: &Pair, ca: &TestCa) -> TlsServer {
+    spawn_tls_with(pair, ca, &[]).await
+}
+
+async fn spawn_tls_with(pair: &Pair, ca: &TestCa, env: &[(&str, &str)]) -> TlsServer {
     let data = Data::sqlite();
     let mut child = command(&data, pair)
+        .envs(env.iter().copied())
         .spawn()
         .expect("the tsunagi binary runs");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -434,4 +439,82 @@ async fn a_bad_certificate_or_key_stops_the_start_naming_the_setting_and_file() 
         mentions(&said, "TSUNAGI_TLS_KEY", &mismatched.key) && said.contains("does not belong"),
         "{said}"
     );
+}
+
+#[tokio::test]
+async fn wss_sockets_that_never_read_are_dropped_at_their_byte_budget() {
+    // the budget counts the bytes handed to TLS: it must hold over WSS as over WS
+    let ca = test_ca();
+    let (cert, key, _) = server_cert(&ca, 1, "tsunagi-first");
+    let pair = Pair::write(&cert, &key);
+    let env = [
+        ("TSUNAGI_SEND_RATE", "0"),
+        ("TSUNAGI_WRITE_RATE", "0"),
+        ("TSUNAGI_SOCKET_BUFFER_BYTES", "1048576"),
+    ];
+    let server = spawn_tls_with(&pair, &ca, &env).await;
+    let http = https_client(&ca);
+    let tokens = tsunagi::auth::Tokens::new(SECRET.as_bytes());
+    let owner = tokens.mint("owner", false, None, 3600);
+    let r = http
+        .post(server.url("/api/v1/rooms"))
+        .bearer_auth(&owner)
+        .json(&serde_json::json!({ "id": "big" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for i in 0..50 {
+        let content = format!("{i:04}{}", "y".repeat(16_000));
+        let r = http
+            .post(server.url("/api/v1/rooms/big/messages"))
+            .bearer_auth(&owner)
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // each join is answered with ~800 KB of history; these clients never read a byte
+    let mut sockets = Vec::new();
+    for u in 0..10 {
+        let tls = handshake(&server.addr, &ca, &[b"http/1.1"]).await;
+        let url = server.url("/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::client_async(url.replace("https://", "wss://"), tls)
+            .await
+            .unwrap();
+        let token = tokens.mint(&format!("reader{u}"), false, None, 3600);
+        let connect = format!("40{}", serde_json::json!({ "token": token }));
+        ws.send(Message::text(connect)).await.unwrap();
+        for ack in 0..60 {
+            let join = format!(r#"42{ack}["join",{{"room":"big"}}]"#);
+            ws.send(Message::text(join)).await.unwrap();
+        }
+        sockets.push(ws);
+    }
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let text = http
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let dropped: f64 = text
+                .lines()
+                .find(|l| l.starts_with("tsunagi_slow_consumer_disconnects_total"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            if dropped >= 10.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("every never-reading WSS socket is dropped as a slow consumer");
+    drop(sockets);
 }
