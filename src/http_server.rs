@@ -671,4 +671,27 @@ mod tests {
             .unwrap_or(0);
         assert_eq!(n, 0);
     }
+
+    #[tokio::test]
+    async fn over_tls_with_none_idle_the_next_connection_is_told_503_inside_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, connector) = tls_pair(dir.path());
+        let (addr, _stop) = start_with(1, Duration::from_secs(30), Some(tls)).await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        // busy: a request whose body is still coming
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut busy = connector.connect(name.clone(), tcp).await.unwrap();
+        busy.write_all(b"POST /ok HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        busy.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut refused = connector.connect(name, tcp).await.unwrap();
+        let mut answer = Vec::new();
+        refused.read_to_end(&mut answer).await.ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(busy);
+    }
 }
