@@ -39,6 +39,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::io_stats::{IoCounters, Upgrades};
 use crate::telemetry::Telemetry;
+use crate::tls::Tls;
 
 pub struct Limits {
     pub max_connections: usize,
@@ -159,11 +160,14 @@ impl Open {
 }
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets open requests finish
-/// (at most `drain_within`).
+/// (at most `drain_within`). With `tls`, every connection is HTTPS (WSS once upgraded): the
+/// handshake runs in the connection's own task, never in the accept loop.
+#[allow(clippy::too_many_arguments)] // each is one independent part the caller builds
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<Tls>>,
     telemetry: Telemetry,
     upgrades: Arc<Upgrades>,
     stop: CancellationToken,
@@ -176,11 +180,12 @@ pub async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes);
-    let (opened, refused, evicted) = telemetry.record(|| {
+    let (opened, refused, evicted, handshake_failed) = telemetry.record(|| {
         (
             metrics::gauge!("tsunagi_connections_open"),
             metrics::counter!("tsunagi_connections_refused_total"),
             metrics::counter!("tsunagi_connections_evicted_total"),
+            metrics::counter!("tsunagi_tls_handshake_failures_total"),
         )
     });
     loop {
@@ -198,17 +203,18 @@ pub async fn serve(
                     Ok(Ok(p)) => p,
                     _ => {
                         refused.increment(1);
-                        tokio::spawn(refuse(stream));
+                        tokio::spawn(refuse(stream, tls.clone()));
                         continue;
                     }
                 }
             }
             Err(_) => {
                 refused.increment(1);
-                tokio::spawn(refuse(stream));
+                tokio::spawn(refuse(stream, tls.clone()));
                 continue;
             }
         };
+        // idle (so evictable) from here: a pending handshake holds nothing either
         let (id, conn) = open.add();
         let counters = Arc::new(IoCounters::default());
         let service = Tracked {
@@ -219,25 +225,36 @@ pub async fn serve(
             peer,
         };
         opened.increment(1.0);
-        let stream = Capped {
-            stream,
-            counters: counters.clone(),
+        let slot = Slot {
             open: opened.clone(),
             _permit: permit,
         };
-        let connection = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (open, stop) = (open.clone(), stop.clone());
+        let (open, stop, http, tls) = (open.clone(), stop.clone(), http.clone(), tls.clone());
+        let (header_timeout, handshake_failed) = (limits.header_timeout, handshake_failed.clone());
         connections.spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = conn.close.cancelled() => {} // closed to make room
-                _ = stop.cancelled() => {
-                    // finish the request in progress, then close
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(drain_within, connection).await;
+            let closing = Closing {
+                conn: &conn,
+                stop: &stop,
+                drain_within,
+            };
+            match tls {
+                None => {
+                    let stream = Capped::new(stream, counters, slot);
+                    closing.drive(&http, stream, service).await;
+                }
+                Some(tls) => {
+                    let handshake = closing.handshake(&tls, stream, header_timeout);
+                    match handshake.await {
+                        Ok(stream) => {
+                            let stream = Capped::new(stream, counters, slot);
+                            closing.drive(&http, stream, service).await;
+                        }
+                        Err(Some(why)) => {
+                            handshake_failed.increment(1);
+                            tracing::debug!(%peer, error = %why, "TLS handshake failed");
+                        }
+                        Err(None) => {} // closed to make room, or the server stops
+                    }
                 }
             }
             open.remove(id);
@@ -250,6 +267,59 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("HTTP connections still open after the shutdown timeout");
+    }
+}
+
+/// When a connection's HTTP stops: it ends, it is closed to make room, or the server drains.
+struct Closing<'a> {
+    conn: &'a Conn,
+    stop: &'a CancellationToken,
+    drain_within: Duration,
+}
+
+impl Closing<'_> {
+    /// The TLS handshake, bounded like a request head (a client that never finishes it is
+    /// closed). `Err(None)`: abandoned because the connection is closed or the server stops.
+    async fn handshake(
+        &self,
+        tls: &Tls,
+        stream: TcpStream,
+        within: Duration,
+    ) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Option<String>> {
+        let handshake = tokio::time::timeout(within, tls.acceptor().accept(stream));
+        tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(Some(e.to_string())),
+                Err(_) => Err(Some("timed out".to_owned())),
+            },
+            _ = self.conn.close.cancelled() => Err(None),
+            _ = self.stop.cancelled() => Err(None),
+        }
+    }
+
+    /// Runs hyper over `stream` (plain TCP or TLS) until the connection ends or is closed.
+    async fn drive<S>(
+        &self,
+        http: &hyper::server::conn::http1::Builder,
+        stream: Capped<S>,
+        service: Tracked,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let connection = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        tokio::pin!(connection);
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            _ = self.conn.close.cancelled() => {} // closed to make room
+            _ = self.stop.cancelled() => {
+                // finish the request in progress, then close
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(self.drain_within, connection).await;
+            }
+        }
     }
 }
 
@@ -267,32 +337,60 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+/// Tells a connection over the cap `503` and closes it; over TLS the answer needs a handshake,
+/// so it is given only to a client that completes one within the second allowed.
+async fn refuse(stream: TcpStream, tls: Option<Arc<Tls>>) {
+    async fn answer<S: AsyncWrite + Unpin>(mut stream: S) {
         stream.write_all(FULL).await.ok();
         stream.shutdown().await.ok();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        match tls {
+            None => answer(stream).await,
+            Some(tls) => {
+                if let Ok(stream) = tls.acceptor().accept(stream).await {
+                    answer(stream).await;
+                }
+            }
+        }
     })
     .await;
 }
 
-/// A connection's stream, holding its slot under the cap until it closes — also after an
-/// upgrade, when the WebSocket owns it.
-pub struct Capped {
-    stream: TcpStream,
-    /// What this connection has written (for the gateway's byte budget per WebSocket).
-    counters: Arc<IoCounters>,
+/// A connection's place under the cap, given back when its stream is dropped.
+struct Slot {
     /// `tsunagi_connections_open`, lowered when the connection closes.
     open: metrics::Gauge,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for Capped {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.open.decrement(1.0);
     }
 }
 
-impl AsyncRead for Capped {
+/// A connection's stream (TCP, or TLS over it), holding its slot under the cap until it
+/// closes — also after an upgrade, when the WebSocket owns it. Over TLS it counts the bytes
+/// handed to TLS: those the gateway queued, which is what its byte budget compares.
+pub struct Capped<S> {
+    stream: S,
+    /// What this connection has written (for the gateway's byte budget per WebSocket).
+    counters: Arc<IoCounters>,
+    _slot: Slot,
+}
+
+impl<S> Capped<S> {
+    fn new(stream: S, counters: Arc<IoCounters>, slot: Slot) -> Self {
+        Capped {
+            stream,
+            counters,
+            _slot: slot,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -302,7 +400,7 @@ impl AsyncRead for Capped {
     }
 }
 
-impl AsyncWrite for Capped {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -392,6 +490,14 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     async fn start(max: usize, header_timeout: Duration) -> (SocketAddr, CancellationToken) {
+        start_with(max, header_timeout, None).await
+    }
+
+    async fn start_with(
+        max: usize,
+        header_timeout: Duration,
+        tls: Option<Arc<Tls>>,
+    ) -> (SocketAddr, CancellationToken) {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let router = Router::new().route(
@@ -408,6 +514,7 @@ mod tests {
             tcp,
             router,
             limits,
+            tls,
             Telemetry::detached(),
             Arc::default(),
             stop.clone(),
@@ -475,5 +582,116 @@ mod tests {
                 .ok();
         }
         assert!(started.elapsed() >= Duration::from_millis(250));
+    }
+
+    /// A TLS listener on a self-signed certificate for localhost, and a client trusting it.
+    fn tls_pair(dir: &std::path::Path) -> (Arc<Tls>, tokio_rustls::TlsConnector) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let files = crate::config::TlsFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        };
+        std::fs::write(&files.cert, made.cert.pem()).unwrap();
+        std::fs::write(&files.key, made.signing_key.serialize_pem()).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(made.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        (
+            Arc::new(Tls::load(&files).unwrap()),
+            tokio_rustls::TlsConnector::from(Arc::new(client)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_blocks_no_one_and_is_closed_after_the_header_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, connector) = tls_pair(dir.path());
+        let (addr, _stop) = start_with(100, Duration::from_millis(1000), Some(tls)).await;
+        // opens TCP and never says a word; another sends half a ClientHello
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut partial = TcpStream::connect(addr).await.unwrap();
+        partial
+            .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+            .await
+            .unwrap();
+        let started = Instant::now();
+        // meanwhile a real client is served at once
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = connector.connect(name, tcp).await.unwrap();
+        client
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.ok();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        // a loop waiting on a handshake would answer only after the 1 s timeout
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "not held up"
+        );
+        for s in [&mut silent, &mut partial] {
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut rest))
+                .await
+                .expect("closed within the timeout")
+                .ok();
+        }
+        assert!(started.elapsed() >= Duration::from_millis(900));
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_pending_tls_handshake_makes_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, connector) = tls_pair(dir.path());
+        let (addr, _stop) = start_with(1, Duration::from_secs(30), Some(tls)).await;
+        let mut pending = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await; // accepted, handshake pending
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = connector.connect(name, tcp).await.unwrap();
+        client
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.ok();
+        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), pending.read(&mut buf))
+            .await
+            .expect("closed, not left hanging")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn over_tls_with_none_idle_the_next_connection_is_told_503_inside_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tls, connector) = tls_pair(dir.path());
+        let (addr, _stop) = start_with(1, Duration::from_secs(30), Some(tls)).await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        // busy: a request whose body is still coming
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut busy = connector.connect(name.clone(), tcp).await.unwrap();
+        busy.write_all(b"POST /ok HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        busy.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut refused = connector.connect(name, tcp).await.unwrap();
+        let mut answer = Vec::new();
+        refused.read_to_end(&mut answer).await.ok();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop(busy);
     }
 }

@@ -16,7 +16,8 @@
 //! - `app` (builds every part from config, with its health check);
 //! - the edges: `gateway` (Socket.IO) and `http` (§4), the only places that speak ack codes and
 //!   HTTP statuses; `http_server` (the HTTP/1.1 loop: header timeout, size limit, connection cap);
-//!   `server` (serves the edges and drains);
+//!   `tls` (HTTPS/WSS on the listener, reloaded on SIGHUP); `server` (serves the edges and
+//!   drains);
 //! - `client` (a small Socket.IO client for tests and the bench).
 
 pub mod app;
@@ -41,3 +42,4 @@ pub mod services;
 pub mod shared_state;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

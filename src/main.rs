@@ -141,9 +141,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tsunagi::http_server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("TSUNAGI_LISTEN {}: {e}", config.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(
         listen = %addr,
-        url = %format!("http://{addr}/"),
+        url = %format!("{scheme}://{addr}/"),
         database = %config.describe_database(),
         cold_storage = %config.describe_cold_storage(),
         redis = %config.redis_url.as_deref().map(tsunagi::config::redact_url).unwrap_or_else(|| "none (one instance: bus, cache and limits in process)".into()),

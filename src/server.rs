@@ -10,6 +10,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::http_server::{self, Limits};
+use crate::tls::Tls;
 
 pub use crate::app::jwt_secret;
 
@@ -18,7 +19,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     crate::store::migrate(config).await
 }
 
-/// Serves on `listener` until `shutdown` resolves, then: refuses new connections and sends,
+/// Serves on `listener` (HTTPS when `config.tls` is set; SIGHUP then reloads the pair) until
+/// `shutdown` resolves, then: refuses new connections and sends,
 /// finishes queued commits and their answers, closes every socket, closes the database.
 pub async fn run(
     config: Config,
@@ -32,9 +34,19 @@ pub async fn run(
         header_timeout: config.http_header_timeout,
         max_header_bytes: config.http_max_header_bytes,
     };
+    // a bad certificate or key stops the start before the database is touched
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(Tls::load(files)?)),
+        None => None,
+    };
     let app = App::build(config).await?;
+    if let Some(tls) = &tls {
+        crate::tls::reload_on_sighup(tls.clone(), app.telemetry().clone(), app.shutdown.clone())
+            .map_err(|e| anyhow::anyhow!("SIGHUP handler: {e}"))?;
+    }
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(url = %format!("http://{addr}/"), "tsunagi ready");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(url = %format!("{scheme}://{addr}/"), "tsunagi ready");
     }
     let upgrades = Arc::new(crate::io_stats::Upgrades::default());
     let gateway = Gateway::new(app.clone(), upgrades.clone());
@@ -79,6 +91,7 @@ pub async fn run(
         listener,
         routes,
         limits,
+        tls,
         app.telemetry().clone(),
         upgrades,
         drained,

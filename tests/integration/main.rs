@@ -16,4 +16,5 @@ mod postgres;
 mod realtime;
 mod sensors;
 mod storage;
+mod tls;
 mod users;

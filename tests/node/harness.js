@@ -76,11 +76,13 @@ function freshPgDatabase() {
 /**
  * Starts `tsunagi serve` on a free port with a fresh SQLite db in a temp dir.
  * Returns { url, port, dir, proc, stop(), kill9(), restart(), log() }.
+ * With `ca` (PEM), the server is expected to serve HTTPS (env has TSUNAGI_TLS_CERT/KEY): `url`
+ * is https:// and readiness is checked trusting that CA only.
  */
-async function startServer({ env = {}, dir } = {}) {
+async function startServer({ env = {}, dir, ca } = {}) {
   const port = await freePort();
   dir = dir || fs.mkdtempSync(path.join(os.tmpdir(), 'tsunagi-test-'));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${ca ? 'https' : 'http'}://127.0.0.1:${port}`;
   const fullEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -119,9 +121,13 @@ async function startServer({ env = {}, dir } = {}) {
         throw new Error(`tsunagi exited at start (${proc.exitCode ?? proc.signalCode}):\n${server.log()}`);
       }
       try {
-        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await res.arrayBuffer();
-        if (res.status === 200) return;
+        if (ca) {
+          if ((await httpsRequest(`${url}/healthz`, ca, { timeoutMs: 1000 })).status === 200) return;
+        } else {
+          const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+          await res.arrayBuffer();
+          if (res.status === 200) return;
+        }
       } catch { /* not up yet */ }
       if (Date.now() > deadline) {
         proc.kill('SIGKILL');
@@ -220,6 +226,33 @@ async function http(base, method, urlPath, token, body, extraHeaders = {}) {
   let parsed = null;
   try { parsed = text ? JSON.parse(text) : null; } catch { parsed = undefined; }
   return { status: res.status, body: parsed, headers: res.headers, text };
+}
+
+/**
+ * One HTTPS request trusting only the CA `ca` (PEM; fetch cannot be given one)
+ * → { status, body, text }, `body` parsed JSON when possible.
+ */
+function httpsRequest(url, ca, { method = 'GET', token, body, timeoutMs = 20000 } = {}) {
+  const https = require('node:https');
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  if (payload !== undefined) headers['content-type'] = 'application/json';
+  return new Promise((resolve, reject) => {
+    const req = https.request(url, { method, headers, ca, agent: false, timeout: timeoutMs }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => {
+        let parsed = null;
+        try { parsed = text ? JSON.parse(text) : null; } catch { parsed = undefined; }
+        resolve({ status: res.statusCode, body: parsed, text });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(payload);
+  });
 }
 
 /** Creates a room (asserting 201) and returns its ROOM-INFO. */
@@ -502,7 +535,7 @@ async function keysetPages(get, path, limit, maxPages) {
 
 module.exports = {
   BIN, SECRET, sleep, freePort, freshPgDatabase, mintToken, userToken, adminToken,
-  startServer, startCluster, http, createRoom, addMember, fullHistory,
+  startServer, startCluster, http, httpsRequest, createRoom, addMember, fullHistory,
   register, login, registerUser, jwtClaims, keysetPages,
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
