@@ -76,9 +76,10 @@ async function runChecks(world, { rooms, sockets, sensors, memory, admin }) {
       rec.fail('acked message differs in the history', `${s.clientId}: acked ${s.acked.id}/${s.acked.seq}, stored ${m.id}/${m.seq}`);
     }
   }
+  const bySeq = new Map([...byRoom].map(([room, history]) => [room, new Map(history.map((m) => [m.seq, m]))]));
   for (const [key, id] of world.observed) {
     const [room, seq] = key.split('/');
-    const m = byRoom.get(room)[Number(seq) - 1];
+    const m = bySeq.get(room).get(Number(seq));
     if (!m || m.id !== id) rec.fail('a socket saw a message not in the history', `${key}: ${id}`);
   }
   Object.assign(result, {

@@ -113,7 +113,8 @@ async function main() {
       ...[0, 1, 2, 3].map((k) => httpReader(world, k, { rooms, sensors, userIds })),
     ];
     const loadStarted = Date.now();
-    console.log(`soak: ${SECONDS} s of load on ${servers.map((s) => s.url).join(' and ')} (${SOCKETS} sockets, ${ROOMS} rooms, ${sensors.length} sensors)`);
+    console.log(`soak: ${SECONDS} s of load on ${servers.map((s) => s.url).join(' and ')} (${SOCKETS} sockets, ${ROOMS} rooms, `
+      + `${sensors.length} sensors; database ${dbName}, Redis ${redis.url}, replica through 127.0.0.1:${proxy.port})`);
 
     const memory = await runSchedule(world, { seconds: SECONDS, redis, proxy });
 
