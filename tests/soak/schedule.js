@@ -87,7 +87,13 @@ async function runSchedule(world, { seconds, redis, proxy }) {
   world.poolBursts = [];
   const memory = { baselineKb: 0, peakKb: 0, afterKb: 0 };
   const pid = world.servers[1].proc.pid;
-  const sampler = setInterval(() => { memory.peakKb = Math.max(memory.peakKb, rssKb(pid)); }, 1000);
+  memory.trendKb = []; // one sample a minute: growth that is linear in time shows here
+  let ticks = 0;
+  const sampler = setInterval(() => {
+    const kb = rssKb(pid);
+    memory.peakKb = Math.max(memory.peakKb, kb);
+    if (++ticks % 60 === 0) memory.trendKb.push(kb);
+  }, 1000);
   memory.stop = () => clearInterval(sampler);
   memory.now = () => rssKb(pid);
 

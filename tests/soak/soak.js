@@ -164,7 +164,8 @@ function printSummary(rec, world, r, totalSeconds) {
     `pool exhaustion bursts: ${r.poolBursts}`,
     `max latency: ack ${rec.maxLatency.ack} ms, HTTP ${rec.maxLatency.http} ms; requests unanswered while instance 1 was down: ${rec.noAnswer.expected}`,
     `server counters: ${r.metrics.join('; ')}`,
-    `RSS of instance 2 (never killed): baseline ${mib(r.memory.baselineKb)} MiB after warm-up, peak ${mib(r.memory.peakKb)} MiB, after settle ${mib(r.memory.afterKb)} MiB; bound baseline × 1.5 + 64 MiB = ${mib(r.memory.boundKb)} MiB`,
+    `RSS of instance 2 (never killed): baseline ${mib(r.memory.baselineKb)} MiB after warm-up, peak ${mib(r.memory.peakKb)} MiB, after a 20 s settle ${mib(r.memory.afterKb)} MiB, after the verification reads ${mib(r.memory.afterChecksKb)} MiB; bound baseline × 1.5 + 64 MiB = ${mib(r.memory.boundKb)} MiB`,
+    `RSS of instance 2 each minute: ${r.memory.trendKb.map(mib).join(', ')} MiB`,
     `answers allowed: ack codes ${[...EXPECTED_ACK_CODES].join(', ')} (conflict for state_set only); HTTP ${[...EXPECTED_HTTP_STATUSES].join(', ')}; `
       + 'no answer only from instance 1 while it was down (±2 s)',
     'answers seen:',
