@@ -47,7 +47,7 @@ async function main() {
     cleanup.push(() => redis.stop());
     const databaseUrl = h.freshPgDatabase();
     const dbName = new URL(databaseUrl).pathname.slice(1);
-    cleanup.push(() => psql(`${process.env.TSUNAGI_TEST_PG}/postgres`, `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
+    cleanup.push(() => psql(`${process.env.TSUNAGI_TEST_PG.replace(/\/+$/, '')}/postgres`, `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`));
     const replica = new URL(REPLICA_BASE);
     await h.until(() => { try { psql(`${REPLICA_BASE}/${dbName}`, 'SELECT 1'); return true; } catch { return false; } },
       30000, `the database on the replica ${replica.host} (scripts/pg-replica up)`);
