@@ -542,4 +542,3 @@ module.exports = {
 };
 
 // The soak (tests/soak) makes its own database for a cluster with a replica in front.
-module.exports.freshPgDatabase = freshPgDatabase;
