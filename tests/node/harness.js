@@ -540,5 +540,3 @@ module.exports = {
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
 };
-
-// The soak (tests/soak) makes its own database for a cluster with a replica in front.
