@@ -22,6 +22,11 @@ use crate::domain::Message;
 #[derive(Default)]
 pub struct Conn {
     pub session: Mutex<Option<Arc<Session>>>,
+    /// This connection's place in its address's count (given back at disconnect); `None`
+    /// before the transport opened, and when the address had no place left.
+    pub address_slot: Mutex<Option<super::address_slots::Slot>>,
+    /// Set when the transport opened past its address's limit: its CONNECT is refused.
+    pub over_address_limit: AtomicBool,
 }
 
 pub type EngineSocket = Socket<Conn>;
@@ -71,7 +76,11 @@ enum Cursor {
 
 pub struct Session {
     pub sid: String,
+    /// The token's identity, as verified at connect (its `user_id` never changes).
     pub identity: Identity,
+    /// What the token stands for now (a role changed since it was issued), refreshed before
+    /// each event: see [`Session::who`].
+    who: Mutex<Arc<Identity>>,
     socket: Arc<EngineSocket>,
     rooms: Mutex<HashMap<String, Cursor>>,
     /// Taken at teardown, which ends the session's worker (it holds the receiver).
@@ -100,6 +109,7 @@ impl Session {
     ) -> Self {
         Session {
             sid,
+            who: Mutex::new(Arc::new(identity.clone())),
             identity,
             socket,
             rooms: Mutex::new(HashMap::new()),
@@ -112,6 +122,16 @@ impl Session {
             sensors: Mutex::new(Vec::new()),
             states: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The caller's identity for the event being handled (role changes included).
+    pub fn who(&self) -> Arc<Identity> {
+        self.who.lock().clone()
+    }
+
+    /// Set by the worker before each event.
+    pub fn set_who(&self, who: Identity) {
+        *self.who.lock() = Arc::new(who);
     }
 
     /// Queues a client event for the worker, in arrival order. A client that sends faster than
