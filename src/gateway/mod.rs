@@ -33,6 +33,7 @@ mod hub;
 mod live;
 mod metrics;
 pub mod packet;
+mod roles;
 mod sensor_events;
 mod session;
 
@@ -98,7 +99,7 @@ impl Gateway {
             stall_ms: app.config.socket_stall.as_millis() as u64,
         };
         let address_slots = address_slots::AddressSlots::new(app.config.connections_per_address);
-        Arc::new(Gateway {
+        let gw = Arc::new(Gateway {
             app,
             hub,
             metrics,
@@ -107,7 +108,9 @@ impl Gateway {
             upgrades,
             replies: TaskTracker::new(),
             address_slots,
-        })
+        });
+        roles::watch_demotions(Arc::downgrade(&gw));
+        gw
     }
 
     /// Sockets connected to this instance.

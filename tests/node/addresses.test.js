@@ -165,6 +165,23 @@ describe('concurrent connections per client address', () => {
   });
 });
 
+/** The ack of an event, or 'gone' if the socket is disconnected first. */
+function ackOrGone(socket, event, payload) {
+  return new Promise((resolve) => {
+    if (!socket.connected) { resolve('gone'); return; }
+    const gone = () => resolve('gone');
+    socket.once('disconnect', gone);
+    socket.timeout(10000).emit(event, payload, (err, res) => {
+      socket.off('disconnect', gone);
+      resolve(err ? 'gone' : res);
+    });
+  });
+}
+
+function assertForbiddenOrGone(res) {
+  if (res !== 'gone') assertAckError(assert, res, 'forbidden');
+}
+
 describe('role changes reach tokens issued before them', () => {
   let srv;
   let url;
@@ -204,16 +221,22 @@ describe('role changes reach tokens issued before them', () => {
     assert.equal((await ack(adminSocket, 'join', { room })).ok, true);
     assert.equal((await stats(adminLogin)).status, 200);
 
-    // demotion: every token issued before it is a user's again, sockets included
+    // demotion: every token issued before it is a user's again at once over HTTP; an open
+    // socket's next event runs as a user, and sockets that acted as admins are disconnected
+    // within the sweep (2 s), so rooms joined as an admin stop delivering
+    const t0 = Date.now();
     await setRole(boss.user.id, 'user');
     assertHttpError(assert, await stats(adminLogin), 403, 'forbidden');
     assertHttpError(assert, await stats(registerToken), 403, 'forbidden');
-    assertAckError(assert, await ack(adminSocket, 'join', { room }), 'forbidden');
-    assertAckError(assert, await ack(adminSocket, 'send', { room, content: 'x' }), 'forbidden');
-    assertAckError(assert, await ack(userSocket, 'sync', { room, since_seq: 0 }), 'forbidden');
-    const fresh = await h.connect(url, adminLogin);
-    assertAckError(assert, await ack(fresh, 'join', { room }), 'forbidden');
     assertHttpError(assert, await api(url, 'GET', `/api/v1/rooms/${room}/messages`, adminLogin), 403, 'forbidden');
+    assertForbiddenOrGone(await ackOrGone(adminSocket, 'join', { room }));
+    assertForbiddenOrGone(await ackOrGone(adminSocket, 'send', { room, content: 'x' }));
+    assertForbiddenOrGone(await ackOrGone(userSocket, 'sync', { room, since_seq: 0 }));
+    await h.until(() => !adminSocket.connected && !userSocket.connected, 5000, 'demoted sockets to be closed');
+    const took = Date.now() - t0;
+    assert.ok(took < 3500, `demoted sockets closed after ${took} ms`);
+    const fresh = await h.connect(url, adminLogin);
+    assertForbiddenOrGone(await ackOrGone(fresh, 'join', { room }));
 
     // a backend token without iat cannot be placed after the change: the stored role wins;
     // one issued after the change keeps its claim (the application's backend decided)
@@ -227,5 +250,28 @@ describe('role changes reach tokens issued before them', () => {
     const plain = await registerUser(url, { username: 'roles_plain' });
     // the application's backend may mint an admin token for an account whose role never changed here
     assert.equal((await stats(h.mintToken(plain.user.id, { role: 'admin' }))).status, 200);
+  });
+});
+
+describe('tsunagi make-admin reaches tokens issued before it', () => {
+  let srv;
+  let url;
+  before(async () => {
+    // without Redis the running server learns of the change when its L1 entry expires
+    srv = await h.startServer({ env: { TSUNAGI_CACHE_L1_TTL_S: '1' } });
+    url = srv.url;
+  });
+  after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
+
+  it('an existing token is an admin within the cache TTL (at once with Redis)', async () => {
+    const { execFileSync } = require('node:child_process');
+    const u = await registerUser(url, { username: 'cli_promoted' });
+    const stats = () => api(url, 'GET', '/api/v1/admin/stats', u.token);
+    assertHttpError(assert, await stats(), 403, 'forbidden');
+    execFileSync(h.BIN, ['make-admin', 'cli_promoted'], { env: srv.env, cwd: srv.dir, stdio: 'pipe' });
+    const t0 = Date.now();
+    await h.until(async () => (await stats()).status === 200, 5000, 'the promotion to reach the old token');
+    const took = Date.now() - t0;
+    if (process.env.TSUNAGI_TEST_REDIS_ALL) assert.ok(took < 500, `${took} ms with Redis`);
   });
 });
