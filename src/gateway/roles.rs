@@ -1,14 +1,12 @@
 //! Role changes on open sockets: every event already runs with the role the user has now
 //! (`events::handle` reads it through the users cache), but rooms joined as an admin would keep
 //! delivering to a socket whose admin rights were taken away. So sockets acting as admins are
-//! re-checked every [`SWEEP`]; one that lost the role is disconnected (the transport is closed,
-//! as for a slow consumer): the official client reconnects by itself and its joins are checked
-//! again.
+//! re-checked every [`SWEEP`] (and at each of their events); one that lost the role is
+//! disconnected (`Session::set_who`; the transport is closed, as for a slow consumer): the
+//! official client reconnects by itself and its joins are checked again.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-
-use engineioxide::DisconnectReason;
 
 use super::Gateway;
 
@@ -42,9 +40,7 @@ async fn sweep(gw: &Arc<Gateway>) {
             continue;
         };
         if !now.admin {
-            tracing::info!(sid = %session.sid, user = %session.identity.user_id, "admin role taken away: socket disconnected");
-            session.set_who(now);
-            session.close(DisconnectReason::TransportError);
+            session.set_who(now); // disconnects it
         }
     }
 }

@@ -129,9 +129,18 @@ impl Session {
         self.who.lock().clone()
     }
 
-    /// Set by the worker before each event.
+    /// Set by the worker before each event (and by the demotion sweep). A socket that acted
+    /// as an admin and is no longer one is disconnected: rooms it joined as an admin must stop
+    /// delivering (`roles.rs`); the client reconnects and its joins are checked again.
     pub fn set_who(&self, who: Identity) {
-        *self.who.lock() = Arc::new(who);
+        let admin = who.admin;
+        let was_admin = std::mem::replace(&mut *self.who.lock(), Arc::new(who)).admin;
+        let demoted = was_admin && !admin;
+        if demoted && !self.evicted.swap(true, Ordering::AcqRel) {
+            tracing::info!(sid = %self.sid, user = %self.identity.user_id, "admin role taken away: socket disconnected");
+            let socket = self.socket.clone();
+            tokio::spawn(async move { socket.close(DisconnectReason::TransportError) });
+        }
     }
 
     /// Queues a client event for the worker, in arrival order. A client that sends faster than

@@ -154,9 +154,15 @@ async fn peek_answers_without_counting(engine: &impl LimiterFactory) {
     let start = Instant::now();
     b.check("k").await.expect("the peeks took nothing");
     a.check("k").await.unwrap();
-    let wait = b.peek("k").await.expect_err("spent: peek refuses as check would");
+    let wait = b
+        .peek("k")
+        .await
+        .expect_err("spent: peek refuses as check would");
     assert_wait(wait, 1000, start);
-    let again = a.check("k").await.expect_err("the refused peek gave nothing back either");
+    let again = a
+        .check("k")
+        .await
+        .expect_err("the refused peek gave nothing back either");
     assert_wait(again, 1000, start);
     a.peek("other").await.expect("keys apart");
     let [off, _] = engine.limit(0.0, 1).await;

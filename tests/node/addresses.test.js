@@ -101,7 +101,7 @@ describe('registrations per client address', () => {
   after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
 
   const reg = (ip, name) => api(url, 'POST', '/api/v1/auth/register', null,
-    { username: name, email: `${name}@example.com`, password: `Correct-Horse-${name}-42` }, xff(ip));
+    { username: name, email: `${name}@example.com`, password: 'Staple-Battery-Horse-9137' }, xff(ip));
 
   it('past the budget → 429 with Retry-After; another address registers', async () => {
     const A = '203.0.113.5';
@@ -211,7 +211,8 @@ describe('role changes reach tokens issued before them', () => {
     // promotion reaches the token issued before it, and its connected socket
     await setRole(boss.user.id, 'admin');
     assert.equal((await stats(registerToken)).status, 200);
-    assert.equal((await ack(userSocket, 'join', { room })).ok, true);
+    const promotedJoin = await ack(userSocket, 'join', { room });
+    assert.equal(promotedJoin.ok, true, JSON.stringify(promotedJoin));
 
     const adminLogin = (await h.http(url, 'POST', '/api/v1/auth/login', null,
       { login: 'roles_boss', password: boss.password })).body.token;
