@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command for docs/benchmarks.md: starts tsunagi (temp SQLite, synchronous=FULL, no rate
-# limit) and the in-memory Socket.IO peer (bench/peer), runs the same loads against both with
+# limit, no per-address connection limit: every client comes from 127.0.0.1) and the in-memory Socket.IO peer (bench/peer), runs the same loads against both with
 # tsunagi-bench (alternating rounds, medians), prints tsunagi/peer ratios and the servers' peak
 # RSS and CPU time, and stops both.
 #
@@ -62,6 +62,7 @@ p_port=$(free_port)
 TSUNAGI_LISTEN=127.0.0.1:$t_port \
   TSUNAGI_DATABASE_URL="${BENCH_DATABASE_URL:-sqlite://$tmp/b.db}" \
   TSUNAGI_SEND_RATE=0 \
+  TSUNAGI_CONNECTIONS_PER_ADDRESS=0 \
   TSUNAGI_LOG=warn \
   "$BIN"/tsunagi serve >"$LOGS/tsunagi.log" 2>&1 &
 t_pid=$!

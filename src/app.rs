@@ -31,7 +31,7 @@ use crate::services::ryw::ReadYourWrites;
 use crate::services::sensors::buffer::BufferSettings;
 use crate::services::sensors::{SensorSettings, SensorsService};
 use crate::services::state::StateService;
-use crate::services::users::UsersService;
+use crate::services::users::{AccountLimits, UsersService};
 use crate::services::webhooks::WebhooksService;
 use crate::services::webhooks::deliver::Deliveries;
 use crate::shared_state::Limiters;
@@ -153,11 +153,22 @@ impl App {
                 (config.write_rate * 10.0).ceil().max(1.0) as u32,
             ),
         ));
-        let login_limiter = limiters.limiter(
-            "login",
-            config.login_rate_per_min / 60.0,
-            config.login_rate_per_min.ceil().max(1.0) as u32,
-        );
+        let per_minute = |n: u32| (f64::from(n) / 60.0, n.max(1));
+        let (failures_rate, failures_burst) = per_minute(config.login_failures_per_address);
+        let (register_rate, register_burst) = per_minute(config.register_rate_per_address);
+        let account_limits = AccountLimits {
+            login: limiters.limiter(
+                "login",
+                config.login_rate_per_min / 60.0,
+                config.login_rate_per_min.ceil().max(1.0) as u32,
+            ),
+            login_failures: limiters.limiter(
+                "login_failures_per_address",
+                failures_rate,
+                failures_burst,
+            ),
+            register: limiters.limiter("register_per_address", register_rate, register_burst),
+        };
         let users = Arc::new(UsersService::new(
             store.clone(),
             ryw.clone(),
@@ -167,7 +178,7 @@ impl App {
                 config.argon2_iterations,
                 config.password_queue,
             )?,
-            login_limiter,
+            account_limits,
             config.max_metadata_bytes,
         ));
         // one limiter for sends and state writes: they share the user's send rate (§6.2)

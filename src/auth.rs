@@ -50,6 +50,9 @@ pub struct Claims {
     pub exp: NumericDate,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<NumericDate>,
+    /// When the token was issued: a role changed after it is not in its `role` claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<NumericDate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,11 +67,13 @@ fn seconds(n: &NumericDate) -> f64 {
 }
 
 /// Who is calling, from a verified token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
     pub user_id: String,
     pub admin: bool,
     pub name: Option<String>,
+    /// The token's `iat` (seconds since the epoch), when it has a numeric one.
+    pub issued_at: Option<f64>,
 }
 
 #[derive(Clone)]
@@ -146,15 +151,17 @@ impl Tokens {
             user_id: c.sub,
             admin,
             name: c.name,
+            issued_at: c.iat.as_ref().map(seconds).filter(|t| t.is_finite()),
         })
     }
 
     pub fn mint(&self, sub: &str, admin: bool, name: Option<&str>, ttl_secs: u64) -> String {
-        let exp = jsonwebtoken::get_current_timestamp() + ttl_secs;
+        let now = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: sub.to_owned(),
-            exp: exp.into(),
+            exp: (now + ttl_secs).into(),
             nbf: None,
+            iat: Some(now.into()),
             role: Some(if admin { "admin" } else { "user" }.to_owned()),
             name: name.map(str::to_owned),
         };
@@ -235,6 +242,7 @@ mod tests {
                 sub: "a".into(),
                 exp: 1.into(),
                 nbf: None,
+                iat: None,
                 role: None,
                 name: None,
             },

@@ -4,7 +4,7 @@
 //!
 //! Layout, bottom up (a module imports only those above it in this list; docs/architecture.md
 //! has the picture):
-//! - `config` (settings), `domain` (the contract's shapes and ids), `error` (the contract's
+//! - `config` (settings), `client_addr` (who the client is behind trusted proxies), `domain` (the contract's shapes and ids), `error` (the contract's
 //!   failure kinds), `payload` (field rules of §5), `health` (health checks), `telemetry`,
 //!   `io_stats` (bytes each connection wrote);
 //! - engines, each a trait with an embedded and a scale-out implementation: `store` (SQL:
@@ -26,6 +26,7 @@ pub mod backplane;
 pub mod bus;
 pub mod cache;
 pub mod client;
+pub mod client_addr;
 pub mod config;
 pub mod domain;
 pub mod error;

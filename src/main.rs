@@ -214,8 +214,8 @@ async fn archive(config: &Config, older_than: Option<&str>, dry_run: bool) -> an
 }
 
 /// Sets the role in the store directly, as a PATCH by an admin would (same statement, same audit
-/// row, actor `cli`): the command needs no server, and a running one reads the role from the
-/// store at the next login. The migrations run first, so it works on a fresh data directory too.
+/// row, actor `cli`): the command needs no server. Running servers apply the new role to the
+/// user's existing tokens once their cached row is gone (`forget_cached_user`). The migrations run first, so it works on a fresh data directory too.
 async fn make_admin(config: &Config, login: &str) -> anyhow::Result<()> {
     use tsunagi::store::users::UserPatch;
     tsunagi::server::migrate(config).await?;
@@ -235,11 +235,53 @@ async fn make_admin(config: &Config, login: &str) -> anyhow::Result<()> {
         };
         store.update_user(&user.id, &patch, "cli").await?;
         println!("{} ({}) is now an admin", user.username, user.id);
+        if config.redis_url.is_some() {
+            forget_cached_user(config, &telemetry, &user.id).await?;
+        }
         Ok(())
     }
     .await;
     store.close().await;
     result
+}
+
+/// Tells running servers (through Redis) that a user's row changed: its entry leaves L2 and
+/// every instance's L1, so the new role counts on their next request. Without Redis there is
+/// no way to reach them; their L1 entry expires within `TSUNAGI_CACHE_L1_TTL_S`.
+async fn forget_cached_user(
+    config: &Config,
+    telemetry: &tsunagi::telemetry::Telemetry,
+    id: &str,
+) -> anyhow::Result<()> {
+    use tsunagi::cache::layered::LayeredCache;
+    use tsunagi::services::users::UserRecord;
+    let (backplane, _) = tsunagi::backplane::Backplane::build(config, telemetry)?;
+    let (bus, _) = tsunagi::bus::build(&backplane, config);
+    // the L2 delete is skipped while the bus is not up yet: give it a moment to subscribe
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while !bus.healthy() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let settings = tsunagi::cache::CacheSettings {
+        l1_capacity: config.cache_l1_capacity,
+        l1_ttl: config.cache_l1_ttl,
+        l2_ttl: config.cache_l2_ttl,
+        negative_ttl: config.cache_negative_ttl,
+        telemetry: telemetry.clone(),
+    };
+    let cache: LayeredCache<UserRecord> = LayeredCache::new(
+        "users",
+        settings,
+        tsunagi::cache::remote(&backplane),
+        bus.clone(),
+    );
+    cache.forget(id).await;
+    if !bus.healthy() {
+        println!(
+            "warning: Redis did not answer; running servers see the new role within their cache TTL"
+        );
+    }
+    Ok(())
 }
 
 fn token(

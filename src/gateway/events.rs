@@ -61,6 +61,12 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
         Ok(event) => event,
         Err(e) => return reply(session, ev.ack, Err(e)),
     };
+    // A role changed since the token was issued counts from the next event on (a users-cache
+    // hit per event; the change drops the key on every instance before it is answered).
+    match gw.app.users.effective(&session.identity).await {
+        Ok(who) => session.set_who(who),
+        Err(e) => return reply(session, ev.ack, Err(e.into())),
+    }
     let result = match event {
         ClientEvent::Join { room } => join(gw, session, room, ev.ack).await,
         ClientEvent::Leave { room } => leave(gw, session, room).await,
@@ -91,14 +97,14 @@ async fn handle(gw: &Arc<Gateway>, session: &Arc<Session>, ev: InboundEvent) {
         } => gw
             .app
             .state
-            .set(&session.identity, &room, &key, value.as_ref(), version)
+            .set(&session.who(), &room, &key, value.as_ref(), version)
             .await
             .map(|state| Some(json!({ "state": state })))
             .map_err(ApiError::from),
         ClientEvent::StateGet { room, key } => gw
             .app
             .state
-            .get(&session.identity, &room, key.as_ref())
+            .get(&session.who(), &room, key.as_ref())
             .await
             .map(|items| Some(json!({ "items": items })))
             .map_err(ApiError::from),
@@ -120,13 +126,13 @@ async fn join(
     room: RoomId,
     ack: Option<i64>,
 ) -> ApiResult<Option<Value>> {
-    let meta = gw.app.rooms.check_access(&session.identity, &room).await?;
+    let meta = gw.app.rooms.check_access(&session.who(), &room).await?;
     session.begin_join(room.as_str());
     gw.hub.add(room.as_str(), session.clone());
     let history = match gw
         .app
         .messages
-        .newest(&session.identity, &meta, JOIN_HISTORY)
+        .newest(&session.who(), &meta, JOIN_HISTORY)
         .await
     {
         Ok(h) => h,
@@ -202,7 +208,7 @@ async fn send(
     let started = gw
         .app
         .messages
-        .start_send(&session.identity, room, content, client_id)
+        .start_send(&session.who(), room, content, client_id)
         .await;
     match started {
         Err(e) => reply(session, ack, Err(e.into())),
@@ -224,7 +230,7 @@ async fn typing(
     session: &Arc<Session>,
     room: RoomId,
 ) -> ApiResult<Option<Value>> {
-    gw.app.presence.typing(&session.identity, &room).await?;
+    gw.app.presence.typing(&session.who(), &room).await?;
     Ok(Some(json!({})))
 }
 
@@ -239,7 +245,7 @@ async fn sync(
     let r = gw
         .app
         .messages
-        .sync(&session.identity, &room, since_seq, epoch, limit)
+        .sync(&session.who(), &room, since_seq, epoch, limit)
         .await?;
     Ok(Some(
         json!({ "epoch": r.epoch, "messages": r.page.items, "more": r.page.more }),
@@ -254,7 +260,7 @@ async fn presence(
     let users: Vec<Value> = gw
         .app
         .presence
-        .online(&session.identity, &room)
+        .online(&session.who(), &room)
         .await?
         .into_iter()
         .map(|u| json!({ "user_id": u, "status": "online" }))

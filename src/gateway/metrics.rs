@@ -17,6 +17,8 @@ pub struct GatewayMetrics {
     pub slow_consumers: Counter,
     /// Events refused `rate_limited` because the session's queue or event budget is full.
     pub events_refused: Counter,
+    /// Transports refused because their address holds `TSUNAGI_CONNECTIONS_PER_ADDRESS`.
+    pub connections_refused: Counter,
 }
 
 impl GatewayMetrics {
@@ -46,6 +48,10 @@ impl GatewayMetrics {
                 delivery_gaps: counter!("tsunagi_delivery_gap_disconnects_total"),
                 slow_consumers: counter!("tsunagi_slow_consumer_disconnects_total"),
                 events_refused: counter!("tsunagi_rate_limited_total", "limiter" => "events"),
+                connections_refused: counter!(
+                    "tsunagi_rate_limited_total",
+                    "limiter" => "connections_per_address"
+                ),
             }
         })
     }

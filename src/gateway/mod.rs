@@ -14,6 +14,7 @@
 //! `sensor_events.rs` (the sensor events), `metrics.rs`.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+mod address_slots;
 mod backlog;
 mod budget;
 mod client_event;
@@ -31,6 +33,7 @@ mod hub;
 mod live;
 mod metrics;
 pub mod packet;
+mod roles;
 mod sensor_events;
 mod session;
 
@@ -41,6 +44,7 @@ use tokio_util::task::TaskTracker;
 
 use self::metrics::GatewayMetrics;
 use crate::app::App;
+use crate::client_addr::request_client;
 use crate::error::{ApiError, AuthCode};
 use hub::Hub;
 
@@ -68,6 +72,8 @@ pub struct Gateway {
     upgrades: Arc<crate::io_stats::Upgrades>,
     /// Tasks that answer sends once committed: shutdown waits for them before closing sockets.
     replies: TaskTracker,
+    /// Connections per client address (`TSUNAGI_CONNECTIONS_PER_ADDRESS`), this instance's.
+    address_slots: Arc<address_slots::AddressSlots>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -92,7 +98,8 @@ impl Gateway {
             max_bytes: app.config.socket_buffer_bytes,
             stall_ms: app.config.socket_stall.as_millis() as u64,
         };
-        Arc::new(Gateway {
+        let address_slots = address_slots::AddressSlots::new(app.config.connections_per_address);
+        let gw = Arc::new(Gateway {
             app,
             hub,
             metrics,
@@ -100,7 +107,10 @@ impl Gateway {
             byte_budget,
             upgrades,
             replies: TaskTracker::new(),
-        })
+            address_slots,
+        });
+        roles::watch_demotions(Arc::downgrade(&gw));
+        gw
     }
 
     /// Sockets connected to this instance.
@@ -135,6 +145,20 @@ impl Gateway {
         }
         if socket.data.session.lock().is_some() {
             return; // a repeated CONNECT is ignored, as socket.io does
+        }
+        if socket.data.over_address_limit.load(Ordering::Relaxed) {
+            // a slot frees when one of the address's connections ends: no better guess exists
+            let e = ApiError::rate_limited(1000);
+            let mut data = e.body();
+            data["message"] = "too many connections from this address".into();
+            socket
+                .emit(packet::connect_error(
+                    "/",
+                    "too many connections from this address",
+                    Some(data),
+                ))
+                .ok();
+            return;
         }
         if self.app.shutdown.is_cancelled() {
             let e = ApiError::unavailable("the server is shutting down");
@@ -241,6 +265,19 @@ impl EngineIoHandler for Gateway {
     type Data = Conn;
 
     fn on_connect(self: Arc<Self>, socket: Arc<EngineSocket>) {
+        // The transport is counted, not only a CONNECTed session: a transport that never
+        // CONNECTs holds the server's resources all the same (for CONNECT_TIMEOUT).
+        let client = request_client(&socket.req_parts, &self.app.config.trusted_proxies);
+        match self.address_slots.acquire(client) {
+            Some(slot) => *socket.data.address_slot.lock() = Some(slot),
+            None => {
+                self.metrics.connections_refused.increment(1);
+                socket
+                    .data
+                    .over_address_limit
+                    .store(true, Ordering::Relaxed);
+            }
+        }
         let weak = Arc::downgrade(&socket);
         tokio::spawn(async move {
             tokio::time::sleep(CONNECT_TIMEOUT).await;
@@ -254,6 +291,8 @@ impl EngineIoHandler for Gateway {
 
     fn on_disconnect(&self, socket: Arc<EngineSocket>, _reason: DisconnectReason) {
         self.teardown(&socket);
+        // the socket itself may outlive this call (tasks holding it): free the place now
+        socket.data.address_slot.lock().take();
     }
 
     fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<EngineSocket>) {

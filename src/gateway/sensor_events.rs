@@ -22,7 +22,7 @@ pub async fn reading(
 ) {
     let sensors = &gw.app.sensors;
     let accepted = sensors
-        .accept(&session.identity, &sensor, vec![reading], durable)
+        .accept(&session.who(), &sensor, vec![reading], durable)
         .await;
     match accepted {
         Err(e) => reply(session, ack, Err(e.into())),
@@ -50,14 +50,11 @@ pub async fn subscribe(
     session: &Arc<Session>,
     sensor: SensorId,
 ) -> ApiResult<Option<Value>> {
-    gw.app
-        .sensors
-        .check_read(&session.identity, &sensor)
-        .await?;
+    gw.app.sensors.check_read(&session.who(), &sensor).await?;
     if session.subscribe(sensor.as_str()) {
         gw.hub.live.subscribe(sensor.as_str(), session.clone());
     }
-    let last = match gw.app.sensors.last(&session.identity, &sensor).await {
+    let last = match gw.app.sensors.last(&session.who(), &sensor).await {
         Ok(last) => last,
         Err(e) => {
             unsubscribe_locally(gw, session, &sensor);

@@ -22,6 +22,11 @@ use crate::domain::Message;
 #[derive(Default)]
 pub struct Conn {
     pub session: Mutex<Option<Arc<Session>>>,
+    /// This connection's place in its address's count (given back at disconnect); `None`
+    /// before the transport opened, and when the address had no place left.
+    pub address_slot: Mutex<Option<super::address_slots::Slot>>,
+    /// Set when the transport opened past its address's limit: its CONNECT is refused.
+    pub over_address_limit: AtomicBool,
 }
 
 pub type EngineSocket = Socket<Conn>;
@@ -71,7 +76,11 @@ enum Cursor {
 
 pub struct Session {
     pub sid: String,
+    /// The token's identity, as verified at connect (its `user_id` never changes).
     pub identity: Identity,
+    /// What the token stands for now (a role changed since it was issued), refreshed before
+    /// each event: see [`Session::who`].
+    who: Mutex<Arc<Identity>>,
     socket: Arc<EngineSocket>,
     rooms: Mutex<HashMap<String, Cursor>>,
     /// Taken at teardown, which ends the session's worker (it holds the receiver).
@@ -100,6 +109,7 @@ impl Session {
     ) -> Self {
         Session {
             sid,
+            who: Mutex::new(Arc::new(identity.clone())),
             identity,
             socket,
             rooms: Mutex::new(HashMap::new()),
@@ -111,6 +121,25 @@ impl Session {
             backlog,
             sensors: Mutex::new(Vec::new()),
             states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The caller's identity for the event being handled (role changes included).
+    pub fn who(&self) -> Arc<Identity> {
+        self.who.lock().clone()
+    }
+
+    /// Set by the worker before each event (and by the demotion sweep). A socket that acted
+    /// as an admin and is no longer one is disconnected: rooms it joined as an admin must stop
+    /// delivering (`roles.rs`); the client reconnects and its joins are checked again.
+    pub fn set_who(&self, who: Identity) {
+        let admin = who.admin;
+        let was_admin = std::mem::replace(&mut *self.who.lock(), Arc::new(who)).admin;
+        let demoted = was_admin && !admin;
+        if demoted && !self.evicted.swap(true, Ordering::AcqRel) {
+            tracing::info!(sid = %self.sid, user = %self.identity.user_id, "admin role taken away: socket disconnected");
+            let socket = self.socket.clone();
+            tokio::spawn(async move { socket.close(DisconnectReason::TransportError) });
         }
     }
 

@@ -10,6 +10,7 @@ use futures::StreamExt;
 
 use crate::app::App;
 use crate::auth::Identity;
+use crate::client_addr::{AddressKey, request_client};
 use crate::error::{ApiError, AuthCode};
 use crate::payload::{self, Object};
 
@@ -39,7 +40,27 @@ where
                 ApiError::unauthorized(AuthCode::InvalidToken, "use Authorization: Bearer")
             })?,
         };
-        Ok(Caller(app.tokens.verify(token)?))
+        let claimed = app.tokens.verify(token)?;
+        // a role changed since the token was issued wins over its claim (a users-cache hit)
+        Ok(Caller(app.users.effective(&claimed).await?))
+    }
+}
+
+/// The client's address key (PROTOCOL.md §7): the TCP peer, or what a trusted proxy says.
+pub struct ClientAddress(pub AddressKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress
+where
+    Arc<App>: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let app = Arc::<App>::from_ref(state);
+        Ok(ClientAddress(request_client(
+            parts,
+            &app.config.trusted_proxies,
+        )))
     }
 }
 

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::extract::{Caller, JsonObject, keyset_page, listing};
+use super::extract::{Caller, ClientAddress, JsonObject, keyset_page, listing};
 use crate::app::App;
 use crate::error::ApiResult;
 use crate::services::users::UserRecord;
@@ -28,17 +28,19 @@ fn with_token(state: &App, user: &UserRecord) -> serde_json::Value {
 
 pub async fn register(
     State(state): State<Arc<App>>,
+    ClientAddress(client): ClientAddress,
     JsonObject(body): JsonObject,
 ) -> ApiResult<impl IntoResponse> {
-    let user = state.users.register(&body).await?;
+    let user = state.users.register(&body, client).await?;
     Ok((StatusCode::CREATED, Json(with_token(&state, &user))))
 }
 
 pub async fn login(
     State(state): State<Arc<App>>,
+    ClientAddress(client): ClientAddress,
     JsonObject(body): JsonObject,
 ) -> ApiResult<impl IntoResponse> {
-    let user = state.users.login(&body).await?;
+    let user = state.users.login(&body, client).await?;
     Ok(Json(with_token(&state, &user)))
 }
 

@@ -10,6 +10,7 @@ use crate::auth::AuthCode;
 use crate::auth::Identity;
 use crate::cache::Versioned;
 use crate::cache::layered::LayeredCache;
+use crate::client_addr::AddressKey;
 use crate::domain::{Email, UserId, Username};
 use crate::password::{Passwords, check_policy};
 use crate::payload::{Object, opt_str, req_str};
@@ -52,7 +53,22 @@ pub fn identity_of(u: &UserRecord) -> Identity {
         user_id: u.id.clone(),
         admin: u.role == "admin",
         name: Some(u.display_name.clone()),
+        issued_at: None,
     }
+}
+
+/// Whether a token issued at `issued_at` predates the role change of `user`, so its `role`
+/// claim may be stale. A token without `iat` is taken as older; a role never changed here
+/// leaves every claim as it is (tokens minted by the application's backend included).
+fn claim_predates_role_change(issued_at: Option<f64>, user: &UserRecord) -> bool {
+    let Some(changed) = user.role_changed_at.as_deref() else {
+        return false;
+    };
+    let Ok(changed) = chrono::DateTime::parse_from_rfc3339(changed) else {
+        return true; // unreadable: the stored role is the safe answer
+    };
+    let changed = changed.timestamp_millis() as f64 / 1000.0;
+    issued_at.is_none_or(|iat| iat < changed)
 }
 
 fn check_text(field: &str, s: &str, min: usize, max: usize) -> ServiceResult<String> {
@@ -86,12 +102,24 @@ pub fn opt_metadata(p: &Object, max: usize) -> ServiceResult<Option<Value>> {
     }
 }
 
+/// The account limits (`TSUNAGI_LOGIN_RATE` and the per-address ones of PROTOCOL.md §7).
+pub struct AccountLimits {
+    /// Login attempts per (login name, client address): one address cannot lock the account
+    /// for the others.
+    pub login: Arc<dyn RateLimiter>,
+    /// Failed logins per client address, peeked before the password is checked and charged
+    /// only when it fails.
+    pub login_failures: Arc<dyn RateLimiter>,
+    /// Registrations per client address.
+    pub register: Arc<dyn RateLimiter>,
+}
+
 pub struct UsersService {
     store: Arc<dyn Store>,
     ryw: Arc<ReadYourWrites>,
     pub cache: Arc<LayeredCache<UserRecord>>,
     passwords: Arc<Passwords>,
-    login_limiter: Arc<dyn RateLimiter>,
+    limits: AccountLimits,
     max_metadata_bytes: usize,
 }
 
@@ -101,7 +129,7 @@ impl UsersService {
         ryw: Arc<ReadYourWrites>,
         cache: Arc<LayeredCache<UserRecord>>,
         passwords: Arc<Passwords>,
-        login_limiter: Arc<dyn RateLimiter>,
+        limits: AccountLimits,
         max_metadata_bytes: usize,
     ) -> Self {
         UsersService {
@@ -109,13 +137,13 @@ impl UsersService {
             ryw,
             cache,
             passwords,
-            login_limiter,
+            limits,
             max_metadata_bytes,
         }
     }
 
-    /// `POST /auth/register`: `{ username, email, password, display_name? }`.
-    pub async fn register(&self, body: &Object) -> ServiceResult<UserRecord> {
+    /// `POST /auth/register`: `{ username, email, password, display_name? }` from `client`.
+    pub async fn register(&self, body: &Object, client: AddressKey) -> ServiceResult<UserRecord> {
         let username = req_str(body, "username")?;
         let email = req_str(body, "email")?;
         let password = req_str(body, "password")?;
@@ -127,6 +155,12 @@ impl UsersService {
             None => username.to_owned(),
         };
         check_policy(password, username, &email)?;
+        // after the field checks (bad_request comes first), before the costly hash
+        self.limits
+            .register
+            .check(&client.to_string())
+            .await
+            .map_err(ServiceError::RateLimited)?;
         let password_hash = self.passwords.hash(password.to_owned()).await?;
         let new = NewUser {
             id: uuid::Uuid::now_v7().to_string(),
@@ -149,9 +183,9 @@ impl UsersService {
         Ok(user)
     }
 
-    /// `POST /auth/login`: `{ login, password }`. One answer for an unknown login and a wrong
-    /// password, in the same time.
-    pub async fn login(&self, body: &Object) -> ServiceResult<UserRecord> {
+    /// `POST /auth/login`: `{ login, password }` from `client`. One answer for an unknown login
+    /// and a wrong password, in the same time.
+    pub async fn login(&self, body: &Object, client: AddressKey) -> ServiceResult<UserRecord> {
         let login = req_str(body, "login")?;
         let password = req_str(body, "password")?;
         if login.is_empty() || login.chars().count() > 254 {
@@ -159,8 +193,17 @@ impl UsersService {
                 "login must be 1 to 254 characters",
             ));
         }
-        self.login_limiter
-            .check(&format!("login:{}", login.to_lowercase()))
+        let address = client.to_string();
+        // An address that used up its failures is refused before the password is looked at,
+        // even a right one: guessing from there must not be able to tell right from wrong.
+        self.limits
+            .login_failures
+            .peek(&address)
+            .await
+            .map_err(ServiceError::RateLimited)?;
+        self.limits
+            .login
+            .check(&format!("login:{}:{address}", login.to_lowercase()))
             .await
             .map_err(ServiceError::RateLimited)?;
         let user = self.store.user_by_login(login).await?;
@@ -168,11 +211,39 @@ impl UsersService {
         let ok = self.passwords.verify(password.to_owned(), hash).await?;
         match user {
             Some(u) if ok => Ok(u),
-            _ => Err(ServiceError::Unauthorized(
-                AuthCode::AuthRequired,
-                "unknown login or wrong password".into(),
-            )),
+            _ => {
+                // charged even if this failure is the one that goes past the budget: the
+                // next attempt is the one refused
+                let _ = self.limits.login_failures.check(&address).await;
+                Err(ServiceError::Unauthorized(
+                    AuthCode::AuthRequired,
+                    "unknown login or wrong password".into(),
+                ))
+            }
         }
+    }
+
+    /// The identity a verified token stands for now: for a user registered here whose role
+    /// changed after the token was issued, the stored role replaces the claim. Read through the
+    /// users cache (an L1 hit in the common case; a role change drops the key on every
+    /// instance before the change is answered), so it is cheap enough for every request and
+    /// every socket event. Tokens of users not registered here keep their claim.
+    pub async fn effective(&self, who: &Identity) -> ServiceResult<Identity> {
+        let Some(user) = self
+            .cache
+            .get(&who.user_id, || self.store.user(&who.user_id))
+            .await?
+        else {
+            return Ok(who.clone());
+        };
+        let stored_admin = user.role == "admin";
+        if stored_admin == who.admin || !claim_predates_role_change(who.issued_at, &user) {
+            return Ok(who.clone());
+        }
+        Ok(Identity {
+            admin: stored_admin,
+            ..who.clone()
+        })
     }
 
     /// Through the cache: L1, L2, then the primary.
@@ -242,6 +313,34 @@ impl UsersService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_role_wins_only_over_older_tokens() {
+        let mut u = UserRecord {
+            id: "u".into(),
+            username: "u".into(),
+            email: "u@example.com".into(),
+            password_hash: String::new(),
+            display_name: "u".into(),
+            bio: String::new(),
+            role: "user".into(),
+            metadata: json!({}),
+            version: 2,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            updated_at: "2026-01-01T00:00:10.500Z".into(),
+            role_changed_at: None,
+        };
+        assert!(
+            !claim_predates_role_change(None, &u),
+            "never changed: the claim"
+        );
+        u.role_changed_at = Some("2026-01-01T00:00:10.500Z".into());
+        let changed = 1_767_225_610.5;
+        assert!(claim_predates_role_change(None, &u), "no iat: older");
+        assert!(claim_predates_role_change(Some(changed - 0.5), &u));
+        assert!(!claim_predates_role_change(Some(changed), &u));
+        assert!(!claim_predates_role_change(Some(changed + 60.0), &u));
+    }
 
     #[test]
     fn field_rules() {

@@ -34,10 +34,11 @@ impl LocalRateLimiter {
 
     #[cfg(test)]
     fn check_at(&self, key: &str, now: Duration) -> Result<(), u64> {
-        self.check_n_at(key, 1, now)
+        self.check_n_at(key, 1, now, true)
     }
 
-    fn check_n_at(&self, key: &str, n: u32, now: Duration) -> Result<(), u64> {
+    /// `consume: false` only answers whether `n` units would be allowed.
+    fn check_n_at(&self, key: &str, n: u32, now: Duration, consume: bool) -> Result<(), u64> {
         let Some(interval) = self.interval else {
             return Ok(());
         };
@@ -53,7 +54,9 @@ impl LocalRateLimiter {
             // rounded up, as the Redis engine does: waiting the announced time is enough
             return Err((wait.as_micros().div_ceil(1000) as u64).max(1));
         }
-        map.insert(key.to_owned(), new_tat);
+        if consume {
+            map.insert(key.to_owned(), new_tat);
+        }
         Ok(())
     }
 }
@@ -61,7 +64,11 @@ impl LocalRateLimiter {
 #[async_trait]
 impl RateLimiter for LocalRateLimiter {
     async fn check_n(&self, key: &str, n: u32) -> Result<(), u64> {
-        self.check_n_at(key, n, self.epoch.elapsed())
+        self.check_n_at(key, n, self.epoch.elapsed(), true)
+    }
+
+    async fn peek(&self, key: &str) -> Result<(), u64> {
+        self.check_n_at(key, 1, self.epoch.elapsed(), false)
     }
 }
 
@@ -147,12 +154,29 @@ mod tests {
     fn units_count_against_the_burst() {
         let l = LocalRateLimiter::new(1000.0, 4000); // 1000 units/s, 4000 at once
         let t0 = Duration::from_secs(100);
-        assert!(l.check_n_at("u", 3000, t0).is_ok());
-        assert!(l.check_n_at("u", 1000, t0).is_ok());
-        let wait = l.check_n_at("u", 500, t0).unwrap_err();
+        assert!(l.check_n_at("u", 3000, t0, true).is_ok());
+        assert!(l.check_n_at("u", 1000, t0, true).is_ok());
+        let wait = l.check_n_at("u", 500, t0, true).unwrap_err();
         assert!((499..=501).contains(&wait), "{wait}");
         assert!(
-            l.check_n_at("u", 500, t0 + Duration::from_millis(500))
+            l.check_n_at("u", 500, t0 + Duration::from_millis(500), true)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn peek_does_not_count() {
+        let l = LocalRateLimiter::new(1.0, 2);
+        let t0 = Duration::from_secs(100);
+        for _ in 0..10 {
+            assert!(l.check_n_at("u", 1, t0, false).is_ok());
+        }
+        assert!(l.check_at("u", t0).is_ok());
+        assert!(l.check_at("u", t0).is_ok());
+        let wait = l.check_n_at("u", 1, t0, false).unwrap_err();
+        assert!((999..=1000).contains(&wait), "{wait}");
+        assert!(
+            l.check_n_at("u", 1, t0 + Duration::from_secs(1), false)
                 .is_ok()
         );
     }

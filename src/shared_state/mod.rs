@@ -24,6 +24,9 @@ pub trait RateLimiter: Send + Sync + 'static {
     }
     /// The same for `n` units at once (bytes read, say).
     async fn check_n(&self, key: &str, n: u32) -> Result<(), u64>;
+    /// Whether one unit would be allowed now, without counting it: for budgets charged only
+    /// when something fails (failed logins), checked before the work is done.
+    async fn peek(&self, key: &str) -> Result<(), u64>;
 }
 
 /// Who is online in which room. A user is online in a room while any of their connections
@@ -84,6 +87,14 @@ struct Counted {
 impl RateLimiter for Counted {
     async fn check_n(&self, key: &str, n: u32) -> Result<(), u64> {
         let r = self.inner.check_n(key, n).await;
+        if r.is_err() {
+            self.refused.increment(1);
+        }
+        r
+    }
+
+    async fn peek(&self, key: &str) -> Result<(), u64> {
+        let r = self.inner.peek(key).await;
         if r.is_err() {
             self.refused.increment(1);
         }

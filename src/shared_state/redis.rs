@@ -18,12 +18,14 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
+local consume = ARGV[4] == '1'
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local new_tat = tat + interval * n
 if new_tat > now + tolerance then
   return math.max(1, math.ceil((new_tat - now - tolerance) / 1000))
 end
+if not consume then return 0 end
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return 0
 ";
@@ -56,6 +58,17 @@ impl RedisRateLimiter {
 #[async_trait]
 impl RateLimiter for RedisRateLimiter {
     async fn check_n(&self, key: &str, n: u32) -> Result<(), u64> {
+        self.run(key, n, true).await
+    }
+
+    async fn peek(&self, key: &str) -> Result<(), u64> {
+        self.run(key, 1, false).await
+    }
+}
+
+impl RedisRateLimiter {
+    /// One script run; `consume: false` only answers whether `n` units would pass.
+    async fn run(&self, key: &str, n: u32, consume: bool) -> Result<(), u64> {
         let Some(interval) = self.interval_us else {
             return Ok(());
         };
@@ -69,6 +82,7 @@ impl RateLimiter for RedisRateLimiter {
                     .arg(interval)
                     .arg(tolerance)
                     .arg(n)
+                    .arg(u8::from(consume))
                     .invoke_async::<i64>(&mut c)
                     .await
             })
@@ -82,7 +96,11 @@ impl RateLimiter for RedisRateLimiter {
                         .increment(1)
                 });
                 tracing::debug!(limiter = self.name, error = %e, "rate limit checked in process");
-                self.fallback.check_n(key, n).await
+                if consume {
+                    self.fallback.check_n(key, n).await
+                } else {
+                    self.fallback.peek(key).await
+                }
             }
         }
     }

@@ -28,6 +28,10 @@ pub struct UserRecord {
     pub version: i64,
     pub created_at: String,
     pub updated_at: String,
+    /// When `role` last changed (RFC 3339); `None`: never. Tokens issued before it do not
+    /// carry the current role (see `UsersService::effective`).
+    #[serde(default)]
+    pub role_changed_at: Option<String>,
 }
 
 impl UserRecord {
@@ -156,7 +160,9 @@ macro_rules! user_columns {
             $p,
             "created_at, ",
             $p,
-            "updated_at"
+            "updated_at, ",
+            $p,
+            "role_changed_at"
         )
     };
 }
@@ -177,6 +183,7 @@ impl NewUser {
             version: 1,
             created_at: now.clone(),
             updated_at: now,
+            role_changed_at: None,
         }
     }
 }

@@ -56,6 +56,7 @@ on_engines!([local: Local, redis: Redis] [
     check_n_counts_n_units,
     waiting_retry_after_is_enough,
     a_zero_rate_is_no_limit,
+    peek_answers_without_counting,
 ]);
 
 /// The wait a refusal must announce when the units it waits for were taken at `since` or
@@ -142,6 +143,30 @@ async fn a_zero_rate_is_no_limit(engine: &impl LimiterFactory) {
         b.check("k").await.unwrap();
     }
     a.check_n("k", u32::MAX).await.unwrap();
+}
+
+/// `peek` (failed logins: checked before, charged after) says what `check` would, takes nothing.
+async fn peek_answers_without_counting(engine: &impl LimiterFactory) {
+    let [a, b] = engine.limit(1.0, 2).await;
+    for _ in 0..10 {
+        a.peek("k").await.expect("a full bucket lets one through");
+    }
+    let start = Instant::now();
+    b.check("k").await.expect("the peeks took nothing");
+    a.check("k").await.unwrap();
+    let wait = b
+        .peek("k")
+        .await
+        .expect_err("spent: peek refuses as check would");
+    assert_wait(wait, 1000, start);
+    let again = a
+        .check("k")
+        .await
+        .expect_err("the refused peek gave nothing back either");
+    assert_wait(again, 1000, start);
+    a.peek("other").await.expect("keys apart");
+    let [off, _] = engine.limit(0.0, 1).await;
+    off.peek("k").await.expect("a zero rate is no limit");
 }
 
 /// The in-process limiter over minutes of paused Tokio time: the sustained rate holds exactly,

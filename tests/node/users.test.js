@@ -255,7 +255,8 @@ describe('POST /api/v1/auth/login', () => {
   let url;
   let u;
   before(async () => {
-    srv = await h.startServer();
+    // these cases fail more logins from one address than the default per-address budget (10)
+    srv = await h.startServer({ env: { TSUNAGI_LOGIN_FAILURES_PER_ADDRESS: '100' } });
     url = srv.url;
     u = await registerUser(url, { username: 'Login.Me', email: 'Login.Me@Example.com' });
   });
@@ -330,7 +331,11 @@ describe('login rate limit (TSUNAGI_LOGIN_RATE)', () => {
   let srv;
   let url;
   const RATE = 30; // per minute, burst the same: one attempt back every 2 s
-  before(async () => { srv = await h.startServer({ env: { TSUNAGI_LOGIN_RATE: String(RATE) } }); url = srv.url; });
+  // the per-address failure budget (addresses.test.js) is off: this is the per-name limit alone
+  before(async () => {
+    srv = await h.startServer({ env: { TSUNAGI_LOGIN_RATE: String(RATE), TSUNAGI_LOGIN_FAILURES_PER_ADDRESS: '0' } });
+    url = srv.url;
+  });
   after(async () => { h.closeAll(); if (srv) await srv.destroy(); });
 
   it('per login name: past the burst → 429 rate_limited with Retry-After, even with the right password', async () => {

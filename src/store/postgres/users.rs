@@ -72,6 +72,9 @@ fn user_from_row(r: &PgRow) -> UserRecord {
         version: r.get("version"),
         created_at: rfc3339(r.get("created_at")),
         updated_at: rfc3339(r.get("updated_at")),
+        role_changed_at: r
+            .get::<Option<chrono::DateTime<Utc>>, _>("role_changed_at")
+            .map(rfc3339),
     }
 }
 
@@ -110,7 +113,7 @@ impl PgStore {
                 sqlx::query(concat!(
                     "INSERT INTO users (",
                     user_columns!(""),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)"
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, NULL)"
                 ))
                 .bind(&user.id)
                 .bind(&user.username)
@@ -176,6 +179,10 @@ impl PgStore {
         let now = Utc::now();
         let mut new = patch.apply(&old);
         new.updated_at = rfc3339(now);
+        let role_changed = (new.role != old.role).then_some(now);
+        if role_changed.is_some() {
+            new.role_changed_at = Some(new.updated_at.clone());
+        }
         // The audit row goes first: if the update then fails (a taken email), both roll back.
         audit(
             &self.telemetry,
@@ -188,7 +195,8 @@ impl PgStore {
                 "user_update",
                 sqlx::query(
                     "UPDATE users SET display_name = $1, bio = $2, email = $3, role = $4, \
-                 metadata = $5, version = $6, updated_at = $7 WHERE id = $8",
+                 metadata = $5, version = $6, updated_at = $7, \
+                 role_changed_at = COALESCE($9, role_changed_at) WHERE id = $8",
                 )
                 .bind(&new.display_name)
                 .bind(&new.bio)
@@ -198,6 +206,7 @@ impl PgStore {
                 .bind(new.version)
                 .bind(now)
                 .bind(id)
+                .bind(role_changed)
                 .execute(&mut *tx),
             )
             .await

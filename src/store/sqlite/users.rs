@@ -36,6 +36,7 @@ fn user_from_row(r: &SqliteRow) -> UserRecord {
         version: r.get("version"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
+        role_changed_at: r.get("role_changed_at"),
     }
 }
 
@@ -65,7 +66,7 @@ impl UserStore for SqliteStore {
                 sqlx::query(concat!(
                     "INSERT INTO users (",
                     user_columns!(""),
-                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
                 ))
                 .bind(&user.id)
                 .bind(&user.username)
@@ -163,6 +164,9 @@ impl UserStore for SqliteStore {
         }
         let mut new = patch.apply(&old);
         new.updated_at = now_rfc3339();
+        if new.role != old.role {
+            new.role_changed_at = Some(new.updated_at.clone());
+        }
         // The audit row goes first: if the update then fails (a taken email), both roll back.
         self.audit(&mut tx, &AuditRow::user_updated(actor, &old, &new))
             .await?;
@@ -170,7 +174,7 @@ impl UserStore for SqliteStore {
             "user_update",
             sqlx::query(
                 "UPDATE users SET display_name = ?, bio = ?, email = ?, role = ?, metadata = ?, \
-                 version = ?, updated_at = ? WHERE id = ?",
+                 version = ?, updated_at = ?, role_changed_at = ? WHERE id = ?",
             )
             .bind(&new.display_name)
             .bind(&new.bio)
@@ -179,6 +183,7 @@ impl UserStore for SqliteStore {
             .bind(new.metadata.to_string())
             .bind(new.version)
             .bind(&new.updated_at)
+            .bind(&new.role_changed_at)
             .bind(id)
             .execute(&mut *tx),
         )

@@ -1,0 +1,3 @@
+-- When the user's role last changed: tokens issued before it carry a stale role claim, so the
+-- stored role wins for them. NULL: never changed, the claim stands.
+ALTER TABLE users ADD COLUMN role_changed_at TIMESTAMPTZ;
