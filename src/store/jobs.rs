@@ -125,7 +125,7 @@ pub fn text_time(t: DateTime<Utc>) -> String {
 /// The columns a job row is read with, the same in both stores.
 macro_rules! job_columns {
     () => {
-        "id, kind, state, attempts, last_error, run_at, created_at, updated_at, payload"
+        "id, kind, state, attempts, last_error, run_at, created_at, updated_at, payload, payload_key"
     };
 }
 pub(crate) use job_columns;
