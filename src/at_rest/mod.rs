@@ -407,6 +407,29 @@ mod tests {
         );
     }
 
+    /// The CPU cost of one seal and one open of a 100-byte content (docs/_notes-crypto.md):
+    /// `cargo test --release --lib seal_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn seal_cost() {
+        let s = Sealer::new(&[key("k1", 1)]);
+        let content = "x".repeat(100);
+        let n = 200_000;
+        let started = std::time::Instant::now();
+        let sealed: Vec<Stored> = (0..n).map(|_| s.seal(M, &content)).collect();
+        let seal = started.elapsed();
+        let started = std::time::Instant::now();
+        for v in sealed {
+            assert_eq!(s.open(M, v.key_id.as_deref(), v.text).unwrap().len(), 100);
+        }
+        let open = started.elapsed();
+        println!(
+            "100 B: seal {:.2} µs, open {:.2} µs",
+            seal.as_secs_f64() * 1e6 / n as f64,
+            open.as_secs_f64() * 1e6 / n as f64
+        );
+    }
+
     #[test]
     fn the_start_check_names_the_missing_key() {
         let s = Sealer::new(&[key("k3", 3)]);
