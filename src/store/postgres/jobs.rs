@@ -10,6 +10,7 @@ use sqlx::{Connection, Row};
 use super::{PgStore, from_jsonb, rfc3339, to_jsonb};
 use crate::at_rest::Sealer;
 use crate::store::StoreError;
+use crate::store::jobs::opened_or_null;
 use crate::store::jobs::{Finished, Job, JobQuery, JobStore, job_columns, outcome_columns};
 
 /// A job row, its payload opened (encryption at rest).
@@ -19,7 +20,10 @@ fn job_from_row(sealer: &Sealer, r: &PgRow) -> Result<Job, StoreError> {
     let payload = r.get::<sqlx::types::Json<Value>, _>("payload").0;
     let payload = match key_id {
         None => payload,
-        Some(_) => sealer.open_job(&id, key_id, from_jsonb(payload, key_id))?,
+        Some(_) => opened_or_null(
+            &id,
+            sealer.open_job(&id, key_id, from_jsonb(payload, key_id)),
+        ),
     };
     Ok(Job {
         id,

@@ -10,6 +10,7 @@ use sqlx::{Connection, Row};
 use super::SqliteStore;
 use crate::at_rest::Sealer;
 use crate::store::StoreError;
+use crate::store::jobs::opened_or_null;
 use crate::store::jobs::{
     Finished, Job, JobQuery, JobStore, job_columns, outcome_columns, text_time,
 };
@@ -17,7 +18,10 @@ use crate::store::jobs::{
 /// A job row, its payload opened (encryption at rest).
 fn job_from_row(sealer: &Sealer, r: &SqliteRow) -> Result<Job, StoreError> {
     let id: String = r.get("id");
-    let payload = sealer.open_job(&id, r.get("payload_key"), r.get("payload"))?;
+    let payload = opened_or_null(
+        &id,
+        sealer.open_job(&id, r.get("payload_key"), r.get("payload")),
+    );
     Ok(Job {
         id,
         kind: r.get("kind"),
