@@ -21,6 +21,7 @@
 //! - `client` (a small Socket.IO client for tests and the bench).
 
 pub mod app;
+pub mod at_rest;
 pub mod auth;
 pub mod backplane;
 pub mod bus;

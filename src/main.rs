@@ -1,4 +1,4 @@
-//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`, `make-admin`.
+//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`, `rekey`, `make-admin`.
 
 use clap::{Parser, Subcommand};
 use tsunagi::config::Config;
@@ -30,6 +30,15 @@ enum Command {
         /// Print how many messages would move, and move none.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Re-encrypt every stored message content, state value and job payload that is not under
+    /// the current key (the first of TSUNAGI_ENCRYPTION_KEYS; plaintext ones too), in batches,
+    /// with a progress bar (servers may be running meanwhile); then unregister the old key ids
+    /// no value is left under.
+    Rekey {
+        /// Rows per batch (one short transaction each).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
     },
     /// Print a token signed with the configured (or generated) secret.
     Token {
@@ -127,6 +136,7 @@ async fn main() -> std::process::ExitCode {
             ttl,
         } => token(&config, &sub, &role, name, &ttl),
         Command::MakeAdmin { login } => make_admin(&config, &login).await,
+        Command::Rekey { batch } => rekey(&config, batch).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -210,6 +220,63 @@ async fn archive(config: &Config, older_than: Option<&str>, dry_run: bool) -> an
         "{how} {} messages from {} rooms to cold storage in {} batches (created before {})",
         report.moved, report.rooms, report.batches, report.cutoff
     );
+    Ok(())
+}
+
+async fn rekey(config: &Config, batch: u32) -> anyhow::Result<()> {
+    use tsunagi::at_rest::rekey;
+    let sealer = tsunagi::store::sealer(config);
+    let Some(current) = sealer.current().map(str::to_owned) else {
+        anyhow::bail!(rekey::RekeyError::NoCurrentKey);
+    };
+    let telemetry = tsunagi::telemetry::Telemetry::new(config.slow_query_ms);
+    // build checks that every key id in use is configured (else nothing could be opened)
+    let (store, _) = tsunagi::store::build(config, &telemetry).await?;
+    let total = rekey::count(&*store, &current).await?;
+    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} values ({per_sec}, eta {eta})",
+    )?);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    let report = rekey::run(&*store, &sealer, batch, &stop, &|done| {
+        bar.set_position(done)
+    })
+    .await;
+    bar.finish_and_clear();
+    store.close().await;
+    let report = report?;
+    for t in &report.tables {
+        println!(
+            "{}: {} re-encrypted under {current}, {} changed meanwhile (left as they are)",
+            t.table, t.resealed, t.skipped
+        );
+    }
+    if stop.is_cancelled() {
+        println!(
+            "stopped after {} batches: run tsunagi rekey again to finish",
+            report.batches
+        );
+    } else if report.remaining > 0 {
+        println!(
+            "{} values are still under another key (written meanwhile by an instance whose \
+             current key is older?): restart every instance with {current} first, then run \
+             tsunagi rekey again",
+            report.remaining
+        );
+    } else if report.unregistered.is_empty() {
+        println!("every value is under {current}");
+    } else {
+        println!(
+            "every value is under {current}; key ids no longer in use: {} (they may now be \
+             removed from TSUNAGI_ENCRYPTION_KEYS)",
+            report.unregistered.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -71,7 +71,9 @@ impl From<StoreError> for ServiceError {
         match e {
             StoreError::Conflict(what) => ServiceError::Conflict(what),
             StoreError::NotFound(what) => ServiceError::NotFound(what),
-            e @ (StoreError::Unavailable(_) | StoreError::Statement(_)) => ServiceError::Storage(e),
+            e @ (StoreError::Unavailable(_) | StoreError::Statement(_) | StoreError::Sealed(_)) => {
+                ServiceError::Storage(e)
+            }
         }
     }
 }

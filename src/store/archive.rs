@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::sealed::ResealStore;
 use super::{HistoryPage, HistoryQuery, StoreError};
+use crate::at_rest::{Sealer, StoredMessage};
 use crate::domain::Message;
 use crate::telemetry::Telemetry;
 
@@ -51,6 +53,8 @@ pub struct ColdSettings {
     pub busy_timeout: Duration,
     pub statement_timeout: Duration,
     pub application_name: String,
+    /// Opens the archived messages' content (they are moved sealed, as stored hot).
+    pub sealer: Arc<Sealer>,
 }
 
 /// Opens cold storage (making its table if missing).
@@ -66,6 +70,7 @@ pub async fn open_cold(
                 s.acquire_timeout,
                 s.busy_timeout,
                 telemetry,
+                s.sealer.clone(),
             )
             .await?,
         ),
@@ -122,7 +127,7 @@ pub trait ArchiveStore: Send + Sync {
         room: &str,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError>;
+    ) -> Result<Vec<StoredMessage>, StoreError>;
     async fn advance_archive(&self, room: &str, from: i64, to: i64) -> Result<bool, StoreError>;
     /// How many hot messages were created before `cutoff` (what a pass would move at most).
     async fn count_archivable(&self, cutoff: &str) -> Result<i64, StoreError>;
@@ -134,12 +139,12 @@ pub trait ArchiveStore: Send + Sync {
 /// Cold storage: the archived messages, keyed by (room, epoch, seq).
 ///
 /// Obligations: `insert` commits every row durably before it returns, leaving rows already
-/// present unchanged. `history` reads the rows of (room, epoch) with `after < seq < before`,
+/// present unchanged; rows are stored as given (sealed ones stay sealed, under their key id). `history` reads the rows of (room, epoch) with `after < seq < before`,
 /// at most `fetch`, newest first when `backwards`, else oldest first. `by_client_ids` returns
 /// the stored rows matching any of the keys.
 #[async_trait]
-pub trait ColdStore: Send + Sync {
-    async fn insert(&self, epoch: &str, rows: &[Message]) -> Result<(), StoreError>;
+pub trait ColdStore: ResealStore {
+    async fn insert(&self, epoch: &str, rows: &[StoredMessage]) -> Result<(), StoreError>;
     async fn history(
         &self,
         room: &str,

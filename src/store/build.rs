@@ -9,6 +9,7 @@ use super::Store;
 use super::archive::ColdSettings;
 use super::postgres::{self, PgSettings, PgStore};
 use super::sqlite::{self, SqliteSettings, SqliteStore};
+use crate::at_rest::{Sealer, check_keys_in_use};
 use crate::config::Config;
 use crate::health::HealthCheck;
 use crate::telemetry::Telemetry;
@@ -28,7 +29,13 @@ pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
         pool_warn_share: config.db_pool_warn_share,
         telemetry: Telemetry::new(config.slow_query_ms),
         cold: cold_settings(config),
+        sealer: sealer(config),
     })
+}
+
+/// The configured encryption keys (none: values stored as given).
+pub fn sealer(config: &Config) -> Arc<Sealer> {
+    Arc::new(Sealer::new(&config.encryption_keys))
 }
 
 pub fn cold_settings(config: &Config) -> ColdSettings {
@@ -39,6 +46,7 @@ pub fn cold_settings(config: &Config) -> ColdSettings {
         busy_timeout: config.db_busy_timeout,
         statement_timeout: config.db_statement_timeout,
         application_name: config.db_application_name.clone(),
+        sealer: sealer(config),
     }
 }
 
@@ -60,6 +68,7 @@ pub fn pg_settings(config: &Config) -> PgSettings {
         replica_check_interval: config.replica_check_interval,
         telemetry: Telemetry::new(config.slow_query_ms),
         cold: cold_settings(config),
+        sealer: sealer(config),
     }
 }
 
@@ -73,6 +82,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// Migrates, then opens the store the configuration selects, with its health check (`database`).
+/// Refuses (the start check of encryption at rest) when the database holds values under a key
+/// id the configuration does not list.
 /// (Boxed as `Send` explicitly: sqlx's migrator futures otherwise trip the compiler's
 /// higher-ranked `Send` inference.)
 pub fn build<'a>(
@@ -95,6 +106,11 @@ pub fn build<'a>(
             sqlite::migrate(&settings).await?;
             Arc::new(SqliteStore::open(&settings).await?)
         };
+        let in_use = store.keys_in_use().await?;
+        if let Err(e) = check_keys_in_use(&sealer(config), &in_use) {
+            store.close().await;
+            return Err(e);
+        }
         let probe = store.clone();
         let check = HealthCheck::new("database", move || {
             let store = probe.clone();

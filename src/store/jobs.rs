@@ -117,6 +117,16 @@ pub fn outcome_columns(outcome: &Outcome) -> (&'static str, Option<DateTime<Utc>
     }
 }
 
+/// A job's payload that cannot be opened (encryption at rest: a key not configured, a tampered
+/// value) reads as `null`, logged: its run then fails as a malformed payload (the job goes `dead`,
+/// visible in the admin listing) instead of failing every claim and listing that meets it.
+pub fn opened_or_null(id: &str, opened: Result<Value, crate::at_rest::SealError>) -> Value {
+    opened.unwrap_or_else(|e| {
+        tracing::error!(job = %id, error = %e, "job payload cannot be opened");
+        Value::Null
+    })
+}
+
 /// RFC3339 with milliseconds and `Z`, the stores' text form of a time (it sorts as time).
 pub fn text_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -125,7 +135,7 @@ pub fn text_time(t: DateTime<Utc>) -> String {
 /// The columns a job row is read with, the same in both stores.
 macro_rules! job_columns {
     () => {
-        "id, kind, state, attempts, last_error, run_at, created_at, updated_at, payload"
+        "id, kind, state, attempts, last_error, run_at, created_at, updated_at, payload, payload_key"
     };
 }
 pub(crate) use job_columns;

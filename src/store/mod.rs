@@ -1,7 +1,7 @@
 //! The store: rooms, memberships and message history in SQL.
 //!
 //! Layout: `mod.rs` holds the [`Store`] trait (the one interface services see) and its types;
-//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `archive.rs` hot and cold history; `jobs.rs` the job queue; `webhooks.rs` webhooks and the outbox; `sqlite/` is the embedded implementation,
+//! `users.rs` the accounts and audit part of it; `sensors.rs` the sensors and readings part; `state.rs` room state; `archive.rs` hot and cold history; `jobs.rs` the job queue; `webhooks.rs` webhooks and the outbox; `sealed.rs` the key registry and rekey access (encryption at rest); `sqlite/` is the embedded implementation,
 //! `postgres/` the scale-out one (primary + read replicas); `build.rs` picks and opens one from
 //! the config; `pool.rs` instruments their pools; `timing.rs` times every statement by name.
 
@@ -16,13 +16,14 @@ mod build;
 pub mod jobs;
 pub mod pool;
 pub mod postgres;
+pub mod sealed;
 pub mod sensors;
 pub mod sqlite;
 pub mod state;
 pub mod users;
 pub mod webhooks;
 
-pub use build::{build, migrate, pg_settings, sqlite_settings};
+pub use build::{build, migrate, pg_settings, sealer, sqlite_settings};
 
 /// The columns a room row is read with, the same in both stores (a macro, not a const: sqlx
 /// takes only literal SQL, and `concat!` keeps it literal).
@@ -36,7 +37,7 @@ pub(crate) use room_columns;
 /// The columns a message row is read with, the same in both stores.
 macro_rules! message_columns {
     () => {
-        "id, room_id, seq, user_id, content, client_id, created_at"
+        "id, room_id, seq, user_id, content, client_id, created_at, content_key"
     };
 }
 pub(crate) use message_columns;
@@ -53,6 +54,10 @@ pub enum StoreError {
     /// The database answered with an error for this statement (the server itself is fine).
     #[error("statement failed: {0}")]
     Statement(String),
+    /// A stored value could not be opened (encryption at rest): a key not configured, or a
+    /// value that does not authenticate.
+    #[error(transparent)]
+    Sealed(#[from] crate::at_rest::SealError),
 }
 
 impl StoreError {
@@ -251,6 +256,8 @@ pub trait Store:
     + archive::ArchiveStore
     + jobs::JobStore
     + webhooks::WebhookStore
+    + sealed::ResealStore
+    + sealed::KeyRegistry
 {
     async fn create_room(&self, room: NewRoom) -> Result<(RoomInfo, WritePos), StoreError>;
     async fn room(&self, id: &RoomId, from: ReadFrom) -> Result<Option<RoomInfo>, StoreError>;

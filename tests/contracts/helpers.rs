@@ -22,12 +22,16 @@ pub fn unique(what: &str) -> String {
     format!("{what}_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The config tsunagi would build for `database_url`, everything else default.
+/// The config tsunagi would build for `database_url`, everything else default; with
+/// `TSUNAGI_TEST_ENCRYPTION_KEYS` set, encryption at rest on (every contract holds with it).
 pub fn config(database_url: &str) -> Config {
-    let env = HashMap::from([
+    let mut env = HashMap::from([
         ("TSUNAGI_DATABASE_URL".to_owned(), database_url.to_owned()),
         ("TSUNAGI_JWT_SECRET".to_owned(), SECRET.to_owned()),
     ]);
+    if let Ok(keys) = std::env::var("TSUNAGI_TEST_ENCRYPTION_KEYS") {
+        env.insert("TSUNAGI_ENCRYPTION_KEYS".to_owned(), keys);
+    }
     Config::from_map(&env).expect("the test config is valid")
 }
 

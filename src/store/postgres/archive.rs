@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, Row};
 
-use super::{PgStore, message_from_row, rfc3339};
+use super::{PgStore, open_messages, rfc3339, stored_message_from_row};
+use crate::at_rest::StoredMessage;
 use crate::domain::Message;
 use crate::store::archive::{
     ArchivableRoom, ArchiveMark, ArchiveStats, ArchiveStore, ColdStore, SeqRange,
@@ -46,8 +47,10 @@ impl PgStore {
     ) -> Result<(ArchiveMark, Vec<Message>), StoreError> {
         let room = room.to_owned();
         let q = *q;
+        let sealer = self.sealer.clone();
         self.read(from, move |conn, t| {
             let room = room.clone();
+            let sealer = sealer.clone();
             Box::pin(async move {
                 let range = SeqRange::hot(&q, 0);
                 let (name, sql) = if range.backwards {
@@ -73,11 +76,11 @@ impl PgStore {
                         epoch: r.get("room_epoch"),
                     })
                     .unwrap_or_default();
-                let messages = rows
-                    .iter()
-                    .filter(|r| r.get::<Option<i64>, _>("seq").is_some())
-                    .map(message_from_row)
-                    .collect();
+                let messages = open_messages(
+                    &sealer,
+                    rows.iter()
+                        .filter(|r| r.get::<Option<i64>, _>("seq").is_some()),
+                )?;
                 Ok((mark, messages))
             })
         })
@@ -129,7 +132,8 @@ impl ArchiveStore for PgStore {
         room: &str,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        // as stored: sealed rows move sealed
         let mut conn = self.primary.acquire().await?;
         let rows = self
             .telemetry
@@ -146,7 +150,7 @@ impl ArchiveStore for PgStore {
                 .fetch_all(&mut *conn),
             )
             .await?;
-        Ok(rows.iter().map(message_from_row).collect())
+        Ok(rows.iter().map(stored_message_from_row).collect())
     }
 
     async fn advance_archive(&self, room: &str, from: i64, to: i64) -> Result<bool, StoreError> {

@@ -4,17 +4,20 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{Connection, PgConnection, Postgres, Row};
 
-use super::message_from_row;
+use super::open_messages;
+use crate::at_rest::{Sealer, Stored, StoredMessage};
 use crate::domain::Message;
 use crate::store::StoreError;
 use crate::store::archive::{ColdKey, ColdSettings, ColdStore, SeqRange};
 use crate::store::pool::InstrumentedPool;
+use crate::store::sealed::{Reseal, ResealStore, RowId, SealedRow, SealedTable};
 use crate::telemetry::Telemetry;
 
 /// Held (transaction-scoped) around schema and partition DDL, so instances never race on it.
@@ -37,9 +40,12 @@ const SCHEMA: &[&str] = &[
     ) PARTITION BY RANGE (created_at)",
     "CREATE INDEX IF NOT EXISTS messages_archive_by_client_id
         ON messages_archive (room_id, user_id, client_id) WHERE client_id IS NOT NULL",
+    // encryption at rest: the key id of a sealed content (NULL: plaintext); tables made
+    // before it get the column here (nullable, no default: no rewrite)
+    "ALTER TABLE messages_archive ADD COLUMN IF NOT EXISTS content_key TEXT",
 ];
 
-const COLUMNS: &str = "room_id, seq, id, user_id, content, client_id, created_at";
+const COLUMNS: &str = "room_id, seq, id, user_id, content, client_id, created_at, content_key";
 
 pub struct PgCold {
     telemetry: Telemetry,
@@ -49,6 +55,7 @@ pub struct PgCold {
     /// The table is in the primary: its health is the primary's (no connection of its own for
     /// `/readyz`).
     in_primary: bool,
+    sealer: Arc<Sealer>,
 }
 
 fn month_key(t: &DateTime<Utc>) -> i32 {
@@ -71,13 +78,14 @@ pub fn partition_name(key: i32) -> String {
 pub async fn by_client_ids(
     conn: &mut PgConnection,
     telemetry: &Telemetry,
+    sealer: &Sealer,
     keys: &[ColdKey],
 ) -> Result<Vec<Message>, StoreError> {
     let rows = telemetry
         .timed(
             "archive_by_client_ids",
             sqlx::query(
-                "SELECT room_id, seq, id, user_id, content, client_id, created_at \
+                "SELECT room_id, seq, id, user_id, content, client_id, created_at, content_key \
                  FROM messages_archive JOIN UNNEST($1::text[], $2::text[], $3::text[], \
                  $4::text[]) AS k(room_id, epoch, user_id, client_id) \
                  USING (room_id, epoch, user_id, client_id)",
@@ -89,7 +97,7 @@ pub async fn by_client_ids(
             .fetch_all(conn),
         )
         .await?;
-    Ok(rows.iter().map(message_from_row).collect())
+    open_messages(sealer, &rows)
 }
 
 impl PgCold {
@@ -131,6 +139,7 @@ impl PgCold {
             telemetry,
             known_months: Default::default(),
             in_primary,
+            sealer: s.sealer.clone(),
         })
     }
 
@@ -182,13 +191,13 @@ fn parse_created_at(m: &Message) -> Result<DateTime<Utc>, StoreError> {
 
 #[async_trait]
 impl ColdStore for PgCold {
-    async fn insert(&self, epoch: &str, rows: &[Message]) -> Result<(), StoreError> {
+    async fn insert(&self, epoch: &str, rows: &[StoredMessage]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
         let created: Vec<DateTime<Utc>> = rows
             .iter()
-            .map(parse_created_at)
+            .map(|m| parse_created_at(m))
             .collect::<Result<_, _>>()?;
         self.ensure_partitions(&created.iter().map(month_key).collect())
             .await?;
@@ -198,10 +207,11 @@ impl ColdStore for PgCold {
                 "archive_insert",
                 sqlx::query(
                     "INSERT INTO messages_archive \
-                     (room_id, epoch, seq, id, user_id, content, client_id, created_at) \
-                     SELECT r, $1, s, i, u, c, k, t FROM UNNEST($2::text[], $3::int8[], \
-                     $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[]) \
-                     AS x(r, s, i, u, c, k, t) ON CONFLICT DO NOTHING",
+                     (room_id, epoch, seq, id, user_id, content, client_id, created_at, \
+                     content_key) SELECT r, $1, s, i, u, c, k, t, ck FROM UNNEST($2::text[], \
+                     $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                     $8::timestamptz[], $9::text[]) AS x(r, s, i, u, c, k, t, ck) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(epoch)
                 .bind(rows.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
@@ -215,6 +225,11 @@ impl ColdStore for PgCold {
                         .collect::<Vec<_>>(),
                 )
                 .bind(created)
+                .bind(
+                    rows.iter()
+                        .map(|m| m.content_key.as_deref())
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *conn),
             )
             .await?;
@@ -245,11 +260,17 @@ impl ColdStore for PgCold {
                     .fetch_all(&mut *self.pool.acquire().await?),
             )
             .await?;
-        Ok(rows.iter().map(message_from_row).collect())
+        open_messages(&self.sealer, &rows)
     }
 
     async fn by_client_ids(&self, keys: &[ColdKey]) -> Result<Vec<Message>, StoreError> {
-        by_client_ids(&mut *self.pool.acquire().await?, &self.telemetry, keys).await
+        by_client_ids(
+            &mut *self.pool.acquire().await?,
+            &self.telemetry,
+            &self.sealer,
+            keys,
+        )
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -271,6 +292,116 @@ impl ColdStore for PgCold {
 
     async fn close(&self) {
         self.pool.inner.close().await;
+    }
+}
+
+/// `tsunagi rekey` on `messages_archive` (see `postgres/sealed.rs` for the primary's tables).
+#[async_trait]
+impl ResealStore for PgCold {
+    async fn stale_rows(
+        &self,
+        table: SealedTable,
+        after: Option<&RowId>,
+        current: &str,
+        limit: u32,
+    ) -> Result<Vec<SealedRow>, StoreError> {
+        if table != SealedTable::ColdMessages {
+            return Ok(Vec::new());
+        }
+        let (room, epoch, seq) = match after {
+            Some(RowId::ColdMessage {
+                room, epoch, seq, ..
+            }) => (room.clone(), epoch.clone(), *seq),
+            _ => (String::new(), String::new(), i64::MIN),
+        };
+        let rows = self
+            .telemetry
+            .timed(
+                "rekey_stale_rows",
+                sqlx::query(
+                    "SELECT room_id, epoch, seq, id, content, content_key FROM messages_archive \
+                     WHERE (room_id, epoch, seq) > ($1, $2, $3) \
+                     AND content_key IS DISTINCT FROM $4 ORDER BY room_id, epoch, seq LIMIT $5",
+                )
+                .bind(room)
+                .bind(epoch)
+                .bind(seq)
+                .bind(current.to_owned())
+                .bind(i64::from(limit))
+                .fetch_all(&mut *self.pool.acquire().await?),
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SealedRow {
+                row: RowId::ColdMessage {
+                    room: r.get("room_id"),
+                    epoch: r.get("epoch"),
+                    seq: r.get("seq"),
+                    id: r.get("id"),
+                },
+                stored: Stored {
+                    key_id: r.get("content_key"),
+                    text: r.get("content"),
+                },
+            })
+            .collect())
+    }
+
+    async fn reseal(&self, table: SealedTable, rows: &[Reseal]) -> Result<u64, StoreError> {
+        if table != SealedTable::ColdMessages || rows.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let mut tx = conn.begin().await?;
+        let mut changed = 0;
+        for Reseal { old, new } in rows {
+            let RowId::ColdMessage {
+                room, epoch, seq, ..
+            } = &old.row
+            else {
+                continue;
+            };
+            changed += self
+                .telemetry
+                .timed(
+                    "rekey_reseal",
+                    sqlx::query(
+                        "UPDATE messages_archive SET content = $1, content_key = $2 \
+                         WHERE room_id = $5 AND epoch = $6 AND seq = $7 AND content = $3 \
+                         AND content_key IS NOT DISTINCT FROM $4",
+                    )
+                    .bind(&new.text)
+                    .bind(&new.key_id)
+                    .bind(&old.stored.text)
+                    .bind(&old.stored.key_id)
+                    .bind(room)
+                    .bind(epoch)
+                    .bind(seq)
+                    .execute(&mut *tx),
+                )
+                .await?
+                .rows_affected();
+        }
+        self.telemetry.timed("archive_commit", tx.commit()).await?;
+        Ok(changed)
+    }
+
+    async fn count_stale(&self, table: SealedTable, current: &str) -> Result<i64, StoreError> {
+        if table != SealedTable::ColdMessages {
+            return Ok(0);
+        }
+        Ok(self
+            .telemetry
+            .timed(
+                "rekey_count_stale",
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM messages_archive WHERE content_key IS DISTINCT FROM $1",
+                )
+                .bind(current.to_owned())
+                .fetch_one(&mut *self.pool.acquire().await?),
+            )
+            .await?)
     }
 }
 

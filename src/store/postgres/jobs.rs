@@ -4,16 +4,29 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::{Connection, Row};
 
-use super::{PgStore, rfc3339};
+use super::{PgStore, from_jsonb, rfc3339, to_jsonb};
+use crate::at_rest::Sealer;
 use crate::store::StoreError;
+use crate::store::jobs::opened_or_null;
 use crate::store::jobs::{Finished, Job, JobQuery, JobStore, job_columns, outcome_columns};
 
-fn job_from_row(r: &PgRow) -> Job {
-    Job {
-        id: r.get("id"),
+/// A job row, its payload opened (encryption at rest).
+fn job_from_row(sealer: &Sealer, r: &PgRow) -> Result<Job, StoreError> {
+    let id: String = r.get("id");
+    let key_id: Option<&str> = r.get("payload_key");
+    let payload = r.get::<sqlx::types::Json<Value>, _>("payload").0;
+    let payload = match key_id {
+        None => payload,
+        Some(_) => opened_or_null(
+            &id,
+            sealer.open_job(&id, key_id, from_jsonb(payload, key_id)),
+        ),
+    };
+    Ok(Job {
+        id,
         kind: r.get("kind"),
         state: r.get("state"),
         attempts: i64::from(r.get::<i32, _>("attempts")),
@@ -21,8 +34,8 @@ fn job_from_row(r: &PgRow) -> Job {
         run_at: rfc3339(r.get("run_at")),
         created_at: rfc3339(r.get("created_at")),
         updated_at: rfc3339(r.get("updated_at")),
-        payload: r.get::<sqlx::types::Json<Value>, _>("payload").0,
-    }
+        payload,
+    })
 }
 
 #[async_trait]
@@ -42,7 +55,10 @@ impl JobStore for PgStore {
                 .fetch_optional(&mut *conn),
             )
             .await?;
-        Ok(row.as_ref().map(job_from_row))
+        Ok(row
+            .as_ref()
+            .map(|r| job_from_row(&self.sealer, r))
+            .transpose()?)
     }
 
     async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -67,24 +83,33 @@ impl JobStore for PgStore {
         payload: &Value,
         run_at: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let sealed = self.sealer.seal_job(&id, payload);
         let mut conn = self.primary.acquire().await?;
+        let mut tx = conn.begin().await?;
+        self.register_current_key(&mut tx).await?;
         let row = self
             .telemetry
             .timed(
                 "job_insert",
                 sqlx::query(concat!(
                     "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
-                     updated_at) VALUES ($1, $2, 'queued', $3, 0, $4, now(), now()) RETURNING ",
+                     updated_at, payload_key) VALUES ($1, $2, 'queued', $3, 0, $4, now(), now(), \
+                     $5) RETURNING ",
                     job_columns!()
                 ))
-                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&id)
                 .bind(kind)
-                .bind(sqlx::types::Json(payload))
+                .bind(to_jsonb(&sealed))
                 .bind(run_at)
-                .fetch_one(&mut *conn),
+                .bind(sealed.key_id.as_deref())
+                .fetch_one(&mut *tx),
             )
             .await?;
-        Ok(job_from_row(&row))
+        let job = job_from_row(&self.sealer, &row)?;
+        tx.commit().await?;
+        self.key_registered();
+        Ok(job)
     }
 
     async fn claim(
@@ -125,7 +150,9 @@ impl JobStore for PgStore {
                         .fetch_all(&mut *conn),
                 )
                 .await?;
-            claimed.extend(rows.iter().map(job_from_row));
+            for r in &rows {
+                claimed.push(job_from_row(&self.sealer, r)?);
+            }
         }
         Ok(claimed)
     }
@@ -210,7 +237,10 @@ impl JobStore for PgStore {
                 .fetch_optional(&mut *conn),
             )
             .await?;
-        Ok(row.as_ref().map(job_from_row))
+        Ok(row
+            .as_ref()
+            .map(|r| job_from_row(&self.sealer, r))
+            .transpose()?)
     }
 
     async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
@@ -233,7 +263,10 @@ impl JobStore for PgStore {
                 .fetch_all(&mut *conn),
             )
             .await?;
-        Ok(rows.iter().map(job_from_row).collect())
+        Ok(rows
+            .iter()
+            .map(|r| job_from_row(&self.sealer, r))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

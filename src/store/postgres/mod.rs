@@ -8,6 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,7 @@ use super::{
     StoreError, WritePos, assign_seqs,
 };
 use super::{message_columns, room_columns};
+use crate::at_rest::{Sealer, Stored, StoredMessage};
 use crate::domain::{Message, RoomId, RoomInfo};
 use crate::telemetry::Telemetry;
 
@@ -31,6 +33,7 @@ mod archive;
 pub mod cold;
 mod jobs;
 mod replicas;
+mod sealed;
 pub mod sensors;
 mod state;
 pub mod users;
@@ -60,6 +63,8 @@ pub struct PgSettings {
     pub telemetry: Telemetry,
     /// Where archived messages are.
     pub cold: ColdSettings,
+    /// Seals message content, state values and job payloads (encryption at rest).
+    pub sealer: Arc<Sealer>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -146,6 +151,9 @@ pub struct PgStore {
     /// Cold storage is a table of the primary: a send looks archived client_ids up in its own
     /// transaction.
     cold_in_primary: bool,
+    sealer: Arc<Sealer>,
+    /// The current key is in `encryption_keys_in_use` (set after the first write's commit).
+    key_registered: AtomicBool,
 }
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.
@@ -185,15 +193,79 @@ fn room_from_row(r: &PgRow) -> RoomInfo {
     }
 }
 
-fn message_from_row(r: &PgRow) -> Message {
-    Message {
-        id: r.get("id"),
-        room: r.get("room_id"),
-        seq: r.get("seq"),
-        user_id: r.get("user_id"),
-        content: r.get("content"),
-        client_id: r.get("client_id"),
-        created_at: rfc3339(r.get("created_at")),
+/// A message row as stored (content still sealed, if it is); hot and cold rows alike.
+fn stored_message_from_row(r: &PgRow) -> StoredMessage {
+    StoredMessage {
+        message: Message {
+            id: r.get("id"),
+            room: r.get("room_id"),
+            seq: r.get("seq"),
+            user_id: r.get("user_id"),
+            content: r.get("content"),
+            client_id: r.get("client_id"),
+            created_at: rfc3339(r.get("created_at")),
+        },
+        content_key: r.get("content_key"),
+    }
+}
+
+/// Message rows, opened.
+fn open_messages<'r>(
+    sealer: &Sealer,
+    rows: impl IntoIterator<Item = &'r PgRow>,
+) -> Result<Vec<Message>, StoreError> {
+    rows.into_iter()
+        .map(|r| Ok(sealer.open_message(stored_message_from_row(r))?))
+        .collect()
+}
+
+/// A stored value as a `jsonb` column holds it (state values, job payloads): sealed, the JSON
+/// string of its text; plaintext, the JSON itself.
+fn to_jsonb(stored: &Stored) -> sqlx::types::Json<serde_json::Value> {
+    sqlx::types::Json(match stored.key_id {
+        Some(_) => serde_json::Value::String(stored.text.clone()),
+        None => serde_json::from_str(&stored.text).unwrap_or_default(),
+    })
+}
+
+/// The stored text of a `jsonb` column under `key_id` (see [`to_jsonb`]).
+fn from_jsonb(value: serde_json::Value, key_id: Option<&str>) -> String {
+    match (key_id, value) {
+        (Some(_), serde_json::Value::String(text)) => text,
+        (_, value) => value.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Inside a write transaction: registers the current key as in use, the first time this
+    /// process writes (a value is never committed under an unregistered key). Call
+    /// [`Self::key_registered`] after the commit.
+    async fn register_current_key(&self, conn: &mut PgConnection) -> Result<(), StoreError> {
+        let Some(current) = self.sealer.current() else {
+            return Ok(());
+        };
+        if self.key_registered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.telemetry
+            .timed(
+                "encryption_key_register",
+                sqlx::query(
+                    "INSERT INTO encryption_keys_in_use (key_id) VALUES ($1) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(current)
+                .execute(&mut *conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// After a commit that ran [`Self::register_current_key`].
+    fn key_registered(&self) {
+        if self.sealer.current().is_some() {
+            self.key_registered.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -251,6 +323,8 @@ impl PgStore {
                     ..
                 }
             ),
+            sealer: s.sealer.clone(),
+            key_registered: AtomicBool::new(false),
         })
     }
 
@@ -388,8 +462,11 @@ impl PgStore {
             room: &info.id,
             data: &info,
         };
-        self.enqueue_deliveries(&mut tx, &[event]).await?;
+        let sealed = self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
+        if sealed {
+            self.key_registered();
+        }
         Ok((info, self.commit_position(&mut conn).await))
     }
     async fn add_member_inner(
@@ -490,8 +567,7 @@ impl PgStore {
                         .fetch_all(&mut *tx),
                 )
                 .await?;
-            for r in &rows {
-                let m = message_from_row(r);
+            for m in open_messages(&self.sealer, &rows)? {
                 let key = (
                     m.room.clone(),
                     m.user_id.clone(),
@@ -512,7 +588,7 @@ impl PgStore {
                 .collect();
             if !cold_keys.is_empty() {
                 let found = if self.cold_in_primary {
-                    cold::by_client_ids(&mut tx, &self.telemetry, &cold_keys).await?
+                    cold::by_client_ids(&mut tx, &self.telemetry, &self.sealer, &cold_keys).await?
                 } else {
                     self.cold.by_client_ids(&cold_keys).await?
                 };
@@ -531,20 +607,30 @@ impl PgStore {
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &rfc3339(now))?;
 
         if !new_rows.is_empty() {
+            self.register_current_key(&mut tx).await?;
+            let (contents, keys): (Vec<String>, Vec<Option<String>>) = new_rows
+                .iter()
+                .map(|m| {
+                    let s = self.sealer.seal_message(m);
+                    (s.text, s.key_id)
+                })
+                .unzip();
             self.telemetry.timed(
                 "messages_insert",
                 sqlx::query(
-                    "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
-                     SELECT r, s, i, u, c, k, $7 FROM UNNEST($1::text[], $2::int8[], $3::text[], \
-                     $4::text[], $5::text[], $6::text[]) AS t(r, s, i, u, c, k)",
+                    "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at, \
+                     content_key) SELECT r, s, i, u, c, k, $7, ck FROM UNNEST($1::text[], \
+                     $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[]) \
+                     AS t(r, s, i, u, c, k, ck)",
                 )
                 .bind(new_rows.iter().map(|m| m.room.as_str()).collect::<Vec<_>>())
                 .bind(new_rows.iter().map(|m| m.seq).collect::<Vec<_>>())
                 .bind(new_rows.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
                 .bind(new_rows.iter().map(|m| m.user_id.as_str()).collect::<Vec<_>>())
-                .bind(new_rows.iter().map(|m| m.content.as_str()).collect::<Vec<_>>())
+                .bind(contents)
                 .bind(new_rows.iter().map(|m| m.client_id.as_deref()).collect::<Vec<_>>())
                 .bind(now)
+                .bind(keys)
                 .execute(&mut *tx),
             )
             .await?;
@@ -564,6 +650,9 @@ impl PgStore {
             .await?;
         }
         self.telemetry.timed("commit", tx.commit()).await?;
+        if !new_rows.is_empty() {
+            self.key_registered();
+        }
         Ok((out, self.commit_position(&mut conn).await))
     }
     async fn ping_inner(&self) -> Result<(), StoreError> {

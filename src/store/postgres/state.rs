@@ -7,20 +7,32 @@ use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, Row};
 
-use super::{PgStore, rfc3339};
+use super::{PgStore, from_jsonb, rfc3339, to_jsonb};
+use crate::at_rest::Sealer;
 use crate::domain::{RoomId, State, StateKey};
 use crate::store::StoreError;
 use crate::store::state::{Plan, StateStore, StateWrite, plan_write};
 
-fn state_from_row(r: &PgRow) -> State {
-    State {
-        room: r.get("room_id"),
-        key: r.get("key"),
-        value: r.get::<sqlx::types::Json<Value>, _>("value").0,
+/// A state row, its value opened (encryption at rest).
+fn state_from_row(sealer: &Sealer, r: &PgRow) -> Result<State, StoreError> {
+    let room: String = r.get("room_id");
+    let key: String = r.get("key");
+    let key_id: Option<&str> = r.get("value_key");
+    let value = match key_id {
+        None => r.get::<sqlx::types::Json<Value>, _>("value").0,
+        Some(_) => {
+            let stored = from_jsonb(r.get::<sqlx::types::Json<Value>, _>("value").0, key_id);
+            sealer.open_state(&room, &key, key_id, stored)?
+        }
+    };
+    Ok(State {
+        room,
+        key,
+        value,
         version: r.get("version"),
         updated_by: r.get("updated_by"),
         updated_at: rfc3339(r.get("updated_at")),
-    }
+    })
 }
 
 impl PgStore {
@@ -48,15 +60,17 @@ impl PgStore {
             .timed(
                 "state_get",
                 sqlx::query(
-                    "SELECT room_id, key, value, version, updated_by, updated_at FROM room_state \
-                     WHERE room_id = $1 AND key = $2",
+                    "SELECT room_id, key, value, value_key, version, updated_by, updated_at \
+                     FROM room_state WHERE room_id = $1 AND key = $2",
                 )
                 .bind(room.as_str())
                 .bind(key.as_str())
                 .fetch_optional(&mut *conn),
             )
             .await?;
-        Ok(row.as_ref().map(state_from_row))
+        row.as_ref()
+            .map(|r| state_from_row(&self.sealer, r))
+            .transpose()
     }
 
     async fn bump_state_seq(
@@ -88,23 +102,33 @@ impl PgStore {
             Plan::Answer(answer) => return Ok(answer),
             Plan::Store(state) => state,
         };
+        self.register_current_key(&mut tx).await?;
+        // off: the value as it is (no round trip through text)
+        let stored = match self.sealer.current() {
+            Some(_) => to_jsonb(&self.sealer.seal_state(&state)),
+            None => sqlx::types::Json(state.value.clone()),
+        };
+        let key_id = self.sealer.current();
         let statement = if state.value.is_null() {
             sqlx::query("DELETE FROM room_state WHERE room_id = $1 AND key = $2")
                 .bind(&state.room)
                 .bind(&state.key)
         } else {
             sqlx::query(
-                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6::timestamptz) ON CONFLICT (room_id, key) DO UPDATE \
+                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at, \
+                 value_key) VALUES ($1, $2, $3, $4, $5, $6::timestamptz, $7) \
+                 ON CONFLICT (room_id, key) DO UPDATE \
                  SET value = excluded.value, version = excluded.version, \
-                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at, \
+                 value_key = excluded.value_key",
             )
             .bind(&state.room)
             .bind(&state.key)
-            .bind(sqlx::types::Json(&state.value))
+            .bind(stored)
             .bind(state.version)
             .bind(&state.updated_by)
             .bind(&state.updated_at)
+            .bind(key_id)
         };
         self.telemetry
             .timed("state_write", statement.execute(&mut *tx))
@@ -117,6 +141,7 @@ impl PgStore {
         };
         self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
+        self.key_registered();
         Ok(StateWrite::Done { state, seq })
     }
 }
@@ -143,8 +168,8 @@ impl StateStore for PgStore {
                 .timed(
                     "state_room",
                     sqlx::query(
-                        "SELECT r.state_seq, s.room_id, s.key, s.value, s.version, s.updated_by, \
-                         s.updated_at FROM rooms r LEFT JOIN room_state s ON s.room_id = r.id \
+                        "SELECT r.state_seq, s.room_id, s.key, s.value, s.value_key, s.version, \
+                         s.updated_by, s.updated_at FROM rooms r LEFT JOIN room_state s ON s.room_id = r.id \
                          WHERE r.id = $1 ORDER BY s.key COLLATE \"C\"",
                     )
                     .bind(room.as_str())
@@ -158,8 +183,8 @@ impl StateStore for PgStore {
             let states = rows
                 .iter()
                 .filter(|r| r.get::<Option<String>, _>("key").is_some())
-                .map(state_from_row)
-                .collect();
+                .map(|r| state_from_row(&self.sealer, r))
+                .collect::<Result<_, _>>()?;
             Ok(Some((states, seq)))
         })
         .await

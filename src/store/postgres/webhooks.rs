@@ -25,14 +25,16 @@ fn webhook_from_row(r: &PgRow) -> Webhook {
 }
 
 impl PgStore {
-    /// The outbox: the delivery jobs of `events`, inserted in the caller's transaction.
+    /// The outbox: the delivery jobs of `events`, inserted in the caller's transaction, their
+    /// payloads sealed (the current key registered first). True when it inserted any: the caller
+    /// then marks the key registered after its commit.
     pub(super) async fn enqueue_deliveries(
         &self,
         tx: &mut PgConnection,
         events: &[OutboxEvent<'_>],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let rows = self
             .telemetry
@@ -43,32 +45,38 @@ impl PgStore {
             )
             .await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let hooks: Vec<Webhook> = rows.iter().map(webhook_from_row).collect();
-        let (ids, payloads): (Vec<String>, Vec<Json<serde_json::Value>>) =
-            deliveries(&hooks, events)
-                .into_iter()
-                .map(|(id, p)| (id, Json(p)))
-                .unzip();
-        if ids.is_empty() {
-            return Ok(());
+        let mut ids = Vec::new();
+        let mut payloads: Vec<Json<serde_json::Value>> = Vec::new();
+        let mut keys: Vec<Option<String>> = Vec::new();
+        for (id, payload) in deliveries(&hooks, events) {
+            let sealed = self.sealer.seal_job(&id, &payload);
+            payloads.push(super::to_jsonb(&sealed));
+            keys.push(sealed.key_id);
+            ids.push(id);
         }
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        self.register_current_key(tx).await?;
         self.telemetry
             .timed(
                 "outbox_insert",
                 sqlx::query(
                     "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
-                     updated_at) SELECT i, $1, 'queued', p, 0, now(), now(), now() \
-                     FROM UNNEST($2::text[], $3::jsonb[]) AS x(i, p)",
+                     updated_at, payload_key) SELECT i, $1, 'queued', p, 0, now(), now(), now(), \
+                     pk FROM UNNEST($2::text[], $3::jsonb[], $4::text[]) AS x(i, p, pk)",
                 )
                 .bind(DELIVERY_JOB)
                 .bind(ids)
                 .bind(payloads)
+                .bind(keys)
                 .execute(&mut *tx),
             )
             .await?;
-        Ok(())
+        Ok(true)
     }
 }
 

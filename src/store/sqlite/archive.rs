@@ -5,7 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::{Connection, Row};
 
-use super::{SqliteStore, message_from_row};
+use super::{SqliteStore, open_messages, stored_message_from_row};
+use crate::at_rest::StoredMessage;
 use crate::domain::Message;
 use crate::store::archive::{
     ArchivableRoom, ArchiveMark, ArchiveStats, ArchiveStore, ColdStore, SeqRange,
@@ -69,7 +70,7 @@ impl SqliteStore {
             )
             .await?;
         tx.commit().await?;
-        Ok((mark, rows.iter().map(message_from_row).collect()))
+        Ok((mark, open_messages(&self.sealer, &rows)?))
     }
 }
 
@@ -117,7 +118,8 @@ impl ArchiveStore for SqliteStore {
         room: &str,
         after_seq: i64,
         limit: u32,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        // as stored: sealed rows move sealed
         let rows = self
             .telemetry
             .timed(
@@ -133,7 +135,7 @@ impl ArchiveStore for SqliteStore {
                 .fetch_all(&mut *self.reader.acquire().await?),
             )
             .await?;
-        Ok(rows.iter().map(message_from_row).collect())
+        Ok(rows.iter().map(stored_message_from_row).collect())
     }
 
     async fn advance_archive(&self, room: &str, from: i64, to: i64) -> Result<bool, StoreError> {

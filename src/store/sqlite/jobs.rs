@@ -8,14 +8,22 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Connection, Row};
 
 use super::SqliteStore;
+use crate::at_rest::Sealer;
 use crate::store::StoreError;
+use crate::store::jobs::opened_or_null;
 use crate::store::jobs::{
     Finished, Job, JobQuery, JobStore, job_columns, outcome_columns, text_time,
 };
 
-fn job_from_row(r: &SqliteRow) -> Job {
-    Job {
-        id: r.get("id"),
+/// A job row, its payload opened (encryption at rest).
+fn job_from_row(sealer: &Sealer, r: &SqliteRow) -> Result<Job, StoreError> {
+    let id: String = r.get("id");
+    let payload = opened_or_null(
+        &id,
+        sealer.open_job(&id, r.get("payload_key"), r.get("payload")),
+    );
+    Ok(Job {
+        id,
         kind: r.get("kind"),
         state: r.get("state"),
         attempts: r.get("attempts"),
@@ -23,8 +31,8 @@ fn job_from_row(r: &SqliteRow) -> Job {
         run_at: r.get("run_at"),
         created_at: r.get("created_at"),
         updated_at: r.get("updated_at"),
-        payload: serde_json::from_str(&r.get::<String, _>("payload")).unwrap_or(Value::Null),
-    }
+        payload,
+    })
 }
 
 #[async_trait]
@@ -45,7 +53,10 @@ impl JobStore for SqliteStore {
                 .fetch_optional(&mut *self.writer.acquire().await?),
             )
             .await?;
-        Ok(row.as_ref().map(job_from_row))
+        Ok(row
+            .as_ref()
+            .map(|r| job_from_row(&self.sealer, r))
+            .transpose()?)
     }
 
     async fn job_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -70,25 +81,34 @@ impl JobStore for SqliteStore {
         run_at: DateTime<Utc>,
     ) -> Result<Job, StoreError> {
         let now = text_time(Utc::now());
+        let id = uuid::Uuid::now_v7().to_string();
+        let sealed = self.sealer.seal_job(&id, payload);
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        self.register_current_key(&mut tx).await?;
         let row = self
             .telemetry
             .timed(
                 "job_insert",
                 sqlx::query(concat!(
                     "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
-                     updated_at) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?) RETURNING ",
+                     updated_at, payload_key) VALUES (?, ?, 'queued', ?, 0, ?, ?, ?, ?) RETURNING ",
                     job_columns!()
                 ))
-                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&id)
                 .bind(kind)
-                .bind(payload.to_string())
+                .bind(sealed.text)
                 .bind(text_time(run_at))
                 .bind(&now)
                 .bind(&now)
-                .fetch_one(&mut *self.writer.acquire().await?),
+                .bind(sealed.key_id)
+                .fetch_one(&mut *tx),
             )
             .await?;
-        Ok(job_from_row(&row))
+        let job = job_from_row(&self.sealer, &row)?;
+        tx.commit().await?;
+        self.key_registered();
+        Ok(job)
     }
 
     async fn claim(
@@ -152,7 +172,9 @@ impl JobStore for SqliteStore {
                         .fetch_all(&mut *tx),
                 )
                 .await?;
-            claimed.extend(rows.iter().map(job_from_row));
+            for r in &rows {
+                claimed.push(job_from_row(&self.sealer, r)?);
+            }
         }
         tx.commit().await?;
         Ok(claimed)
@@ -227,7 +249,10 @@ impl JobStore for SqliteStore {
                 .fetch_optional(&mut *self.reader.acquire().await?),
             )
             .await?;
-        Ok(row.as_ref().map(job_from_row))
+        Ok(row
+            .as_ref()
+            .map(|r| job_from_row(&self.sealer, r))
+            .transpose()?)
     }
 
     async fn jobs(&self, q: &JobQuery) -> Result<Vec<Job>, StoreError> {
@@ -248,7 +273,10 @@ impl JobStore for SqliteStore {
                 .fetch_all(&mut *self.reader.acquire().await?),
             )
             .await?;
-        Ok(rows.iter().map(job_from_row).collect())
+        Ok(rows
+            .iter()
+            .map(|r| job_from_row(&self.sealer, r))
+            .collect::<Result<_, _>>()?)
     }
 
     async fn purge(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

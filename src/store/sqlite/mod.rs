@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +22,7 @@ use super::{
     WritePos, assign_seqs,
 };
 use super::{message_columns, room_columns};
+use crate::at_rest::{Sealer, StoredMessage};
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
 
 /// Settings of the embedded store (README, "Configuration").
@@ -39,11 +41,14 @@ pub struct SqliteSettings {
     pub telemetry: crate::telemetry::Telemetry,
     /// Where archived messages are.
     pub cold: ColdSettings,
+    /// Seals message content, state values and job payloads (encryption at rest).
+    pub sealer: Arc<Sealer>,
 }
 
 mod archive;
 pub mod cold;
 mod jobs;
+mod sealed;
 mod sensors;
 mod state;
 mod users;
@@ -57,6 +62,9 @@ pub struct SqliteStore {
     reader: InstrumentedPool<Sqlite>,
     checkpointer: tokio::task::JoinHandle<()>,
     cold: Arc<dyn ColdStore>,
+    sealer: Arc<Sealer>,
+    /// The current key is in `encryption_keys_in_use` (set after the first write's commit).
+    key_registered: AtomicBool,
 }
 
 /// Copies the WAL back into the database file from a connection of its own, once a second.
@@ -154,6 +162,8 @@ impl SqliteStore {
             writer: InstrumentedPool::new("sqlite_writer", writer, s.pool_warn_share, t.clone()),
             reader: InstrumentedPool::new("sqlite_reader", reader, s.pool_warn_share, t.clone()),
             checkpointer,
+            sealer: s.sealer.clone(),
+            key_registered: AtomicBool::new(false),
         })
     }
 }
@@ -175,15 +185,66 @@ fn room_from_row(r: &sqlx::sqlite::SqliteRow) -> RoomInfo {
     }
 }
 
-fn message_from_row(r: &sqlx::sqlite::SqliteRow) -> Message {
-    Message {
-        id: r.get("id"),
-        room: r.get("room_id"),
-        seq: r.get("seq"),
-        user_id: r.get("user_id"),
-        content: r.get("content"),
-        client_id: r.get("client_id"),
-        created_at: r.get("created_at"),
+/// A message row as stored (content still sealed, if it is); hot and cold rows alike.
+pub(super) fn stored_message_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredMessage {
+    StoredMessage {
+        message: Message {
+            id: r.get("id"),
+            room: r.get("room_id"),
+            seq: r.get("seq"),
+            user_id: r.get("user_id"),
+            content: r.get("content"),
+            client_id: r.get("client_id"),
+            created_at: r.get("created_at"),
+        },
+        content_key: r.get("content_key"),
+    }
+}
+
+/// Message rows, opened.
+pub(super) fn open_messages(
+    sealer: &Sealer,
+    rows: &[sqlx::sqlite::SqliteRow],
+) -> Result<Vec<Message>, StoreError> {
+    rows.iter()
+        .map(|r| Ok(sealer.open_message(stored_message_from_row(r))?))
+        .collect()
+}
+
+impl SqliteStore {
+    /// Inside a write transaction: registers the current key as in use, the first time this
+    /// process writes (a value is never committed under an unregistered key). Call
+    /// [`Self::key_registered`] after the commit.
+    pub(super) async fn register_current_key(
+        &self,
+        conn: &mut SqliteConnection,
+    ) -> Result<(), StoreError> {
+        let Some(current) = self.sealer.current() else {
+            return Ok(());
+        };
+        if self.key_registered.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.telemetry
+            .timed(
+                "encryption_key_register",
+                sqlx::query(
+                    "INSERT INTO encryption_keys_in_use (key_id, registered_at) VALUES (?, ?) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(current)
+                .bind(now_rfc3339())
+                .execute(&mut *conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// After a commit that ran [`Self::register_current_key`].
+    pub(super) fn key_registered(&self) {
+        if self.sealer.current().is_some() {
+            self.key_registered.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -230,7 +291,10 @@ impl SqliteStore {
                 .fetch_optional(&mut *conn),
             )
             .await?;
-        Ok(row.as_ref().map(message_from_row))
+        Ok(row
+            .as_ref()
+            .map(|r| self.sealer.open_message(stored_message_from_row(r)))
+            .transpose()?)
     }
 }
 
@@ -278,8 +342,11 @@ impl Store for SqliteStore {
             room: &info.id,
             data: &info,
         };
-        self.enqueue_deliveries(&mut tx, &[event]).await?;
+        let sealed = self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
+        if sealed {
+            self.key_registered();
+        }
         Ok((info, WritePos::default()))
     }
 
@@ -427,23 +494,27 @@ impl Store for SqliteStore {
             }
         }
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
+        self.register_current_key(&mut tx).await?;
         for message in &new_rows {
-            self.telemetry.timed(
-                "message_insert",
-                sqlx::query(
-                    "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, created_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+            let content = self.sealer.seal_message(message);
+            self.telemetry
+                .timed(
+                    "message_insert",
+                    sqlx::query(
+                        "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, \
+                     created_at, content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&message.room)
+                    .bind(message.seq)
+                    .bind(&message.id)
+                    .bind(&message.user_id)
+                    .bind(content.text)
+                    .bind(&message.client_id)
+                    .bind(&message.created_at)
+                    .bind(content.key_id)
+                    .execute(&mut *tx),
                 )
-                .bind(&message.room)
-                .bind(message.seq)
-                .bind(&message.id)
-                .bind(&message.user_id)
-                .bind(&message.content)
-                .bind(&message.client_id)
-                .bind(&message.created_at)
-                .execute(&mut *tx),
-            )
-            .await?;
+                .await?;
         }
         self.enqueue_deliveries(&mut tx, &message_events(&new_rows))
             .await?;
@@ -459,6 +530,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         self.telemetry.timed("commit", tx.commit()).await?;
+        self.key_registered();
         Ok((out, WritePos::default()))
     }
 

@@ -8,19 +8,24 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Connection, Row, SqliteConnection};
 
 use super::SqliteStore;
+use crate::at_rest::Sealer;
 use crate::domain::{RoomId, State, StateKey};
 use crate::store::StoreError;
 use crate::store::state::{Plan, StateStore, StateWrite, plan_write};
 
-fn state_from_row(r: &SqliteRow) -> State {
-    State {
-        room: r.get("room_id"),
-        key: r.get("key"),
-        value: serde_json::from_str(r.get::<&str, _>("value")).unwrap_or(Value::Null),
+/// A state row, its value opened (encryption at rest).
+fn state_from_row(sealer: &Sealer, r: &SqliteRow) -> Result<State, StoreError> {
+    let room: String = r.get("room_id");
+    let key: String = r.get("key");
+    let value = sealer.open_state(&room, &key, r.get("value_key"), r.get("value"))?;
+    Ok(State {
+        room,
+        key,
+        value,
         version: r.get("version"),
         updated_by: r.get("updated_by"),
         updated_at: r.get("updated_at"),
-    }
+    })
 }
 
 impl SqliteStore {
@@ -43,15 +48,17 @@ impl SqliteStore {
             .timed(
                 "state_get",
                 sqlx::query(
-                    "SELECT room_id, key, value, version, updated_by, updated_at FROM room_state \
-                     WHERE room_id = ? AND key = ?",
+                    "SELECT room_id, key, value, value_key, version, updated_by, updated_at \
+                     FROM room_state WHERE room_id = ? AND key = ?",
                 )
                 .bind(room.as_str())
                 .bind(key.as_str())
                 .fetch_optional(&mut *conn),
             )
             .await?;
-        Ok(row.as_ref().map(state_from_row))
+        row.as_ref()
+            .map(|r| state_from_row(&self.sealer, r))
+            .transpose()
     }
 
     async fn bump_state_seq(
@@ -86,23 +93,27 @@ impl StateStore for SqliteStore {
             Plan::Answer(answer) => return Ok(answer),
             Plan::Store(state) => state,
         };
+        self.register_current_key(&mut tx).await?;
+        let sealed = self.sealer.seal_state(&state);
         let statement = if state.value.is_null() {
             sqlx::query("DELETE FROM room_state WHERE room_id = ? AND key = ?")
                 .bind(&state.room)
                 .bind(&state.key)
         } else {
             sqlx::query(
-                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, key) DO UPDATE SET \
+                "INSERT INTO room_state (room_id, key, value, version, updated_by, updated_at, \
+                 value_key) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (room_id, key) DO UPDATE SET \
                  value = excluded.value, version = excluded.version, \
-                 updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                 updated_by = excluded.updated_by, updated_at = excluded.updated_at, \
+                 value_key = excluded.value_key",
             )
             .bind(&state.room)
             .bind(&state.key)
-            .bind(state.value.to_string())
+            .bind(sealed.text)
             .bind(state.version)
             .bind(&state.updated_by)
             .bind(&state.updated_at)
+            .bind(sealed.key_id)
         };
         self.telemetry
             .timed("state_write", statement.execute(&mut *tx))
@@ -115,6 +126,7 @@ impl StateStore for SqliteStore {
         };
         self.enqueue_deliveries(&mut tx, &[event]).await?;
         tx.commit().await?;
+        self.key_registered();
         Ok(StateWrite::Done { state, seq })
     }
 
@@ -125,8 +137,8 @@ impl StateStore for SqliteStore {
             .timed(
                 "state_room",
                 sqlx::query(
-                    "SELECT r.state_seq, s.room_id, s.key, s.value, s.version, s.updated_by, \
-                     s.updated_at FROM rooms r LEFT JOIN room_state s ON s.room_id = r.id \
+                    "SELECT r.state_seq, s.room_id, s.key, s.value, s.value_key, s.version, \
+                     s.updated_by, s.updated_at FROM rooms r LEFT JOIN room_state s ON s.room_id = r.id \
                      WHERE r.id = ? ORDER BY s.key",
                 )
                 .bind(room.as_str())
@@ -140,8 +152,8 @@ impl StateStore for SqliteStore {
         let states = rows
             .iter()
             .filter(|r| r.get::<Option<String>, _>("key").is_some())
-            .map(state_from_row)
-            .collect();
+            .map(|r| state_from_row(&self.sealer, r))
+            .collect::<Result<_, _>>()?;
         Ok(Some((states, seq)))
     }
 }

@@ -28,14 +28,16 @@ fn webhook_from_row(r: &SqliteRow) -> Webhook {
 }
 
 impl SqliteStore {
-    /// The outbox: the delivery jobs of `events`, inserted in the caller's transaction.
+    /// The outbox: the delivery jobs of `events`, inserted in the caller's transaction, their
+    /// payloads sealed (the current key registered first). True when it inserted any: the caller
+    /// then marks the key registered after its commit.
     pub(super) async fn enqueue_deliveries(
         &self,
         tx: &mut SqliteConnection,
         events: &[OutboxEvent<'_>],
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let rows = self
             .telemetry
@@ -46,30 +48,37 @@ impl SqliteStore {
             )
             .await?;
         if rows.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let hooks: Vec<Webhook> = rows.iter().map(webhook_from_row).collect();
+        let jobs = deliveries(&hooks, events);
+        if jobs.is_empty() {
+            return Ok(false);
+        }
+        self.register_current_key(tx).await?;
         let now = now_rfc3339();
-        for chunk in deliveries(&hooks, events).chunks(1000) {
+        for chunk in jobs.chunks(1000) {
             let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO jobs (id, kind, state, payload, attempts, run_at, created_at, \
-                 updated_at) ",
+                 updated_at, payload_key) ",
             );
             insert.push_values(chunk, |mut row, (id, payload)| {
+                let payload = self.sealer.seal_job(id, payload);
                 row.push_bind(id)
                     .push_bind(DELIVERY_JOB)
                     .push_bind("queued")
-                    .push_bind(payload.to_string())
+                    .push_bind(payload.text)
                     .push_bind(0)
                     .push_bind(&now)
                     .push_bind(&now)
-                    .push_bind(&now);
+                    .push_bind(&now)
+                    .push_bind(payload.key_id);
             });
             self.telemetry
                 .timed("outbox_insert", insert.build().execute(&mut *tx))
                 .await?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
