@@ -496,7 +496,8 @@ impl Raw {
             .trim()
             .parse()
             .map_err(|_| err(name, format!("`{v}` is not a number")))?;
-        if n < min || n > max {
+        // NaN compares false with both bounds: only `min <= n && n <= max` refuses it
+        if !(n >= min && n <= max) {
             return Err(err(name, format!("{n} is outside {min}..={max}")));
         }
         Ok(n)
@@ -958,6 +959,21 @@ mod tests {
         let e = cfg(&[("TSUNAGI_MAX_MESSAGE_BYTES", "0")]).unwrap_err();
         assert_eq!(e.name, "TSUNAGI_MAX_MESSAGE_BYTES");
         assert!(e.to_string().contains("TSUNAGI_MAX_MESSAGE_BYTES"));
+    }
+
+    /// Found by fuzzing (fuzz/fuzz_targets/config_values.rs): `NaN` parses as an f64 and
+    /// compares false with both bounds, so it was taken as a rate.
+    #[test]
+    fn a_rate_that_is_not_a_number_is_refused() {
+        for nan in ["NaN", "nan", "-NaN", "inf", "-infinity"] {
+            for name in [
+                "TSUNAGI_LOGIN_RATE",
+                "TSUNAGI_SEND_RATE",
+                "TSUNAGI_DB_POOL_WARN_SHARE",
+            ] {
+                assert_eq!(cfg(&[(name, nan)]).unwrap_err().name, name, "{name}={nan}");
+            }
+        }
     }
 
     #[test]

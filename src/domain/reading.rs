@@ -204,6 +204,26 @@ mod tests {
         assert_eq!(serde_json::from_value::<Reading>(v).unwrap(), r);
     }
 
+    /// Found by fuzzing (fuzz/fuzz_targets/reading_state.rs): this value was read one unit in
+    /// the last place off, so the READING shown was not the number sent (nor read back as it).
+    #[test]
+    fn a_value_reads_back_exactly() {
+        let body = r#"{ "value": 1000000000000001534763298 }"#;
+        let p: Map<String, Value> = serde_json::from_str(body).unwrap();
+        let r = parse_reading("s", &p, now_ms()).unwrap();
+        let shown = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Reading>(&shown).unwrap(),
+            r,
+            "{shown}"
+        );
+        // the nearest f64, as the standard library's (correctly rounded) parser finds it
+        assert_eq!(r.value, "1000000000000001534763298".parse::<f64>().unwrap());
+        let state_value: Value = serde_json::from_str("1000000000000001534763298").unwrap();
+        let back: Value = serde_json::from_str(&state_value.to_string()).unwrap();
+        assert_eq!(back, state_value);
+    }
+
     #[test]
     fn bad_fields_are_refused() {
         let now = now_ms();

@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 mod address_slots;
 mod backlog;
 mod budget;
-mod client_event;
+pub mod client_event;
 mod events;
 mod hub;
 mod live;
@@ -314,16 +314,7 @@ impl EngineIoHandler for Gateway {
                 let Some(session) = socket.data.session.lock().clone() else {
                     return;
                 };
-                let (name, payload) = match data {
-                    serde_json::Value::Array(mut items) if !items.is_empty() => {
-                        let payload = (items.len() > 1).then(|| items.swap_remove(1));
-                        match items.swap_remove(0) {
-                            serde_json::Value::String(name) => (name, payload),
-                            _ => (String::new(), None),
-                        }
-                    }
-                    _ => (String::new(), None),
-                };
+                let (name, payload) = packet::split_event(data);
                 session.queue(
                     InboundEvent {
                         refused: None,

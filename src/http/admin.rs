@@ -15,7 +15,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
 use crate::services::admin::AuditQuery;
 
-fn filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> {
+/// A text filter of a listing's query string (`actor`, `target`, `state`, `kind`, the jobs'
+/// `cursor`): absent or empty is none; at most 256 characters, no U+0000.
+pub fn text_filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<String>> {
     match q.get(name).map(String::as_str) {
         None | Some("") => Ok(None),
         Some(v) if v.chars().count() > 256 || v.contains('\0') => Err(ApiError::bad_request(
@@ -35,8 +37,8 @@ pub async fn audit(
     let limit = list_limit(&q)?;
     let before_id = query_int(q.get("cursor"), "cursor", 1, i64::MAX)?;
     let query = AuditQuery {
-        actor: filter(&q, "actor")?,
-        target: filter(&q, "target")?,
+        actor: text_filter(&q, "actor")?,
+        target: text_filter(&q, "target")?,
         before_id,
         limit: limit + 1,
     };
@@ -108,7 +110,7 @@ pub async fn jobs(
         return Err(crate::services::error::ServiceError::forbidden("admins only").into());
     }
     let limit = list_limit(&q)?;
-    let state = filter(&q, "state")?;
+    let state = text_filter(&q, "state")?;
     if let Some(s) = &state
         && !["queued", "running", "done", "dead"].contains(&s.as_str())
     {
@@ -118,8 +120,8 @@ pub async fn jobs(
     }
     let query = crate::store::jobs::JobQuery {
         state,
-        kind: filter(&q, "kind")?,
-        before_id: filter(&q, "cursor")?,
+        kind: text_filter(&q, "kind")?,
+        before_id: text_filter(&q, "cursor")?,
         limit: limit + 1,
     };
     let fetched = app.jobs.list(&query).await?;

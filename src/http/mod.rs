@@ -26,6 +26,12 @@ mod users;
 mod web;
 mod webhooks;
 
+/// The decoders of query strings the handlers use (fuzzed in `fuzz/`, which sees only what is
+/// public): listings' `limit` and `cursor`, text filters, `?durable=`.
+pub use admin::text_filter;
+pub use extract::{list_limit, listing};
+pub use sensors::durable_param;
+
 /// The largest JSON body: room for a maximal message with escapes, and for metadata.
 pub fn body_limit(config: &crate::config::Config) -> usize {
     (config.max_message_bytes * 6).max(config.max_state_bytes * 2) + 64 * 1024

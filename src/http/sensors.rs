@@ -62,6 +62,15 @@ pub async fn get(
     Ok(Json(app.sensors.get(&who, &id).await?))
 }
 
+/// `?durable=` of a readings write: absent or `false`, or `true`.
+pub fn durable_param(q: &HashMap<String, String>) -> ApiResult<bool> {
+    match q.get("durable").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("durable must be true or false")),
+    }
+}
+
 /// `POST …/readings`: 202 once accepted, or 201 once committed with `?durable=true`.
 pub async fn write(
     State(app): State<Arc<App>>,
@@ -71,11 +80,7 @@ pub async fn write(
     ReadingsBody(body): ReadingsBody,
 ) -> ApiResult<impl IntoResponse> {
     let id = SensorId::parse(&id)?;
-    let durable = match q.get("durable").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::bad_request("durable must be true or false")),
-    };
+    let durable = durable_param(&q)?;
     let items = match body.get("readings") {
         Some(Value::Array(items)) => items,
         _ => return Err(ApiError::bad_request("readings must be an array")),
