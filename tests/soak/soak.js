@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// A soak under faults (docs/_notes-soak.md): two tsunagi instances on one PostgreSQL database
+// A soak under faults (docs/security.md, "Soak under faults"): two tsunagi instances on one PostgreSQL database
 // with a read replica and Redis, mixed load for --seconds (default 600), faults on a schedule
 // (kill -9 of instance 1, Redis restart, replica stop, pool exhaustion), then the checks: no acked
 // message lost or duplicated, seq gap-free, every socket saw every message in order, only the
