@@ -407,7 +407,7 @@ mod tests {
         );
     }
 
-    /// The CPU cost of one seal and one open of a 100-byte content (docs/_notes-crypto.md):
+    /// The CPU cost of one seal and one open of a 100-byte content (docs/benchmarks.md, "Encryption at rest"):
     /// `cargo test --release --lib seal_cost -- --ignored --nocapture`.
     #[test]
     #[ignore]
