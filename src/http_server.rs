@@ -608,6 +608,20 @@ mod tests {
         )
     }
 
+    /// `GET /ok` over a new TLS connection (trusting the test CA); the whole answer.
+    async fn get_over_tls(connector: &tokio_rustls::TlsConnector, addr: SocketAddr) -> Vec<u8> {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut client = connector.connect(name, tcp).await.unwrap();
+        client
+            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.ok();
+        answer
+    }
+
     #[tokio::test]
     async fn a_stalled_tls_handshake_blocks_no_one_and_is_closed_after_the_header_timeout() {
         let dir = tempfile::tempdir().unwrap();
@@ -622,16 +636,11 @@ mod tests {
             .unwrap();
         let started = Instant::now();
         // meanwhile a real client is served at once
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut client = connector.connect(name, tcp).await.unwrap();
-        client
-            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.ok();
-        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            get_over_tls(&connector, addr)
+                .await
+                .starts_with(b"HTTP/1.1 200")
+        );
         // a loop waiting on a handshake would answer only after the 1 s timeout
         assert!(
             started.elapsed() < Duration::from_millis(800),
@@ -654,16 +663,11 @@ mod tests {
         let (addr, _stop) = start_with(1, Duration::from_secs(30), Some(tls)).await;
         let mut pending = TcpStream::connect(addr).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await; // accepted, handshake pending
-        let tcp = TcpStream::connect(addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut client = connector.connect(name, tcp).await.unwrap();
-        client
-            .write_all(b"GET /ok HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.ok();
-        assert!(answer.starts_with(b"HTTP/1.1 200"));
+        assert!(
+            get_over_tls(&connector, addr)
+                .await
+                .starts_with(b"HTTP/1.1 200")
+        );
         let mut buf = [0u8; 1];
         let n = tokio::time::timeout(Duration::from_secs(2), pending.read(&mut buf))
             .await

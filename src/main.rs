@@ -103,6 +103,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// The progress bar of a long command (`archive`, `rekey`) over `total` items.
+fn progress_bar(total: i64, unit: &str) -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
+    bar.set_style(indicatif::ProgressStyle::with_template(&format!(
+        "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+    ))?);
+    Ok(bar)
+}
+
+/// Cancelled at SIGTERM/SIGINT: a long command stops between batches.
+fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    stop
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -195,16 +215,8 @@ async fn archive(config: &Config, older_than: Option<&str>, dry_run: bool) -> an
         store.close().await;
         return Ok(());
     }
-    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} messages ({per_sec}, eta {eta})",
-    )?);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let bar = progress_bar(total, "messages")?;
+    let stop = stop_on_signal();
     let report = archiver
         .pass(older_than, &stop, &|moved| bar.set_position(moved))
         .await;
@@ -233,16 +245,8 @@ async fn rekey(config: &Config, batch: u32) -> anyhow::Result<()> {
     // build checks that every key id in use is configured (else nothing could be opened)
     let (store, _) = tsunagi::store::build(config, &telemetry).await?;
     let total = rekey::count(&*store, &current).await?;
-    let bar = indicatif::ProgressBar::new(u64::try_from(total).unwrap_or(0));
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} values ({per_sec}, eta {eta})",
-    )?);
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        on_signal.cancel();
-    });
+    let bar = progress_bar(total, "values")?;
+    let stop = stop_on_signal();
     let report = rekey::run(&*store, &sealer, batch, &stop, &|done| {
         bar.set_position(done)
     })

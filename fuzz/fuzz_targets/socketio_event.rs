@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 use tsunagi::domain::{RoomId, SensorId, StateKey};
-use tsunagi::gateway::client_event::{ClientEvent, label};
+use tsunagi::gateway::client_event::{self, ClientEvent, label};
 use tsunagi::gateway::packet::{self, Inbound};
 
 fn check(name: &str, payload: Option<Value>) {
@@ -88,19 +88,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(value) = serde_json::from_slice::<Value>(data) {
         let (name, payload) = packet::split_event(value.clone());
         check(&name, payload);
-        for name in [
-            "join",
-            "leave",
-            "send",
-            "typing",
-            "sync",
-            "presence",
-            "reading",
-            "subscribe",
-            "unsubscribe",
-            "state_set",
-            "state_get",
-        ] {
+        for name in client_event::EVENT_NAMES {
             check(name, Some(value.clone()));
         }
     }

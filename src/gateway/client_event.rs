@@ -60,6 +60,21 @@ pub enum ClientEvent {
     },
 }
 
+/// Every client event name of the contract (§3, §6), as `label` knows them.
+pub const EVENT_NAMES: [&str; 11] = [
+    "join",
+    "leave",
+    "send",
+    "typing",
+    "sync",
+    "presence",
+    "reading",
+    "subscribe",
+    "unsubscribe",
+    "state_set",
+    "state_get",
+];
+
 /// The most of an unknown event's name an error message quotes.
 const QUOTED_NAME_CHARS: usize = 64;
 
@@ -153,6 +168,14 @@ impl ClientEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_name_has_its_own_label() {
+        for name in EVENT_NAMES {
+            assert_eq!(label(name), name);
+        }
+        assert_eq!(label("other"), "unknown");
+    }
     use serde_json::json;
 
     fn code(r: ApiResult<ClientEvent>) -> &'static str {

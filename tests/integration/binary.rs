@@ -56,19 +56,28 @@ pub async fn spawn_binary(db: &str, fds: u32, env: &[(&str, &str)]) -> Binary {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn().expect("prlimit and the tsunagi binary run");
+    let (addr, _url, log) = read_start(&mut child).await;
+    let binary = Binary { child, addr, log };
+    binary.ready().await;
+    binary
+}
+
+/// Reads a started `tsunagi serve`'s JSON log (its stderr) up to the start line: the `listen`
+/// and `url` fields; then keeps reading it (so it never blocks on a full pipe) into the log.
+pub async fn read_start(child: &mut Child) -> (String, String, Arc<Mutex<String>>) {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+    let (listen, url) = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(line) = lines.next_line().await.unwrap() {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if let Some(listen) = v["fields"]["listen"].as_str() {
-                return listen.to_owned();
+                let url = v["fields"]["url"].as_str().unwrap_or_default().to_owned();
+                return (listen.to_owned(), url);
             }
         }
         panic!("tsunagi exited before serving");
     })
     .await
     .expect("tsunagi starts");
-    // keep reading its log (so it never blocks on a full pipe) and keep it
     let log = Arc::new(Mutex::new(String::new()));
     let kept = log.clone();
     tokio::spawn(async move {
@@ -78,9 +87,7 @@ pub async fn spawn_binary(db: &str, fds: u32, env: &[(&str, &str)]) -> Binary {
             kept.push('\n');
         }
     });
-    let binary = Binary { child, addr, log };
-    binary.ready().await;
-    binary
+    (listen, url, log)
 }
 
 impl Binary {

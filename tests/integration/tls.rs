@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -110,28 +110,7 @@ async fn spawn_tls_with(pair: &Pair, ca: &TestCa, env: &[(&str, &str)]) -> TlsSe
         .envs(env.iter().copied())
         .spawn()
         .expect("the tsunagi binary runs");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (addr, start_url) = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if let Some(listen) = v["fields"]["listen"].as_str() {
-                let url = v["fields"]["url"].as_str().unwrap_or_default().to_owned();
-                return (listen.to_owned(), url);
-            }
-        }
-        panic!("tsunagi exited before serving");
-    })
-    .await
-    .expect("tsunagi starts");
-    let log = Arc::new(Mutex::new(String::new()));
-    let kept = log.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let mut kept = kept.lock().unwrap();
-            kept.push_str(&line);
-            kept.push('\n');
-        }
-    });
+    let (addr, start_url, log) = crate::binary::read_start(&mut child).await;
     let server = TlsServer {
         child,
         addr,
