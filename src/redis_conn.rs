@@ -25,6 +25,8 @@ pub enum RedisError {
 
 pub struct RedisConn {
     client: redis::Client,
+    /// The URLs `TSUNAGI_REDIS_URL` lists: one Redis, or several seed nodes of a Redis Cluster.
+    nodes: Vec<String>,
     /// The app's metrics, for everything built on this connection.
     telemetry: crate::telemetry::Telemetry,
     manager: ConnectionManager,
@@ -43,7 +45,12 @@ const BREAKER_OPEN: Duration = Duration::from_millis(1000);
 impl RedisConn {
     /// Connects lazily: tsunagi starts (and serves from the store) while Redis is down.
     pub fn open(url: &str, prefix: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
+        let nodes: Vec<String> = url
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        let client = redis::Client::open(nodes.first().map(String::as_str).unwrap_or(url))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -52,6 +59,7 @@ impl RedisConn {
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisConn {
             client,
+            nodes,
             telemetry: crate::telemetry::Telemetry::detached(),
             manager,
             prefix: prefix.to_owned(),
@@ -69,6 +77,16 @@ impl RedisConn {
 
     pub fn telemetry(&self) -> &crate::telemetry::Telemetry {
         &self.telemetry
+    }
+
+    /// The configured node URLs (several: the seed nodes of a Redis Cluster).
+    pub fn nodes(&self) -> &[String] {
+        &self.nodes
+    }
+
+    /// Several URLs were given: Redis Cluster mode (PROTOCOL §7).
+    pub fn is_cluster(&self) -> bool {
+        self.nodes.len() > 1
     }
 
     pub fn client(&self) -> &redis::Client {

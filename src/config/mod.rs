@@ -632,13 +632,17 @@ impl Config {
             ));
         }
         let redis_url = Some(raw.get("TSUNAGI_REDIS_URL")).filter(|s| !s.trim().is_empty());
-        if let Some(url) = &redis_url {
-            let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
-            if !scheme_ok || redis::Client::open(url.as_str()).is_err() {
-                return Err(err(
-                    "TSUNAGI_REDIS_URL",
-                    "must be a redis:// or rediss:// URL",
-                ));
+        if let Some(urls) = &redis_url {
+            // one URL, or several comma-separated seed nodes of a Redis Cluster (PROTOCOL §7)
+            for (i, url) in urls.split(',').map(str::trim).enumerate() {
+                let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
+                if !scheme_ok || redis::Client::open(url).is_err() {
+                    // the URL itself is not repeated: it may carry a password
+                    return Err(err(
+                        "TSUNAGI_REDIS_URL",
+                        format!("entry {} must be a redis:// or rediss:// URL", i + 1),
+                    ));
+                }
             }
         }
         let jwt_secret = Some(raw.get("TSUNAGI_JWT_SECRET")).filter(|s| !s.is_empty());

@@ -210,6 +210,66 @@ async function startCluster(n, { env = {} } = {}) {
   return servers;
 }
 
+/**
+ * `n` instances (startCluster: one database, the same `env`) behind a real nginx run from
+ * deploy/nginx.conf, as an operator would deploy it: only the lines marked `# test:` are rewritten
+ * (listen port, upstream servers, pid and log paths) and temp files go to a temp dir.
+ * Returns { url (nginx), servers, nginx: { proc, log() }, destroy() }.
+ */
+async function startBehindNginx(n, { env = {} } = {}) {
+  const NGINX = process.env.NGINX || '/usr/sbin/nginx';
+  const servers = await startCluster(n, { env });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tsunagi-nginx-'));
+  const port = await freePort();
+  const upstreams = servers.map((s) => `        server 127.0.0.1:${s.port} max_fails=1 fail_timeout=5s;`);
+  let conf = fs.readFileSync(path.resolve(__dirname, '../../deploy/nginx.conf'), 'utf8');
+  let upstreamDone = false;
+  conf = conf.split('\n').flatMap((line) => {
+    if (!/# test: \w/.test(line)) return [line];
+    if (line.includes('# test: listen')) return [`        listen 127.0.0.1:${port};`];
+    if (line.includes('# test: pid')) return [`pid ${dir}/nginx.pid;`];
+    if (line.includes('# test: error_log')) return [`error_log ${dir}/error.log warn;`];
+    if (line.includes('# test: upstream')) {
+      if (upstreamDone) return [];
+      upstreamDone = true;
+      return upstreams;
+    }
+    throw new Error(`deploy/nginx.conf: unknown test marker in ${line}`);
+  }).join('\n');
+  // temp files where this process can write them (the package's default is /var/lib/nginx)
+  const temps = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']
+    .map((t) => `    ${t}_temp_path ${dir}/${t};`).join('\n');
+  conf = conf.replace(/^http \{$/m, `http {\n${temps}`);
+  // workers as the user running the test (as root, nginx would switch to `nobody`)
+  if (process.getuid && process.getuid() === 0) conf = `user root;\n${conf}`;
+  const confPath = path.join(dir, 'nginx.conf');
+  fs.writeFileSync(confPath, conf);
+  const logFd = fs.openSync(path.join(dir, 'stderr.log'), 'a');
+  const proc = spawn(NGINX, ['-p', dir, '-c', confPath, '-g', 'daemon off;'], { stdio: ['ignore', logFd, logFd] });
+  fs.closeSync(logFd);
+  liveProcs.add(proc);
+  proc.on('exit', () => liveProcs.delete(proc));
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  const log = () => ['stderr.log', 'error.log']
+    .map((f) => { try { return fs.readFileSync(path.join(dir, f), 'utf8'); } catch { return ''; } }).join('');
+  const url = `http://127.0.0.1:${port}`;
+  const destroy = async () => {
+    if (proc.exitCode === null && proc.signalCode === null) { proc.kill('SIGQUIT'); await exited; }
+    await servers.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    await until(async () => {
+      if (proc.exitCode !== null) throw new Error(`nginx exited at start:\n${log()}`);
+      try { return (await fetch(`${url}/nginx-health`, { signal: AbortSignal.timeout(1000) })).status === 200; } catch { return false; }
+    }, 10000, 'nginx answers');
+  } catch (e) {
+    await destroy();
+    throw e;
+  }
+  return { url, servers, nginx: { proc, log }, destroy };
+}
+
 // ---------------------------------------------------------------- http
 
 /** HTTP JSON helper → { status, body, headers, text }. `body` is parsed JSON when possible. */
@@ -535,7 +595,7 @@ async function keysetPages(get, path, limit, maxPages) {
 
 module.exports = {
   BIN, SECRET, sleep, freePort, freshPgDatabase, mintToken, userToken, adminToken,
-  startServer, startCluster, http, httpsRequest, createRoom, addMember, fullHistory,
+  startServer, startCluster, startBehindNginx, http, httpsRequest, createRoom, addMember, fullHistory,
   register, login, registerUser, jwtClaims, keysetPages,
   connect, connectError, closeAll, ack, waitFor, collect, until, withTimeout, metricValue,
   assertMessageShape, assertAckError, assertHttpError, roomId,
