@@ -1,4 +1,5 @@
-//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`, `rekey`, `make-admin`.
+//! The `tsunagi` command: `serve`, `migrate`, `token`, `archive`, `rekey`, `make-admin`,
+//! `check-config`.
 
 use clap::{Parser, Subcommand};
 use tsunagi::config::Config;
@@ -60,6 +61,14 @@ enum Command {
     MakeAdmin {
         /// The account's username or email.
         login: String,
+    },
+    /// Print the effective configuration (secrets masked, each value's source) and every
+    /// problem found; exit 1 if there is one. Connects to nothing.
+    CheckConfig {
+        /// One JSON object instead of text: `{ settings: [{ name, value, source }], problems:
+        /// [{ severity, setting, message }] }`.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -126,6 +135,9 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Command::CheckConfig { json } = cli.command {
+        return check_config(json);
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -157,6 +169,7 @@ async fn main() -> std::process::ExitCode {
         } => token(&config, &sub, &role, name, &ttl),
         Command::MakeAdmin { login } => make_admin(&config, &login).await,
         Command::Rekey { batch } => rekey(&config, batch).await,
+        Command::CheckConfig { .. } => unreachable!("answered before the configuration is read"),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -164,6 +177,27 @@ async fn main() -> std::process::ExitCode {
             eprintln!("tsunagi: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Reads the configuration as `serve` would, without stopping at its first problem.
+fn check_config(json: bool) -> std::process::ExitCode {
+    let report = tsunagi::config::check(&std::env::vars().collect());
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("tsunagi: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.problems.is_empty() {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
     }
 }
 

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod check;
 mod secrets;
+pub use check::{CheckReport, check};
 pub use secrets::{EncryptionKey, SECRET_SETTINGS, TlsFiles};
 
 /// How often the Redis bus pings its subscription: a dead link is noticed within this plus the
@@ -464,6 +466,22 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Every setting read, and every problem met (`Config::evaluate`).
+pub struct Evaluation {
+    /// With a stand-in for each value that has a problem: use it only when `problems` is empty.
+    pub config: Config,
+    pub problems: Vec<ConfigError>,
+    /// Each setting of [`SETTINGS`], in its order, as given (or its default).
+    pub settings: Vec<Effective>,
+}
+
+/// One setting's effective value (unparsed, as given: mask secrets before showing it).
+pub struct Effective {
+    pub name: &'static str,
+    pub value: String,
+    pub source: Source,
+}
+
 pub(crate) fn err(name: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError {
         name: name.to_owned(),
@@ -471,11 +489,25 @@ pub(crate) fn err(name: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-struct Raw(HashMap<String, String>);
+/// Where a setting's effective value came from (shown by `tsunagi check-config`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    Environment,
+    /// The config file (`TSUNAGI_CONFIG` or `./tsunagi.toml`), at this path.
+    File(PathBuf),
+    /// Read from the file named by this `…_FILE` variable.
+    SecretFile(String),
+}
+
+struct Raw {
+    values: HashMap<String, String>,
+    sources: HashMap<String, Source>,
+}
 
 impl Raw {
     fn get(&self, name: &str) -> String {
-        if let Some(v) = self.0.get(name) {
+        if let Some(v) = self.values.get(name) {
             return v.clone();
         }
         SETTINGS
@@ -506,49 +538,86 @@ impl Raw {
 
 /// Reads `tsunagi.toml` (if any) under the environment. Keys in the file are the variable
 /// names without `TSUNAGI_`, in lower case (`listen = "0.0.0.0:8080"`).
-fn gather(env: &HashMap<String, String>) -> Result<Raw, ConfigError> {
+fn gather(env: &HashMap<String, String>, problems: &Problems) -> Raw {
     let mut raw = HashMap::new();
+    let mut sources = HashMap::new();
     let (path, required) = match env.get("TSUNAGI_CONFIG") {
         Some(p) => (PathBuf::from(p), true),
         None => (PathBuf::from("tsunagi.toml"), false),
     };
-    if path.exists() || required {
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
-        for (k, v) in table {
-            let name = format!("TSUNAGI_{}", k.to_uppercase());
-            if !SETTINGS.iter().any(|(n, _, _)| *n == name) && !secrets::is_secret_file_var(&name) {
-                return Err(err(
-                    &name,
-                    format!("unknown setting `{k}` in {}", path.display()),
-                ));
-            }
-            let s = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Array(a) => a
-                    .iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| x.to_string())
-                    })
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => other.to_string(),
-            };
-            raw.insert(name, s);
+    let table = (path.exists() || required)
+        .then(|| read_config_file(&path))
+        .and_then(|r| problems.get(r));
+    for (k, v) in table.unwrap_or_default() {
+        let name = format!("TSUNAGI_{}", k.to_uppercase());
+        if !SETTINGS.iter().any(|(n, _, _)| *n == name) && !secrets::is_secret_file_var(&name) {
+            problems.push(err(
+                &name,
+                format!("unknown setting `{k}` in {}", path.display()),
+            ));
+            continue;
         }
+        let s = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Array(a) => a
+                .iter()
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        sources.insert(name.clone(), Source::File(path.clone()));
+        raw.insert(name, s);
     }
     for (k, v) in env {
         if k.starts_with("TSUNAGI_") {
+            sources.insert(k.clone(), Source::Environment);
             raw.insert(k.clone(), v.clone());
         }
     }
-    secrets::read_secret_files(&mut raw)?;
-    Ok(Raw(raw))
+    for (name, file_var) in secrets::read_secret_files(&mut raw, problems) {
+        sources.insert(name.to_owned(), Source::SecretFile(file_var));
+    }
+    Raw {
+        values: raw,
+        sources,
+    }
+}
+
+fn read_config_file(path: &std::path::Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))?;
+    text.parse()
+        .map_err(|e| err("TSUNAGI_CONFIG", format!("{}: {e}", path.display())))
+}
+
+/// Every problem found while reading the settings, in the order met: `serve` stops at the
+/// first, `check-config` lists them all. Each setting's rules stay in one place either way.
+#[derive(Default)]
+pub(crate) struct Problems(std::cell::RefCell<Vec<ConfigError>>);
+
+impl Problems {
+    pub(crate) fn push(&self, e: ConfigError) {
+        self.0.borrow_mut().push(e);
+    }
+
+    /// The value, or `None` once its problem is recorded.
+    pub(crate) fn get<T>(&self, r: Result<T, ConfigError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    /// The value, or a stand-in once its problem is recorded (no Config is made then).
+    fn ok<T: Default>(&self, r: Result<T, ConfigError>) -> T {
+        self.get(r).unwrap_or_default()
+    }
+
+    fn into_vec(self) -> Vec<ConfigError> {
+        self.0.into_inner()
+    }
 }
 
 /// Variables named `TSUNAGI_*` that tsunagi reads outside the settings: the config file's path,
@@ -595,8 +664,41 @@ impl Config {
     }
 
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let raw = gather(env)?;
-        let listen = listen_address(raw.get("TSUNAGI_LISTEN").trim())?;
+        let mut evaluation = Self::evaluate(env);
+        if evaluation.problems.is_empty() {
+            Ok(evaluation.config)
+        } else {
+            Err(evaluation.problems.remove(0))
+        }
+    }
+
+    /// Reads every setting and records every problem, not only the first.
+    pub fn evaluate(env: &HashMap<String, String>) -> Evaluation {
+        let problems = Problems::default();
+        let raw = gather(env, &problems);
+        let config = Self::read(env, &raw, &problems);
+        let settings = SETTINGS
+            .iter()
+            .map(|(name, _, _)| Effective {
+                name,
+                value: raw.get(name),
+                source: raw.sources.get(*name).cloned().unwrap_or(Source::Default),
+            })
+            .collect();
+        Evaluation {
+            config,
+            problems: problems.into_vec(),
+            settings,
+        }
+    }
+
+    /// The settings' rules: each problem goes to `problems`, and reading goes on with a
+    /// stand-in value so the later ones are checked too.
+    fn read(env: &HashMap<String, String>, raw: &Raw, problems: &Problems) -> Self {
+        let p = problems;
+        let listen = p
+            .get(listen_address(raw.get("TSUNAGI_LISTEN").trim()))
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut unknown_env: Vec<String> = env
             .keys()
             .filter(|k| k.starts_with("TSUNAGI_") && !is_known_env(k))
@@ -605,7 +707,7 @@ impl Config {
         unknown_env.sort();
         let database_url = raw.get("TSUNAGI_DATABASE_URL");
         if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres")) {
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_DATABASE_URL",
                 "must start with sqlite:// or postgres://",
             ));
@@ -619,14 +721,14 @@ impl Config {
             .map(str::to_owned)
             .collect();
         if !replica_urls.is_empty() && !postgres {
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_REPLICA_URLS",
                 "replicas need a PostgreSQL primary",
             ));
         }
         if let Some(i) = replica_urls.iter().position(|u| !u.starts_with("postgres")) {
             // the URL itself is not repeated: it may carry a password
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_REPLICA_URLS",
                 format!("entry {} is not a postgres:// URL", i + 1),
             ));
@@ -638,7 +740,7 @@ impl Config {
                 let scheme_ok = url.starts_with("redis://") || url.starts_with("rediss://");
                 if !scheme_ok || redis::Client::open(url).is_err() {
                     // the URL itself is not repeated: it may carry a password
-                    return Err(err(
+                    p.push(err(
                         "TSUNAGI_REDIS_URL",
                         format!("entry {} must be a redis:// or rediss:// URL", i + 1),
                     ));
@@ -649,10 +751,10 @@ impl Config {
         if let Some(s) = &jwt_secret
             && s.len() < 16
         {
-            return Err(err("TSUNAGI_JWT_SECRET", "must be at least 16 bytes"));
+            p.push(err("TSUNAGI_JWT_SECRET", "must be at least 16 bytes"));
         }
         if postgres && jwt_secret.is_none() {
-            return Err(err("TSUNAGI_JWT_SECRET", "is required with PostgreSQL"));
+            p.push(err("TSUNAGI_JWT_SECRET", "is required with PostgreSQL"));
         }
         let flag = |name: &str| -> Result<bool, ConfigError> {
             match raw.get(name).to_lowercase().as_str() {
@@ -661,28 +763,31 @@ impl Config {
                 other => Err(err(name, format!("`{other}`: use true or false"))),
             }
         };
-        let db_test_before_acquire = flag("TSUNAGI_DB_TEST_BEFORE_ACQUIRE")?;
+        let db_test_before_acquire = p.ok(flag("TSUNAGI_DB_TEST_BEFORE_ACQUIRE"));
         let db_application_name = raw.get("TSUNAGI_DB_APPLICATION_NAME");
         if db_application_name.is_empty() || db_application_name.len() > 40 {
-            return Err(err("TSUNAGI_DB_APPLICATION_NAME", "must be 1 to 40 bytes"));
+            p.push(err("TSUNAGI_DB_APPLICATION_NAME", "must be 1 to 40 bytes"));
         }
         let log_format = raw.get("TSUNAGI_LOG_FORMAT");
         let log_json = match log_format.as_str() {
             "json" => true,
             "text" | "" => false,
             other => {
-                return Err(err(
+                p.push(err(
                     "TSUNAGI_LOG_FORMAT",
                     format!("`{other}`: use text or json"),
                 ));
+                false
             }
         };
         let log = raw.get("TSUNAGI_LOG");
-        tracing_subscriber::EnvFilter::try_new(&log)
-            .map_err(|e| err("TSUNAGI_LOG", e.to_string()))?;
+        p.get(
+            tracing_subscriber::EnvFilter::try_new(&log)
+                .map_err(|e| err("TSUNAGI_LOG", e.to_string())),
+        );
         let sync = raw.get("TSUNAGI_SQLITE_SYNCHRONOUS").to_lowercase();
         if !matches!(sync.as_str(), "full" | "normal" | "extra") {
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_SQLITE_SYNCHRONOUS",
                 format!("`{sync}`: use full or normal"),
             ));
@@ -692,7 +797,7 @@ impl Config {
             && redis_prefix.len() <= 64
             && !redis_prefix.contains(|c: char| c.is_whitespace() || c.is_control());
         if !prefix_ok {
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_REDIS_PREFIX",
                 "must be 1 to 64 bytes without spaces",
             ));
@@ -700,13 +805,14 @@ impl Config {
         let ms = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_millis)
         };
-        let redis_timeout = ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000)?;
-        let bus_ack_timeout = ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 600_000)?;
+        let redis_timeout = p.ok(ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000));
+        let bus_ack_timeout = p.ok(ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 600_000));
         // A peer cut off from Redis must notice (heartbeat + one Redis timeout) and stop reading
-        // its L1 before a writer stops waiting for that peer's ack.
+        // its L1 before a writer stops waiting for that peer's ack. (Zero: a stand-in for a
+        // value already reported.)
         let detection = BUS_HEARTBEAT + redis_timeout * 2;
-        if bus_ack_timeout < detection {
-            return Err(err(
+        if !redis_timeout.is_zero() && !bus_ack_timeout.is_zero() && bus_ack_timeout < detection {
+            p.push(err(
                 "TSUNAGI_BUS_ACK_TIMEOUT_MS",
                 format!(
                     "must be at least {} ms (250 + 2 x TSUNAGI_REDIS_TIMEOUT_MS)",
@@ -717,18 +823,20 @@ impl Config {
         let secs = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {
             raw.num(name, min, max).map(Duration::from_secs)
         };
-        let archive_after = crate::domain::parse_duration(&raw.get("TSUNAGI_ARCHIVE_AFTER"))
-            .map_err(|e| err("TSUNAGI_ARCHIVE_AFTER", e.to_string()))?;
+        let archive_after = p.ok(
+            crate::domain::parse_duration(&raw.get("TSUNAGI_ARCHIVE_AFTER"))
+                .map_err(|e| err("TSUNAGI_ARCHIVE_AFTER", e.to_string())),
+        );
         let archive_url = Some(raw.get("TSUNAGI_ARCHIVE_URL")).filter(|s| !s.trim().is_empty());
         if let Some(url) = &archive_url
             && !(url.starts_with("sqlite:") || url.starts_with("postgres"))
         {
-            return Err(err(
+            p.push(err(
                 "TSUNAGI_ARCHIVE_URL",
                 "must start with sqlite:// or postgres://",
             ));
         }
-        Ok(Config {
+        Config {
             listen,
             database_url,
             replica_urls,
@@ -736,83 +844,94 @@ impl Config {
             jwt_secret,
             log,
             log_json,
-            max_message_bytes: raw.num("TSUNAGI_MAX_MESSAGE_BYTES", 1, 16 * 1024 * 1024)?,
-            send_rate: raw.num("TSUNAGI_SEND_RATE", 0.0, 1_000_000.0)?,
-            send_burst: raw.num("TSUNAGI_SEND_BURST", 1, 1_000_000)?,
-            typing_rate: raw.num("TSUNAGI_TYPING_RATE", 0.0, 1_000_000.0)?,
-            read_rate_kib: raw.num("TSUNAGI_READ_RATE_KIB", 0.0, 100_000_000.0)?,
-            db_pool_size: raw.num("TSUNAGI_DB_POOL_SIZE", 1, 1000)?,
-            db_read_pool_size: raw.num("TSUNAGI_DB_READ_POOL_SIZE", 1, 1000)?,
-            db_min_idle: raw.num("TSUNAGI_DB_MIN_IDLE", 0, 1000)?,
-            db_acquire_timeout: ms("TSUNAGI_DB_ACQUIRE_TIMEOUT_MS", 10, 600_000)?,
+            max_message_bytes: p.ok(raw.num("TSUNAGI_MAX_MESSAGE_BYTES", 1, 16 * 1024 * 1024)),
+            send_rate: p.ok(raw.num("TSUNAGI_SEND_RATE", 0.0, 1_000_000.0)),
+            send_burst: p.ok(raw.num("TSUNAGI_SEND_BURST", 1, 1_000_000)),
+            typing_rate: p.ok(raw.num("TSUNAGI_TYPING_RATE", 0.0, 1_000_000.0)),
+            read_rate_kib: p.ok(raw.num("TSUNAGI_READ_RATE_KIB", 0.0, 100_000_000.0)),
+            db_pool_size: p.ok(raw.num("TSUNAGI_DB_POOL_SIZE", 1, 1000)),
+            db_read_pool_size: p.ok(raw.num("TSUNAGI_DB_READ_POOL_SIZE", 1, 1000)),
+            db_min_idle: p.ok(raw.num("TSUNAGI_DB_MIN_IDLE", 0, 1000)),
+            db_acquire_timeout: p.ok(ms("TSUNAGI_DB_ACQUIRE_TIMEOUT_MS", 10, 600_000)),
             db_test_before_acquire,
-            db_statement_timeout: ms("TSUNAGI_DB_STATEMENT_TIMEOUT_MS", 0, 86_400_000)?,
+            db_statement_timeout: p.ok(ms("TSUNAGI_DB_STATEMENT_TIMEOUT_MS", 0, 86_400_000)),
             db_application_name,
-            db_pool_warn_share: raw.num("TSUNAGI_DB_POOL_WARN_SHARE", 0.0, 1.0)?,
-            replica_max_lag: ms("TSUNAGI_REPLICA_MAX_LAG_MS", 1, 3_600_000)?,
-            replica_check_interval: ms("TSUNAGI_REPLICA_CHECK_MS", 50, 600_000)?,
-            db_busy_timeout: ms("TSUNAGI_DB_BUSY_TIMEOUT_MS", 0, 600_000)?,
-            db_idle_timeout: secs("TSUNAGI_DB_IDLE_TIMEOUT_S", 1, 86_400)?,
-            db_max_lifetime: secs("TSUNAGI_DB_MAX_LIFETIME_S", 1, 604_800)?,
+            db_pool_warn_share: p.ok(raw.num("TSUNAGI_DB_POOL_WARN_SHARE", 0.0, 1.0)),
+            replica_max_lag: p.ok(ms("TSUNAGI_REPLICA_MAX_LAG_MS", 1, 3_600_000)),
+            replica_check_interval: p.ok(ms("TSUNAGI_REPLICA_CHECK_MS", 50, 600_000)),
+            db_busy_timeout: p.ok(ms("TSUNAGI_DB_BUSY_TIMEOUT_MS", 0, 600_000)),
+            db_idle_timeout: p.ok(secs("TSUNAGI_DB_IDLE_TIMEOUT_S", 1, 86_400)),
+            db_max_lifetime: p.ok(secs("TSUNAGI_DB_MAX_LIFETIME_S", 1, 604_800)),
             sqlite_synchronous: sync,
-            slow_query_ms: raw.num("TSUNAGI_SLOW_QUERY_MS", 0, 600_000)?,
-            group_commit_max: raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)?,
-            socket_buffer: raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)?,
-            shutdown_timeout: secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)?,
-            max_connections: raw.num("TSUNAGI_MAX_CONNECTIONS", 1, 10_000_000)?,
-            commit_queue: raw.num("TSUNAGI_COMMIT_QUEUE", 1, 10_000_000)?,
-            event_rate: raw.num("TSUNAGI_EVENT_RATE", 0.0, 1_000_000.0)?,
-            socket_buffer_bytes: raw.num("TSUNAGI_SOCKET_BUFFER_BYTES", 65_536, 1 << 40)?,
-            socket_stall: ms("TSUNAGI_SOCKET_STALL_MS", 1000, 3_600_000)?,
-            write_rate: raw.num("TSUNAGI_WRITE_RATE", 0.0, 1_000_000.0)?,
-            http_header_timeout: ms("TSUNAGI_HTTP_HEADER_TIMEOUT_MS", 100, 3_600_000)?,
-            http_max_header_bytes: raw.num("TSUNAGI_HTTP_MAX_HEADER_BYTES", 8192, 16 << 20)?,
+            slow_query_ms: p.ok(raw.num("TSUNAGI_SLOW_QUERY_MS", 0, 600_000)),
+            group_commit_max: p.ok(raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)),
+            socket_buffer: p.ok(raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)),
+            shutdown_timeout: p.ok(secs("TSUNAGI_SHUTDOWN_TIMEOUT_S", 1, 3600)),
+            max_connections: p.ok(raw.num("TSUNAGI_MAX_CONNECTIONS", 1, 10_000_000)),
+            commit_queue: p.ok(raw.num("TSUNAGI_COMMIT_QUEUE", 1, 10_000_000)),
+            event_rate: p.ok(raw.num("TSUNAGI_EVENT_RATE", 0.0, 1_000_000.0)),
+            socket_buffer_bytes: p.ok(raw.num("TSUNAGI_SOCKET_BUFFER_BYTES", 65_536, 1 << 40)),
+            socket_stall: p.ok(ms("TSUNAGI_SOCKET_STALL_MS", 1000, 3_600_000)),
+            write_rate: p.ok(raw.num("TSUNAGI_WRITE_RATE", 0.0, 1_000_000.0)),
+            http_header_timeout: p.ok(ms("TSUNAGI_HTTP_HEADER_TIMEOUT_MS", 100, 3_600_000)),
+            http_max_header_bytes: p.ok(raw.num("TSUNAGI_HTTP_MAX_HEADER_BYTES", 8192, 16 << 20)),
             redis_prefix,
             redis_timeout,
             bus_ack_timeout,
-            cache_l1_capacity: raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)?,
-            cache_l1_ttl: secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)?,
-            cache_l2_ttl: secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)?,
-            cache_negative_ttl: ms("TSUNAGI_CACHE_NEGATIVE_TTL_MS", 1, 3_600_000)?,
-            token_ttl_secs: raw.num("TSUNAGI_TOKEN_TTL_S", 60, 31_536_000)?,
-            login_rate_per_min: raw.num("TSUNAGI_LOGIN_RATE", 0.0, 1_000_000.0)?,
-            max_metadata_bytes: raw.num("TSUNAGI_MAX_METADATA_BYTES", 2, 1024 * 1024)?,
-            argon2_memory_kib: raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)?,
-            argon2_iterations: raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)?,
-            password_queue: raw.num("TSUNAGI_PASSWORD_QUEUE", 1, 100_000)?,
-            max_state_bytes: raw.num("TSUNAGI_MAX_STATE_BYTES", 2, 16 * 1024 * 1024)?,
-            sensor_batch: raw.num("TSUNAGI_SENSOR_BATCH", 1, 100_000_000)?,
-            sensor_flush: ms("TSUNAGI_SENSOR_FLUSH_MS", 1, 3_600_000)?,
-            sensor_buffer: raw.num("TSUNAGI_SENSOR_BUFFER", 1, 100_000_000)?,
-            sensor_live_rate: raw.num("TSUNAGI_SENSOR_LIVE_RATE", 0.01, 100_000.0)?,
-            sensor_retention_days: raw.num("TSUNAGI_SENSOR_RETENTION_DAYS", 0, 36_500)?,
-            sensor_maintenance: secs("TSUNAGI_SENSOR_MAINTENANCE_S", 1, 604_800)?,
+            cache_l1_capacity: p.ok(raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)),
+            cache_l1_ttl: p.ok(secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)),
+            cache_l2_ttl: p.ok(secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)),
+            cache_negative_ttl: p.ok(ms("TSUNAGI_CACHE_NEGATIVE_TTL_MS", 1, 3_600_000)),
+            token_ttl_secs: p.ok(raw.num("TSUNAGI_TOKEN_TTL_S", 60, 31_536_000)),
+            login_rate_per_min: p.ok(raw.num("TSUNAGI_LOGIN_RATE", 0.0, 1_000_000.0)),
+            max_metadata_bytes: p.ok(raw.num("TSUNAGI_MAX_METADATA_BYTES", 2, 1024 * 1024)),
+            argon2_memory_kib: p.ok(raw.num("TSUNAGI_ARGON2_MEMORY_KIB", 64, 4 * 1024 * 1024)),
+            argon2_iterations: p.ok(raw.num("TSUNAGI_ARGON2_ITERATIONS", 1, 100)),
+            password_queue: p.ok(raw.num("TSUNAGI_PASSWORD_QUEUE", 1, 100_000)),
+            max_state_bytes: p.ok(raw.num("TSUNAGI_MAX_STATE_BYTES", 2, 16 * 1024 * 1024)),
+            sensor_batch: p.ok(raw.num("TSUNAGI_SENSOR_BATCH", 1, 100_000_000)),
+            sensor_flush: p.ok(ms("TSUNAGI_SENSOR_FLUSH_MS", 1, 3_600_000)),
+            sensor_buffer: p.ok(raw.num("TSUNAGI_SENSOR_BUFFER", 1, 100_000_000)),
+            sensor_live_rate: p.ok(raw.num("TSUNAGI_SENSOR_LIVE_RATE", 0.01, 100_000.0)),
+            sensor_retention_days: p.ok(raw.num("TSUNAGI_SENSOR_RETENTION_DAYS", 0, 36_500)),
+            sensor_maintenance: p.ok(secs("TSUNAGI_SENSOR_MAINTENANCE_S", 1, 604_800)),
             archive_after: (!archive_after.is_zero()).then_some(archive_after),
-            archive_batch: raw.num("TSUNAGI_ARCHIVE_BATCH", 1, 100_000)?,
+            archive_batch: p.ok(raw.num("TSUNAGI_ARCHIVE_BATCH", 1, 100_000)),
             archive_url,
-            archive_interval: secs("TSUNAGI_ARCHIVE_INTERVAL_S", 1, 604_800)?,
-            job_lease: secs("TSUNAGI_JOB_LEASE_S", 3, 86_400)?,
-            webhook_timeout: ms("TSUNAGI_WEBHOOK_TIMEOUT_MS", 100, 600_000)?,
-            webhook_max_attempts: raw.num("TSUNAGI_WEBHOOK_MAX_ATTEMPTS", 1, 100)?,
-            webhook_allow_private: flag("TSUNAGI_WEBHOOK_ALLOW_PRIVATE")?,
+            archive_interval: p.ok(secs("TSUNAGI_ARCHIVE_INTERVAL_S", 1, 604_800)),
+            job_lease: p.ok(secs("TSUNAGI_JOB_LEASE_S", 3, 86_400)),
+            webhook_timeout: p.ok(ms("TSUNAGI_WEBHOOK_TIMEOUT_MS", 100, 600_000)),
+            webhook_max_attempts: p.ok(raw.num("TSUNAGI_WEBHOOK_MAX_ATTEMPTS", 1, 100)),
+            webhook_allow_private: p.ok(flag("TSUNAGI_WEBHOOK_ALLOW_PRIVATE")),
             job_keep: Duration::from_secs(86_400)
-                * raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)?,
+                * p.ok(raw.num::<u32>("TSUNAGI_JOB_KEEP_DAYS", 0, 36_500)),
             unknown_env,
-            trusted_proxies: secrets::parse_trusted_proxies(&raw.get("TSUNAGI_TRUSTED_PROXIES"))?,
-            login_failures_per_address: raw.num(
+            trusted_proxies: p.ok(secrets::parse_trusted_proxies(
+                &raw.get("TSUNAGI_TRUSTED_PROXIES"),
+            )),
+            login_failures_per_address: p.ok(raw.num(
                 "TSUNAGI_LOGIN_FAILURES_PER_ADDRESS",
                 0,
                 1_000_000,
-            )?,
-            register_rate_per_address: raw.num(
+            )),
+            register_rate_per_address: p.ok(raw.num(
                 "TSUNAGI_REGISTER_RATE_PER_ADDRESS",
                 0,
                 1_000_000,
-            )?,
-            connections_per_address: raw.num("TSUNAGI_CONNECTIONS_PER_ADDRESS", 0, 100_000_000)?,
-            tls: secrets::tls_files(&raw.get("TSUNAGI_TLS_CERT"), &raw.get("TSUNAGI_TLS_KEY"))?,
-            encryption_keys: secrets::parse_encryption_keys(&raw.get("TSUNAGI_ENCRYPTION_KEYS"))?,
-        })
+            )),
+            connections_per_address: p.ok(raw.num(
+                "TSUNAGI_CONNECTIONS_PER_ADDRESS",
+                0,
+                100_000_000,
+            )),
+            tls: p.ok(secrets::tls_files(
+                &raw.get("TSUNAGI_TLS_CERT"),
+                &raw.get("TSUNAGI_TLS_KEY"),
+            )),
+            encryption_keys: p.ok(secrets::parse_encryption_keys(
+                &raw.get("TSUNAGI_ENCRYPTION_KEYS"),
+            )),
+        }
     }
 
     /// The SQLite file of a `sqlite://` URL (`sqlite://./data/x.db`, `sqlite:///abs/x.db`).

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use base64::Engine;
 
-use super::{ConfigError, err};
+use super::{ConfigError, Problems, err};
 
 /// Settings that hold a secret: each may be given as a file by the same name with `_FILE`
 /// appended, and none is ever printed (URLs only through `redact_url`).
@@ -27,29 +27,38 @@ pub fn is_secret_file_var(name: &str) -> bool {
 
 /// Replaces every `NAME_FILE` of a secret setting by `NAME` = the file's content (one trailing
 /// newline dropped, as `echo` and editors leave one). Both given is refused: which one wins
-/// would be a guess.
-pub fn read_secret_files(raw: &mut HashMap<String, String>) -> Result<(), ConfigError> {
+/// would be a guess. Returns the settings read from files, with their `…_FILE` variable.
+pub(crate) fn read_secret_files(
+    raw: &mut HashMap<String, String>,
+    problems: &Problems,
+) -> Vec<(&'static str, String)> {
+    let mut read = Vec::new();
     for name in SECRET_SETTINGS {
         let file_var = format!("{name}_FILE");
         let Some(path) = raw.remove(&file_var).filter(|p| !p.trim().is_empty()) else {
             continue;
         };
         if raw.get(*name).is_some_and(|v| !v.is_empty()) {
-            return Err(err(
+            problems.push(err(
                 &file_var,
                 format!("{name} is set too: give one of the two"),
             ));
+            continue;
         }
         // the error names the file, never its content
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| err(&file_var, format!("{path}: {e}")))?;
+        let Some(text) = problems.get(
+            std::fs::read_to_string(&path).map_err(|e| err(&file_var, format!("{path}: {e}"))),
+        ) else {
+            continue;
+        };
         let value = text
             .strip_suffix("\r\n")
             .or_else(|| text.strip_suffix('\n'))
             .unwrap_or(&text);
         raw.insert((*name).to_owned(), value.to_owned());
+        read.push((*name, file_var));
     }
-    Ok(())
+    read
 }
 
 /// One key of `TSUNAGI_ENCRYPTION_KEYS`: its id (stored beside every value it seals) and 32 bytes.
@@ -192,22 +201,20 @@ mod tests {
             "TSUNAGI_JWT_SECRET_FILE".to_owned(),
             path.display().to_string(),
         )]);
-        read_secret_files(&mut raw).unwrap();
+        let read = read_secret_files(&mut raw, &Problems::default());
+        assert_eq!(
+            read,
+            [("TSUNAGI_JWT_SECRET", "TSUNAGI_JWT_SECRET_FILE".to_owned())]
+        );
         assert_eq!(raw["TSUNAGI_JWT_SECRET"], "from-a-file-0123456789");
         assert!(!raw.contains_key("TSUNAGI_JWT_SECRET_FILE"));
+        // both given, and an unreadable file: each reported, by the variable's name
         raw.insert("TSUNAGI_JWT_SECRET_FILE".into(), path.display().to_string());
-        assert_eq!(
-            read_secret_files(&mut raw).unwrap_err().name,
-            "TSUNAGI_JWT_SECRET_FILE"
-        );
-        let mut missing = HashMap::from([(
-            "TSUNAGI_REDIS_URL_FILE".to_owned(),
-            "/nonexistent/x".to_owned(),
-        )]);
-        assert_eq!(
-            read_secret_files(&mut missing).unwrap_err().name,
-            "TSUNAGI_REDIS_URL_FILE"
-        );
+        raw.insert("TSUNAGI_REDIS_URL_FILE".into(), "/nonexistent/x".into());
+        let problems = Problems::default();
+        assert!(read_secret_files(&mut raw, &problems).is_empty());
+        let names: Vec<String> = problems.into_vec().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, ["TSUNAGI_JWT_SECRET_FILE", "TSUNAGI_REDIS_URL_FILE"]);
         assert!(is_secret_file_var("TSUNAGI_DATABASE_URL_FILE"));
         assert!(!is_secret_file_var("TSUNAGI_LISTEN_FILE"));
     }
