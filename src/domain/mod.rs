@@ -25,7 +25,7 @@ pub use state::{State, check_state_value, holds_nul};
 pub use text::{Content, Email, Username};
 
 /// MESSAGE of PROTOCOL.md §3.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
     pub room: String,
@@ -37,7 +37,7 @@ pub struct Message {
 }
 
 /// ROOM-INFO of PROTOCOL.md §5.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RoomInfo {
     pub id: String,
     pub name: String,
@@ -49,6 +49,7 @@ pub struct RoomInfo {
     /// An open JSON object the application keeps with the room; left out when none was given,
     /// so ROOM-INFO stays exactly the contract's shape for rooms without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
 }
 

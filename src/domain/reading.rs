@@ -16,17 +16,19 @@ pub const MAX_TAGS: usize = 16;
 pub const MAX_TAGS_BYTES: usize = 1024;
 
 /// READING = `{ sensor, ts, value, tags }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reading {
     pub sensor: String,
     #[serde(with = "ms_rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub ts: i64,
     pub value: f64,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub tags: Map<String, Value>,
 }
 
 /// SENSOR-INFO = `{ id, name, private, owner_id, metadata?, created_at, last_ts }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SensorInfo {
     pub id: String,
     pub name: String,
@@ -34,10 +36,12 @@ pub struct SensorInfo {
     pub owner_id: String,
     /// Left out when none was given (as ROOM-INFO's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     pub created_at: String,
     /// The greatest `ts` written so far (null until a reading is written).
     #[serde(with = "opt_ms_rfc3339")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_ts: Option<i64>,
 }
 

@@ -7,7 +7,7 @@ use super::error::{DomainError, DomainResult};
 
 /// STATE = `{ room, key, value, version, updated_by, updated_at }`; a deletion is announced as
 /// a STATE with `value: null`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct State {
     pub room: String,
     pub key: String,

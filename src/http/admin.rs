@@ -10,10 +10,12 @@ use serde_json::json;
 
 use super::Edge;
 use super::extract::{Caller, keyset_page, list_limit};
+use super::openapi as doc;
 use crate::app::App;
 use crate::error::{ApiError, ApiResult};
 use crate::payload::query_int;
 use crate::services::admin::AuditQuery;
+use crate::store::jobs::Job;
 
 /// A text filter of a listing's query string (`actor`, `target`, `state`, `kind`, the jobs'
 /// `cursor`): absent or empty is none; at most 256 characters, no U+0000.
@@ -29,6 +31,21 @@ pub fn text_filter(q: &HashMap<String, String>, name: &str) -> ApiResult<Option<
 
 /// `GET /admin/audit?actor=&target=&cursor=&limit=`: newest first. Targets are `user:<id>` and
 /// `room:<id>`.
+#[utoipa::path(
+    operation_id = "admin_audit",
+    get,
+    path = "/api/v1/admin/audit",
+    tag = "admin",
+    params(("actor" = Option<String>, Query, description = "A user id"), ("target" = Option<String>, Query, description = "`user:<id>` or `room:<id>`"), ("cursor" = Option<i64>, Query, minimum = 1, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
+    responses(
+        (status = 200, description = "Newest first", body = doc::AuditPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn audit(
     State(state): State<Arc<App>>,
     Caller(who): Caller,
@@ -50,6 +67,19 @@ pub async fn audit(
 /// `GET /admin/stats`: pools, caches (hits, misses, hit ratio per layer), sockets, bus, the
 /// sensor readings waiting in memory or being written, and hot and cold message counts with
 /// the age of the oldest hot message (§6.3).
+#[utoipa::path(
+    operation_id = "admin_stats",
+    get,
+    path = "/api/v1/admin/stats",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Pools, caches, sockets, bus, sensors, hot and cold messages", body = Object),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<impl IntoResponse> {
     let mut figures = edge.app.admin.stats(&who, edge.gateway.connected())?;
     figures["sensors"] = json!({ "buffered": edge.app.sensors.buffered() });
@@ -65,6 +95,18 @@ pub async fn stats(State(edge): State<Edge>, Caller(who): Caller) -> ApiResult<i
 
 /// `GET /admin/dashboard`: the last five minutes of the operations dashboard, one sample every
 /// 2 s, oldest first (admins).
+#[utoipa::path(
+    operation_id = "admin_dashboard",
+    get,
+    path = "/api/v1/admin/dashboard",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Samples of the last five minutes, oldest first", body = Object),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn dashboard(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -73,6 +115,21 @@ pub async fn dashboard(
 }
 
 /// `POST /admin/archive { older_than? }`: queues one archive pass → 202 JOB.
+#[utoipa::path(
+    operation_id = "admin_archive",
+    post,
+    path = "/api/v1/admin/archive",
+    tag = "admin",
+    request_body = doc::ArchiveBody,
+    responses(
+        (status = 202, description = "One archive pass queued", body = Job),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn archive(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -101,6 +158,21 @@ pub async fn archive(
 }
 
 /// `GET /admin/jobs?state=&kind=&limit=&cursor=`: newest first (admins).
+#[utoipa::path(
+    operation_id = "admin_jobs",
+    get,
+    path = "/api/v1/admin/jobs",
+    tag = "admin",
+    params(("state" = Option<String>, Query, description = "queued, running, done or dead"), ("kind" = Option<String>, Query, description = "webhook, archive, …"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
+    responses(
+        (status = 200, description = "Newest first", body = doc::JobPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn jobs(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -131,6 +203,22 @@ pub async fn jobs(
 
 /// `POST /admin/jobs/{id}/retry`: a `dead` job back to `queued` → 200 JOB (404 unknown, 409 not
 /// dead).
+#[utoipa::path(
+    operation_id = "admin_retry_job",
+    post,
+    path = "/api/v1/admin/jobs/{id}/retry",
+    tag = "admin",
+    params(("id" = String, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Queued again", body = Job),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 409, response = doc::Conflict),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn retry_job(
     State(app): State<Arc<App>>,
     Caller(who): Caller,

@@ -8,12 +8,30 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, JsonObject, list_limit};
+use super::openapi as doc;
 use crate::app::App;
+use crate::domain::Message;
 use crate::domain::RoomId;
 use crate::error::ApiResult;
 use crate::payload::{opt_str, query_int, req_str};
 use crate::services::messages::HistoryQuery;
 
+#[utoipa::path(
+    operation_id = "messages_list",
+    get,
+    path = "/api/v1/rooms/{id}/messages",
+    tag = "messages",
+    params(("id" = String, Path, description = "ROOM: 1 to 128 of A-Z a-z 0-9 _ . : -"), ("after_seq" = Option<i64>, Query, minimum = 0, description = "The first `limit` with seq > N"), ("before_seq" = Option<i64>, Query, minimum = 0, description = "The `limit` nearest with seq < N"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "1 to 500, default 50")),
+    responses(
+        (status = 200, description = "Ascending seq, hot and archived alike", body = doc::MessagePage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<Arc<App>>,
     Caller(who): Caller,
@@ -30,6 +48,26 @@ pub async fn list(
     Ok(Json(json!({ "items": page.items, "more": page.more })))
 }
 
+#[utoipa::path(
+    operation_id = "messages_create",
+    post,
+    path = "/api/v1/rooms/{id}/messages",
+    tag = "messages",
+    params(("id" = String, Path, description = "ROOM: 1 to 128 of A-Z a-z 0-9 _ . : -")),
+    request_body = doc::SendBody,
+    responses(
+        (status = 201, description = "Committed and broadcast to the room", body = Message),
+        (status = 200, description = "The first message of a known client_id, unchanged", body = Message),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 413, response = doc::TooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(state): State<Arc<App>>,
     Caller(who): Caller,

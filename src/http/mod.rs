@@ -1,7 +1,9 @@
 //! The HTTP API of PROTOCOL.md §4 (rooms, messages, operations).
 //!
 //! Layout: `extract.rs` (caller identity and JSON bodies, with the contract's errors),
-//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `state.rs` (§6.2), `admin.rs` (audit, stats, dashboard), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page).
+//! `rooms.rs`, `messages.rs`, `users.rs` (auth and users), `sensors.rs` (§6.1), `state.rs` (§6.2), `admin.rs` (audit, stats, dashboard), `ops.rs` (healthz, readyz, metrics), `web.rs` (the chat page),
+//! `openapi.rs` (`/api/v1/openapi.json`: the document, and the shapes of the JSON the handlers
+//! build).
 
 use std::sync::Arc;
 
@@ -9,7 +11,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::error::ApiError;
@@ -18,6 +23,7 @@ use crate::gateway::Gateway;
 mod admin;
 mod extract;
 mod messages;
+pub mod openapi;
 mod ops;
 mod rooms;
 mod sensors;
@@ -50,51 +56,51 @@ impl FromRef<Edge> for Arc<App> {
     }
 }
 
+/// Every described endpoint (PROTOCOL.md §4, §6, §7): the router and the OpenAPI document are
+/// both made from this one list, so nothing is served undescribed. (`routes!` takes the path
+/// and method from each handler's `#[utoipa::path]`; handlers sharing a path go in one call.)
+fn described() -> OpenApiRouter<Edge> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(rooms::create, rooms::list))
+        .routes(routes!(rooms::add_member, rooms::members))
+        .routes(routes!(users::register))
+        .routes(routes!(users::login))
+        .routes(routes!(users::list))
+        .routes(routes!(users::get, users::patch))
+        .routes(routes!(admin::audit))
+        .routes(routes!(admin::stats))
+        .routes(routes!(admin::dashboard))
+        .routes(routes!(admin::archive))
+        .routes(routes!(admin::jobs))
+        .routes(routes!(admin::retry_job))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::delete))
+        .routes(routes!(messages::list, messages::create))
+        .routes(routes!(state::list))
+        .routes(routes!(state::get, state::put, state::delete))
+        .routes(routes!(sensors::create, sensors::list))
+        .routes(routes!(sensors::get))
+        .routes(routes!(sensors::write, sensors::readings))
+        .routes(routes!(sensors::series))
+        .routes(routes!(openapi::document))
+        .routes(routes!(web::index))
+        .routes(routes!(web::admin))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+}
+
+/// The OpenAPI 3.1 document of [`described`] (served at `/api/v1/openapi.json`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    described().into_openapi()
+}
+
 pub fn router(app: Arc<App>, gateway: Arc<Gateway>) -> Router {
     let body_limit = body_limit(&app.config);
-    Router::new()
-        .route("/api/v1/rooms", post(rooms::create).get(rooms::list))
-        .route(
-            "/api/v1/rooms/{id}/members",
-            post(rooms::add_member).get(rooms::members),
-        )
-        .route("/api/v1/auth/register", post(users::register))
-        .route("/api/v1/auth/login", post(users::login))
-        .route("/api/v1/users", get(users::list))
-        .route("/api/v1/users/{id}", get(users::get).patch(users::patch))
-        .route("/api/v1/admin/audit", get(admin::audit))
-        .route("/api/v1/admin/stats", get(admin::stats))
-        .route("/api/v1/admin/dashboard", get(admin::dashboard))
-        .route("/api/v1/admin/archive", post(admin::archive))
-        .route("/api/v1/admin/jobs", get(admin::jobs))
-        .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry_job))
-        .route(
-            "/api/v1/webhooks",
-            post(webhooks::create).get(webhooks::list),
-        )
-        .route("/api/v1/webhooks/{id}", delete(webhooks::delete))
-        .route(
-            "/api/v1/rooms/{id}/messages",
-            get(messages::list).post(messages::create),
-        )
-        .route("/api/v1/rooms/{id}/state", get(state::list))
-        .route(
-            "/api/v1/rooms/{id}/state/{key}",
-            get(state::get).put(state::put).delete(state::delete),
-        )
-        .route("/api/v1/sensors", post(sensors::create).get(sensors::list))
-        .route("/api/v1/sensors/{id}", get(sensors::get))
-        .route(
-            "/api/v1/sensors/{id}/readings",
-            post(sensors::write).get(sensors::readings),
-        )
-        .route("/api/v1/sensors/{id}/series", get(sensors::series))
-        .route("/", get(web::index))
-        .route("/admin", get(web::admin))
+    let (described, _) = described().split_for_parts();
+    described
+        // the pages' bundles: files, not an API (a `{*name}` wildcard has no OpenAPI form)
         .route("/assets/{*name}", get(web::asset))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -6,14 +6,34 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use super::openapi as doc;
 use crate::app::App;
 
+#[utoipa::path(
+    operation_id = "ops_healthz",
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process serves", body = doc::Health)
+    )
+)]
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// 200 when every part's health check passes (database; Redis and the bus when configured),
 /// else 503 naming what failed.
+#[utoipa::path(
+    operation_id = "ops_readyz",
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Every part answers", body = doc::Readiness),
+        (status = 503, description = "A part failed: named in error.message", body = doc::Readiness)
+    )
+)]
 pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     let results = app.check_health().await;
     let mut checks = serde_json::Map::new();
@@ -44,6 +64,15 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(
+    operation_id = "ops_metrics",
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")
+    )
+)]
 pub async fn metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
     (
         [(

@@ -10,7 +10,9 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::extract::{Caller, JsonObject, ReadingsBody, keyset_page, listing};
+use super::openapi as doc;
 use crate::app::App;
+use crate::domain::SensorInfo;
 use crate::domain::{SensorId, now_ms, parse_reading};
 use crate::error::{ApiError, ApiResult};
 use crate::payload::{opt_bool, opt_str, query_int, req_str};
@@ -23,6 +25,23 @@ use crate::services::users::opt_metadata;
 /// Readings one write may carry.
 const MAX_READINGS_PER_WRITE: usize = 1000;
 
+#[utoipa::path(
+    operation_id = "sensors_create",
+    post,
+    path = "/api/v1/sensors",
+    tag = "sensors",
+    request_body = doc::NewSensorBody,
+    responses(
+        (status = 201, description = "Created; the caller owns it", body = SensorInfo),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 409, response = doc::Conflict),
+        (status = 413, response = doc::TooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn create(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -42,6 +61,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(info)))
 }
 
+#[utoipa::path(
+    operation_id = "sensors_list",
+    get,
+    path = "/api/v1/sensors",
+    tag = "sensors",
+    params(doc::ListingQuery),
+    responses(
+        (status = 200, description = "The sensors the caller may read, by id", body = doc::SensorPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -53,6 +86,22 @@ pub async fn list(
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
 
+#[utoipa::path(
+    operation_id = "sensors_get",
+    get,
+    path = "/api/v1/sensors/{id}",
+    tag = "sensors",
+    params(("id" = String, Path, description = "SENSOR: 1 to 128 of A-Z a-z 0-9 _ . : -")),
+    responses(
+        (status = 200, description = "SENSOR-INFO", body = SensorInfo),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -72,6 +121,25 @@ pub fn durable_param(q: &HashMap<String, String>) -> ApiResult<bool> {
 }
 
 /// `POST …/readings`: 202 once accepted, or 201 once committed with `?durable=true`.
+#[utoipa::path(
+    operation_id = "sensors_write",
+    post,
+    path = "/api/v1/sensors/{id}/readings",
+    tag = "sensors",
+    params(("id" = String, Path, description = "SENSOR: 1 to 128 of A-Z a-z 0-9 _ . : -"), ("durable" = Option<bool>, Query, description = "true: answer once committed")),
+    request_body = doc::ReadingsBody,
+    responses(
+        (status = 202, description = "Accepted into the buffer", body = doc::ReadingsAccepted),
+        (status = 201, description = "Committed (`?durable=true`)", body = doc::ReadingsAccepted),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 413, response = doc::TooLarge),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn write(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -115,6 +183,22 @@ pub async fn write(
 }
 
 /// `GET …/readings?from=&to=&limit=&cursor=`: ascending ts, keyset by ts.
+#[utoipa::path(
+    operation_id = "sensors_readings",
+    get,
+    path = "/api/v1/sensors/{id}/readings",
+    tag = "sensors",
+    params(("id" = String, Path, description = "SENSOR: 1 to 128 of A-Z a-z 0-9 _ . : -"), ("from" = Option<String>, Query, description = "RFC 3339 or ms since the epoch; default `to` minus one hour"), ("to" = Option<String>, Query, description = "RFC 3339 or ms since the epoch; default now (exclusive)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 5000, description = "1 to 5000, default 500"), ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses(
+        (status = 200, description = "Ascending ts, from <= ts < to", body = doc::ReadingPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn readings(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -134,6 +218,22 @@ pub async fn readings(
 }
 
 /// `GET …/series?from=&to=&bucket=&agg=`: buckets computed in SQL.
+#[utoipa::path(
+    operation_id = "sensors_series",
+    get,
+    path = "/api/v1/sensors/{id}/series",
+    tag = "sensors",
+    params(("id" = String, Path, description = "SENSOR: 1 to 128 of A-Z a-z 0-9 _ . : -"), ("from" = Option<String>, Query, description = "RFC 3339 or ms since the epoch; default `to` minus one hour"), ("to" = Option<String>, Query, description = "RFC 3339 or ms since the epoch; default now (exclusive)"), ("bucket" = String, Query, description = "1s 10s 1m 5m 15m 1h 6h 1d; at most 10000 buckets in the range"), ("agg" = Option<String>, Query, description = "Comma-separated subset of avg,min,max,sum,count,last; default avg,min,max,count")),
+    responses(
+        (status = 200, description = "Buckets with at least one reading, ascending", body = doc::Series),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn series(
     State(app): State<Arc<App>>,
     Caller(who): Caller,

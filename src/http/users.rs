@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::extract::{Caller, ClientAddress, JsonObject, keyset_page, listing};
+use super::openapi as doc;
 use crate::app::App;
 use crate::error::ApiResult;
 use crate::services::users::UserRecord;
@@ -26,6 +27,21 @@ fn with_token(state: &App, user: &UserRecord) -> serde_json::Value {
     json!({ "user": own_view(user), "token": token })
 }
 
+#[utoipa::path(
+    operation_id = "users_register",
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = doc::RegisterBody,
+    responses(
+        (status = 201, description = "Registered", body = doc::UserWithToken),
+        (status = 400, response = doc::BadRequest),
+        (status = 409, response = doc::Conflict),
+        (status = 413, response = doc::TooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 503, response = doc::Unavailable)
+    )
+)]
 pub async fn register(
     State(state): State<Arc<App>>,
     ClientAddress(client): ClientAddress,
@@ -35,6 +51,21 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(with_token(&state, &user))))
 }
 
+#[utoipa::path(
+    operation_id = "users_login",
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = doc::LoginBody,
+    responses(
+        (status = 200, description = "Logged in", body = doc::UserWithToken),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 413, response = doc::TooLarge),
+        (status = 429, response = doc::RateLimited),
+        (status = 503, response = doc::Unavailable)
+    )
+)]
 pub async fn login(
     State(state): State<Arc<App>>,
     ClientAddress(client): ClientAddress,
@@ -44,6 +75,20 @@ pub async fn login(
     Ok(Json(with_token(&state, &user)))
 }
 
+#[utoipa::path(
+    operation_id = "users_get",
+    get,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "USER (through the cache)", body = doc::User),
+        (status = 401, response = doc::Unauthorized),
+        (status = 404, response = doc::NotFound),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn get(
     State(state): State<Arc<App>>,
     Caller(who): Caller,
@@ -53,6 +98,25 @@ pub async fn get(
     Ok(Json(user_view(&user, &who)))
 }
 
+#[utoipa::path(
+    operation_id = "users_patch",
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    params(("id" = String, Path, description = "User id")),
+    request_body = doc::UserPatchBody,
+    responses(
+        (status = 200, description = "Updated (audited)", body = doc::User),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 403, response = doc::Forbidden),
+        (status = 404, response = doc::NotFound),
+        (status = 409, response = doc::Conflict),
+        (status = 413, response = doc::TooLarge),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn patch(
     State(state): State<Arc<App>>,
     Caller(who): Caller,
@@ -63,6 +127,20 @@ pub async fn patch(
     Ok(Json(user_view(&user, &who)))
 }
 
+#[utoipa::path(
+    operation_id = "users_list",
+    get,
+    path = "/api/v1/users",
+    tag = "users",
+    params(doc::ListingQuery),
+    responses(
+        (status = 200, description = "Newest first", body = doc::UserPage),
+        (status = 400, response = doc::BadRequest),
+        (status = 401, response = doc::Unauthorized),
+        (status = 503, response = doc::Unavailable)
+    ),
+    security(("bearer" = []))
+)]
 pub async fn list(
     State(state): State<Arc<App>>,
     Caller(who): Caller,

@@ -48,10 +48,28 @@ fn file(name: &str) -> Response {
     res
 }
 
+#[utoipa::path(
+    operation_id = "web_index",
+    get,
+    path = "/",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The chat page", body = String, content_type = "text/html")
+    )
+)]
 pub async fn index() -> Response {
     file("index.html")
 }
 
+#[utoipa::path(
+    operation_id = "web_admin",
+    get,
+    path = "/admin",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The operations dashboard (its data: admins only)", body = String, content_type = "text/html")
+    )
+)]
 pub async fn admin() -> Response {
     file("admin.html")
 }

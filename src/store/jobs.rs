@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::StoreError;
 
 /// JOB of PROTOCOL.md §6.4 (the payload stays inside).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     pub id: String,
     pub kind: String,
@@ -26,6 +26,7 @@ pub struct Job {
     pub created_at: String,
     pub updated_at: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub payload: Value,
 }
 

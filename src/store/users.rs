@@ -102,7 +102,7 @@ pub struct MemberRow {
     pub user: Option<UserRecord>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     pub at: String,
@@ -111,8 +111,10 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     #[serde(rename = "old")]
+    #[schema(value_type = Option<Object>)]
     pub old_value: Option<Value>,
     #[serde(rename = "new")]
+    #[schema(value_type = Option<Object>)]
     pub new_value: Option<Value>,
 }
 

@@ -14,7 +14,7 @@ pub const EVENTS: &[&str] = &["message", "state", "room.created"];
 pub const DELIVERY_JOB: &str = "webhook";
 
 /// WEBHOOK of PROTOCOL.md §6.4 (the secret stays inside: it is shown once, at creation).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Webhook {
     pub id: String,
     pub url: String,
@@ -24,6 +24,7 @@ pub struct Webhook {
     pub created_at: String,
     pub created_by: String,
     #[serde(skip)]
+    #[schema(ignore)]
     pub secret: String,
 }
 

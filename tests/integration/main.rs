@@ -9,9 +9,11 @@ mod common;
 
 mod across_instances;
 mod archive;
+mod check_config;
 mod commit_bounds;
 mod hostile;
 mod http_api;
+mod openapi;
 mod postgres;
 mod realtime;
 mod sensors;
