@@ -63,8 +63,11 @@ enum Command {
         login: String,
     },
     /// Print the effective configuration (secrets masked, each value's source) and every
-    /// problem found; exit 1 if there is one. Connects to nothing.
+    /// problem found; exit 1 if there is one. Connects to nothing unless asked.
     CheckConfig {
+        /// Also connect to each PostgreSQL database and Redis node named (5 s each, at once).
+        #[arg(long)]
+        connect: bool,
         /// One JSON object instead of text: `{ settings: [{ name, value, source }], problems:
         /// [{ severity, setting, message }] }`.
         #[arg(long)]
@@ -135,8 +138,8 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Command::CheckConfig { json } = cli.command {
-        return check_config(json);
+    if let Command::CheckConfig { json, connect } = cli.command {
+        return check_config(json, connect).await;
     }
     let config = match Config::from_env() {
         Ok(c) => c,
@@ -181,8 +184,15 @@ async fn main() -> std::process::ExitCode {
 }
 
 /// Reads the configuration as `serve` would, without stopping at its first problem.
-fn check_config(json: bool) -> std::process::ExitCode {
-    let report = tsunagi::config::check(&std::env::vars().collect());
+async fn check_config(json: bool, connect: bool) -> std::process::ExitCode {
+    let env = std::env::vars().collect();
+    let mut report = tsunagi::config::check(&env);
+    // only a configuration without errors names what to connect to
+    if connect && let Ok(config) = Config::from_map(&env) {
+        let timeout = std::time::Duration::from_secs(5);
+        let failed = tsunagi::config::connections(&config, timeout).await;
+        report.problems.extend(failed);
+    }
     if json {
         match serde_json::to_string_pretty(&report) {
             Ok(text) => println!("{text}"),

@@ -1,6 +1,7 @@
 //! `tsunagi check-config` (PROTOCOL.md §7): every setting's effective value and where it came
 //! from, secrets masked, and every problem found: what `serve` would refuse (errors), and what it
-//! would accept but is most likely a mistake (warnings). Both count as problems.
+//! would accept but is most likely a mistake (warnings). Both count as problems. With
+//! `--connect`, also whether the databases and Redis it names answer.
 
 use std::collections::HashMap;
 
@@ -133,6 +134,69 @@ pub fn check(env: &HashMap<String, String>) -> CheckReport {
         })
         .collect();
     CheckReport { settings, problems }
+}
+
+/// `check-config --connect`: each PostgreSQL database and Redis node the configuration names
+/// answers within `timeout` (an SQLite file is not opened: `serve` creates it). Errors name the
+/// setting and the entry, never the URL (it may hold a password).
+pub async fn connections(c: &Config, timeout: std::time::Duration) -> Vec<Problem> {
+    let mut targets: Vec<(&str, usize, &str)> = Vec::new();
+    if c.is_postgres() {
+        targets.push(("TSUNAGI_DATABASE_URL", 1, &c.database_url));
+    }
+    for (i, url) in c.replica_urls.iter().enumerate() {
+        targets.push(("TSUNAGI_REPLICA_URLS", i + 1, url));
+    }
+    if let Some(url) = c
+        .archive_url
+        .as_deref()
+        .filter(|u| u.starts_with("postgres"))
+    {
+        targets.push(("TSUNAGI_ARCHIVE_URL", 1, url));
+    }
+    for (i, url) in c.redis_url.iter().flat_map(|u| u.split(',')).enumerate() {
+        targets.push(("TSUNAGI_REDIS_URL", i + 1, url.trim()));
+    }
+    let attempts = targets.into_iter().map(|(setting, entry, url)| async move {
+        let answered = if setting == "TSUNAGI_REDIS_URL" {
+            tokio::time::timeout(timeout, ping_redis(url)).await
+        } else {
+            tokio::time::timeout(timeout, ping_postgres(url)).await
+        };
+        let why = match answered {
+            Ok(Ok(())) => return None,
+            Ok(Err(why)) => why,
+            Err(_) => format!("no answer within {} ms", timeout.as_millis()),
+        };
+        let message = format!("entry {entry}: cannot connect: {why}");
+        Some(problem(Severity::Error, err(setting, message)))
+    });
+    futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+async fn ping_postgres(url: &str) -> Result<(), String> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    conn.ping().await.map_err(|e| e.to_string())
+}
+
+async fn ping_redis(url: &str) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut conn)
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 fn problem(severity: Severity, e: ConfigError) -> Problem {

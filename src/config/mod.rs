@@ -9,7 +9,7 @@ use std::time::Duration;
 
 mod check;
 mod secrets;
-pub use check::{CheckReport, check};
+pub use check::{CheckReport, check, connections};
 pub use secrets::{EncryptionKey, SECRET_SETTINGS, TlsFiles};
 
 /// How often the Redis bus pings its subscription: a dead link is noticed within this plus the

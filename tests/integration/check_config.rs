@@ -240,3 +240,63 @@ fn every_problem_is_reported_at_once_with_a_non_zero_exit() {
         "{text}"
     );
 }
+
+#[test]
+fn connect_reports_each_database_and_redis_node_that_does_not_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis =
+        std::env::var("TSUNAGI_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let reachable = [("TSUNAGI_REDIS_URL", redis.as_str())];
+    let run = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tsunagi"))
+            .args(["check-config", "--connect", "--json"])
+            .env_clear()
+            .current_dir(dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code().unwrap(), report)
+    };
+    let (code, report) = run(&reachable);
+    assert_eq!(code, 0, "SQLite and a live Redis: {report}");
+    let unreachable = [
+        (
+            "TSUNAGI_DATABASE_URL",
+            "postgres://app:pg-pass-never-shown@127.0.0.1:1/db",
+        ),
+        ("TSUNAGI_JWT_SECRET", "jwt-secret-never-shown-0123456789"),
+        (
+            "TSUNAGI_REDIS_URL",
+            &format!("{redis},redis://:redis-pass@127.0.0.1:1"),
+        ),
+    ];
+    let (code, report) = run(&unreachable);
+    assert_eq!(code, 1, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    let failed: Vec<(&str, &str)> = problems
+        .iter()
+        .map(|p| {
+            (
+                p["setting"].as_str().unwrap(),
+                p["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(
+        failed
+            .iter()
+            .any(|(s, m)| *s == "TSUNAGI_DATABASE_URL" && m.contains("entry 1: cannot connect"))
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|(s, m)| *s == "TSUNAGI_REDIS_URL" && m.contains("entry 2: cannot connect"))
+    );
+    let text = report.to_string();
+    assert!(
+        !text.contains("pg-pass-never-shown") && !text.contains("redis-pass@"),
+        "{text}"
+    );
+}
