@@ -1,6 +1,9 @@
 //! The L2 cache in Redis: `<prefix>:cache:<cache>:<key>` holds `<version>\n<json>` with a TTL.
 //! Writes go through a script that keeps the higher version, so an old value read by a slow
 //! fill cannot overwrite a newer one written through after a commit.
+//!
+//! Every command touches one key, so the entries of a cache spread over a cluster's slots;
+//! `clear` scans every primary (`RedisConn::scan_page`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{CacheError, RemoteCache};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{KeyScan, RedisConn};
 
 const PUT_IF_NEWER: &str = r"
 local cur = redis.call('GET', KEYS[1])
@@ -63,42 +66,24 @@ impl RemoteCache for RedisCache {
     }
 
     async fn clear(&self, cache: &str) -> Result<u64, CacheError> {
-        let pattern = self.key(cache, "*");
-        let mut cursor: u64 = 0;
+        let mut scan = KeyScan::new(self.key(cache, "*"));
         let mut deleted = 0;
-        loop {
-            let p = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
+        while let Some(keys) = self.conn.scan_page(&mut scan).await? {
+            if keys.is_empty() {
+                continue;
+            }
+            // UNLINK of keys in several slots: the cluster client splits it per slot
+            deleted += self
                 .conn
                 .run(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(p)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
+                    redis::cmd("UNLINK")
+                        .arg(keys)
+                        .query_async::<u64>(&mut c)
                         .await
                 })
-                .await
-                .map_err(CacheError::from)?;
-            if !keys.is_empty() {
-                deleted += keys.len() as u64;
-                self.conn
-                    .run(|mut c| async move {
-                        redis::cmd("UNLINK")
-                            .arg(keys)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    })
-                    .await
-                    .map_err(CacheError::from)?;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
+                .await?;
         }
+        Ok(deleted)
     }
 
     async fn put(

@@ -36,7 +36,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "TSUNAGI_REDIS_URL",
         "",
-        "Redis for cross-instance state; empty = in-process",
+        "Redis for cross-instance state; several comma-separated seed URLs = Redis Cluster; empty = in-process",
     ),
     (
         "TSUNAGI_JWT_SECRET",
@@ -199,7 +199,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "TSUNAGI_REDIS_PREFIX",
         "tsunagi",
-        "prefix of every Redis key and channel",
+        "prefix of every Redis key and channel (no spaces, no braces)",
     ),
     (
         "TSUNAGI_REDIS_TIMEOUT_MS",
@@ -793,13 +793,16 @@ impl Config {
             ));
         }
         let redis_prefix = raw.get("TSUNAGI_REDIS_PREFIX");
+        // no braces: a brace in the prefix would become every key's Redis Cluster hash tag
+        // (all keys in one slot) and hide the tags tsunagi puts after it
         let prefix_ok = !redis_prefix.is_empty()
             && redis_prefix.len() <= 64
-            && !redis_prefix.contains(|c: char| c.is_whitespace() || c.is_control());
+            && !redis_prefix
+                .contains(|c: char| c.is_whitespace() || c.is_control() || c == '{' || c == '}');
         if !prefix_ok {
             p.push(err(
                 "TSUNAGI_REDIS_PREFIX",
-                "must be 1 to 64 bytes without spaces",
+                "must be 1 to 64 bytes without spaces or braces",
             ));
         }
         let ms = |name: &str, min: u64, max: u64| -> Result<Duration, ConfigError> {

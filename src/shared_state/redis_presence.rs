@@ -1,8 +1,9 @@
 //! Presence shared by every instance through Redis.
 //!
-//! Per room, `<prefix>:presence:<room>` is a sorted set of the users online, and
-//! `<prefix>:presence:<room>:<user>` one of that user's connections, each scored by when it
-//! expires (Redis's clock). Every instance refreshes its own connections every
+//! Per room, `<prefix>:presence:{<room>}` is a sorted set of the users online, and
+//! `<prefix>:presence:{<room>}:<user>` one of that user's connections, each scored by when it
+//! expires (Redis's clock). The `{<room>}` hash tag puts a room's keys in one cluster slot, as
+//! the scripts that touch both need (room ids hold no braces: `domain::ids::RoomId`). Every instance refreshes its own connections every
 //! `HEARTBEAT`; a crashed instance's connections expire after `TTL`. Join and leave are scripts,
 //! so "first connection" and "last connection" are decided atomically across instances.
 //!
@@ -88,11 +89,16 @@ impl RedisPresence {
         presence
     }
 
+    /// The room's set of users.
+    fn room_key(&self, room: &str) -> String {
+        self.conn.key(&format!("presence:{{{room}}}"))
+    }
+
+    /// (room's set of users, user's set of connections in the room): one hash slot.
     fn keys(&self, room: &str, user: &str) -> (String, String) {
-        (
-            self.conn.key(&format!("presence:{room}")),
-            self.conn.key(&format!("presence:{room}:{user}")),
-        )
+        let room_key = self.room_key(room);
+        let user_key = format!("{room_key}:{user}");
+        (room_key, user_key)
     }
 
     /// Runs a join or leave script for (room, user, conn); `extra` args follow. True on 1.
@@ -141,7 +147,7 @@ impl Presence for RedisPresence {
     }
 
     async fn online(&self, room: &str) -> Vec<String> {
-        let key = self.conn.key(&format!("presence:{room}"));
+        let key = self.room_key(room);
         let script = &self.online;
         let users = self
             .conn

@@ -6,6 +6,8 @@
 //! Redis is always required (`TSUNAGI_TEST_REDIS`, default `redis://127.0.0.1:6379`): a Redis
 //! engine that cannot reach it falls back to in-process state, which would pass for it, so every
 //! connection is pinged first and the test fails loudly when Redis does not answer.
+//! `TSUNAGI_TEST_REDIS_CLUSTER` (comma-separated seed URLs, as `scripts/redis-cluster up` prints)
+//! runs the Redis engines on a Redis Cluster instead; its ping asks every primary.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,8 +73,17 @@ pub async fn drop_pg_database(base: &str, name: &str) {
         .unwrap_or_else(|e| panic!("DROP DATABASE {name}: {e}"));
 }
 
+/// The seed nodes of the Redis Cluster to test on, when `TSUNAGI_TEST_REDIS_CLUSTER` is set.
+pub fn redis_cluster() -> Option<String> {
+    std::env::var("TSUNAGI_TEST_REDIS_CLUSTER")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 pub fn redis_url() -> String {
-    std::env::var("TSUNAGI_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    redis_cluster().unwrap_or_else(|| {
+        std::env::var("TSUNAGI_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    })
 }
 
 /// A connection under `prefix`, as an instance of tsunagi opens it; panics unless Redis answers.
@@ -80,6 +91,11 @@ pub async fn redis_conn(prefix: &str) -> Arc<RedisConn> {
     let url = redis_url();
     let conn = RedisConn::open(&url, prefix, Duration::from_secs(3))
         .unwrap_or_else(|e| panic!("Redis URL {url}: {e}"));
+    assert_eq!(
+        conn.is_cluster(),
+        redis_cluster().is_some(),
+        "TSUNAGI_TEST_REDIS_CLUSTER must list several seed nodes"
+    );
     if let Err(e) = conn.ping().await {
         panic!(
             "Redis at {url} (TSUNAGI_TEST_REDIS) is required by the Redis engines and did not \

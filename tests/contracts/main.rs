@@ -7,10 +7,12 @@
 //! on SQLite and PostgreSQL, `sensors.rs` the `SensorStore` contract; `state.rs` the `StateStore` contract; `archive.rs` the
 //! `ArchiveStore` and `ColdStore` contract (hot and cold history); `jobs.rs` the `JobStore`
 //! and outbox contract; `rate_limiter.rs` and `presence.rs` run the shared-state contracts
-//! on the in-process and the Redis engines.
+//! on the in-process and the Redis engines; `cache.rs` the `RemoteCache` contract on the Redis L2.
+//! With `TSUNAGI_TEST_REDIS_CLUSTER` every Redis engine runs on a Redis Cluster.
 
 #[macro_use]
 mod helpers;
+mod cache;
 mod presence;
 mod rate_limiter;
 #[macro_use]
