@@ -305,7 +305,7 @@ impl App {
     /// The ordered, gap-filled feed of this instance's watched rooms (for the gateway).
     pub fn room_feed(&self) -> Arc<RoomFeed> {
         RoomFeed::new(
-            &*self.bus,
+            self.bus.clone(),
             Arc::new(StoreHistory(self.store.clone())),
             self.telemetry.clone(),
         )

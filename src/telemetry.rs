@@ -145,6 +145,8 @@ const METRICS: &[(Kind, &str, &str, LabelSets)] = {
         (Gauge, "tsunagi_bus_connected", "1 while the bus (Redis pub/sub, or in process) delivers", &[&[]]),
         (Counter, "tsunagi_bus_published_total", "messages published on the bus", &[&[]]),
         (Counter, "tsunagi_bus_received_total", "messages received from the bus", &[&[]]),
+        (Counter, "tsunagi_bus_received_events_total", "events received from other instances, by kind (message, typing, presence, state, readings, invalidate)", &[&[("kind", "message")], &[("kind", "typing")], &[("kind", "presence")], &[("kind", "state")], &[("kind", "readings")], &[("kind", "invalidate")]]),
+        (Gauge, "tsunagi_bus_shards_subscribed", "room shard channels this instance is subscribed to (those of the rooms its sockets are in, plus a short linger)", &[&[]]),
         (Counter, "tsunagi_bus_publish_errors_total", "bus publishes that failed", &[&[]]),
         (Counter, "tsunagi_bus_dropped_total", "low-priority bus messages dropped under load, by kind", &[]),
         (Counter, "tsunagi_bus_ack_timeouts_total", "cache invalidations another instance did not confirm in time", &[&[]]),

@@ -2,7 +2,8 @@
 //! instance.
 //!
 //! Layout: the [`Bus`] trait (the transport) and its events here; the in-process bus in
-//! `local.rs`; `redis.rs` carries the cross-instance events through Redis pub/sub;
+//! `local.rs`; `redis/` carries the cross-instance events through Redis sharded pub/sub (rooms spread
+//! over shard channels; an instance listens to the shards of its rooms only);
 //! `ordered.rs` is the feed sockets are served from (seq order, gap-free, or a declared
 //! resync), with its per-room order in `order.rs` and the rooms' state events' in `state_order.rs`; [`build`] picks the engine from the config.
 
@@ -57,6 +58,30 @@ pub enum BusEvent {
 }
 
 impl BusEvent {
+    /// The room a room-scoped event is for (it reaches the instances watching that room).
+    pub fn room(&self) -> Option<&str> {
+        match self {
+            BusEvent::Message(m) => Some(&m.room),
+            BusEvent::Typing { room, .. } | BusEvent::Presence { room, .. } => Some(room),
+            BusEvent::State { state, .. } => Some(&state.room),
+            BusEvent::Readings { .. } | BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => {
+                None
+            }
+        }
+    }
+
+    /// The metric label of the event's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BusEvent::Message(_) => "message",
+            BusEvent::Typing { .. } => "typing",
+            BusEvent::Presence { .. } => "presence",
+            BusEvent::State { .. } => "state",
+            BusEvent::Readings { .. } => "readings",
+            BusEvent::Invalidate { .. } | BusEvent::InvalidateAll => "invalidate",
+        }
+    }
+
     /// Events that must reach the other instances: committed messages (each instance's ordered
     /// feed puts them in seq order and fills holes from the store), typing, presence changes,
     /// room state, live readings
@@ -94,6 +119,17 @@ pub trait Bus: Send + Sync + 'static {
     /// Where invalidations from other instances are applied before they are acknowledged
     /// (set once at start; the in-process bus has no other instances).
     fn on_invalidation(&self, _handler: InvalidationHandler) {}
+    /// Local interest in `room` begins (called once per room, as its first local socket
+    /// joins): a transport that routes by room starts receiving it.
+    fn watch_room(&self, _room: &str) {}
+    /// No local socket is in `room` any more.
+    fn unwatch_room(&self, _room: &str) {}
+    /// Resolves once events of a watched `room` published from now on reach this instance
+    /// (or after a bound, when the transport is down). A join awaits it before reading
+    /// history: see `gateway/events.rs`.
+    fn room_subscribed(&self, _room: &str) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
     fn healthy(&self) -> bool {
         true
     }
@@ -112,7 +148,7 @@ pub fn build(
     let bus: Arc<dyn Bus> = match backplane {
         crate::backplane::Backplane::Local => Arc::new(local::LocalBus::default()),
         crate::backplane::Backplane::Redis(conn) => {
-            redis::RedisBus::start(conn.clone(), config.bus_ack_timeout)
+            redis::RedisBus::start(conn.clone(), config.bus_ack_timeout, config.bus_shards)
         }
     };
     let probe = bus.clone();

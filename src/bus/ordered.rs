@@ -111,6 +111,8 @@ pub struct RoomFeed {
     /// Wakes the consumer when something was released outside `recv` (a start, a fill).
     released: Notify,
     bus_events: tokio::sync::Mutex<mpsc::UnboundedReceiver<BusEvent>>,
+    /// Told which rooms are watched (a sharded transport subscribes to their shards only).
+    bus: Arc<dyn Bus>,
     history: Arc<dyn HistorySource>,
     telemetry: Telemetry,
     me: Weak<RoomFeed>,
@@ -118,23 +120,30 @@ pub struct RoomFeed {
 
 impl RoomFeed {
     /// Subscribes to `bus`; holes are filled from `history`.
-    pub fn new(bus: &dyn Bus, history: Arc<dyn HistorySource>, telemetry: Telemetry) -> Arc<Self> {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        history: Arc<dyn HistorySource>,
+        telemetry: Telemetry,
+    ) -> Arc<Self> {
         let events = bus.subscribe();
         Arc::new_cyclic(|me| RoomFeed {
             state: Mutex::default(),
             released: Notify::new(),
             bus_events: tokio::sync::Mutex::new(events),
+            bus,
             history,
             telemetry,
             me: me.clone(),
         })
     }
 
-    /// Local interest in `room` begins: its messages are held until [`Self::start_at`].
+    /// Local interest in `room` begins: its messages are held until [`Self::start_at`], and
+    /// the bus starts receiving the room (see [`Self::subscribed`]).
     pub fn watch(&self, room: &str) {
         let mut st = self.state.lock();
         st.rooms.entry(room.to_owned()).or_default();
         st.states.entry(room.to_owned()).or_default();
+        self.bus.watch_room(room);
     }
 
     /// No local interest any more: the room's order is forgotten (it restarts at the next join).
@@ -142,6 +151,19 @@ impl RoomFeed {
         let mut st = self.state.lock();
         st.rooms.remove(room);
         st.states.remove(room);
+        self.bus.unwatch_room(room);
+    }
+
+    /// Resolves once the bus delivers what is published in a watched `room` from now on.
+    ///
+    /// Why a join awaits this before reading history (the no-window argument): a message is
+    /// published only after its commit. Once the subscription is confirmed, every message
+    /// published later reaches this feed and is held (the room is watched) until
+    /// [`Self::start_at`]; a message committed before the history read is in that history.
+    /// Every message is in one or the other (in both: `start_at` drops the duplicates), so
+    /// reading history after this resolves leaves no window, whichever socket is first.
+    pub fn subscribed(&self, room: &str) -> futures::future::BoxFuture<'static, ()> {
+        self.bus.room_subscribed(room)
     }
 
     /// A join read `room`'s state at `seq`: its state events are ordered from there, unless
@@ -374,9 +396,13 @@ mod tests {
         }
     }
 
-    fn feed(stored: Vec<Message>, down: bool) -> (LocalBus, Arc<RoomFeed>) {
-        let bus = LocalBus::default();
-        let feed = RoomFeed::new(&bus, Arc::new(Fake { stored, down }), Telemetry::detached());
+    fn feed(stored: Vec<Message>, down: bool) -> (Arc<LocalBus>, Arc<RoomFeed>) {
+        let bus = Arc::new(LocalBus::default());
+        let feed = RoomFeed::new(
+            bus.clone(),
+            Arc::new(Fake { stored, down }),
+            Telemetry::detached(),
+        );
         (bus, feed)
     }
 

@@ -212,6 +212,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "longest wait of a write for the other instances to confirm a cache invalidation",
     ),
     (
+        "TSUNAGI_BUS_SHARDS",
+        "1024",
+        "shard channels rooms are spread over (Redis sharded pub/sub): an instance receives the rooms of the shards its sockets' rooms hash to; all instances must agree",
+    ),
+    (
         "TSUNAGI_CACHE_L1_CAPACITY",
         "100000",
         "entries per in-process cache",
@@ -417,6 +422,8 @@ pub struct Config {
     pub redis_prefix: String,
     pub redis_timeout: Duration,
     pub bus_ack_timeout: Duration,
+    /// Shard channels of the Redis bus (`TSUNAGI_BUS_SHARDS`).
+    pub bus_shards: u32,
     pub cache_l1_capacity: u64,
     pub cache_l1_ttl: Duration,
     pub cache_l2_ttl: Duration,
@@ -810,6 +817,7 @@ impl Config {
         };
         let redis_timeout = p.ok(ms("TSUNAGI_REDIS_TIMEOUT_MS", 10, 60_000));
         let bus_ack_timeout = p.ok(ms("TSUNAGI_BUS_ACK_TIMEOUT_MS", 1, 600_000));
+        let bus_shards = p.ok(raw.num("TSUNAGI_BUS_SHARDS", 1u32, 65_536));
         // A peer cut off from Redis must notice (heartbeat + one Redis timeout) and stop reading
         // its L1 before a writer stops waiting for that peer's ack. (Zero: a stand-in for a
         // value already reported.)
@@ -881,6 +889,7 @@ impl Config {
             redis_prefix,
             redis_timeout,
             bus_ack_timeout,
+            bus_shards,
             cache_l1_capacity: p.ok(raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)),
             cache_l1_ttl: p.ok(secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)),
             cache_l2_ttl: p.ok(secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)),

@@ -129,6 +129,8 @@ async fn join(
     let meta = gw.app.rooms.check_access(&session.who(), &room).await?;
     session.begin_join(room.as_str());
     gw.hub.add(room.as_str(), session.clone());
+    // No window: history is read only once the room's messages reach this instance.
+    gw.hub.subscribed(room.as_str()).await;
     let history = match gw
         .app
         .messages

@@ -95,6 +95,12 @@ impl Hub {
         }
     }
 
+    /// Resolves once messages published in `room` from now on reach this instance: a join
+    /// awaits it (after [`Self::add`]) before reading history (see `RoomFeed::subscribed`).
+    pub fn subscribed(&self, room: &str) -> futures::future::BoxFuture<'static, ()> {
+        self.feed.subscribed(room)
+    }
+
     /// A join of `room` read its history up to `last_seq` and its state at `state_seq` (and the
     /// session is active): the room's feed starts there if it is not running.
     pub fn started(&self, room: &str, last_seq: i64, state_seq: i64) {
