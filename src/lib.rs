@@ -41,6 +41,7 @@ pub mod payload;
 pub mod redis_conn;
 pub mod server;
 pub mod services;
+pub mod session_routing;
 pub mod shared_state;
 pub mod store;
 pub mod telemetry;

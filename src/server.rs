@@ -50,14 +50,25 @@ pub async fn run(
     }
     let upgrades = Arc::new(crate::io_stats::Upgrades::default());
     let gateway = Gateway::new(app.clone(), upgrades.clone());
+    let session_routes = session_routes(&app.config, &listener, tls.is_some(), app.telemetry())?;
+    let recording = crate::session_routing::Recording {
+        inner: gateway.clone(),
+        routes: session_routes.clone(),
+    };
     let engine = engineioxide::layer::EngineIoLayer::from_config(
-        gateway.clone(),
+        Arc::new(recording),
         Gateway::engine_config(
             app.config.max_message_bytes.max(app.config.max_state_bytes),
             app.config.socket_buffer,
         ),
     );
-    let routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
+    let mut routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
+    if let Some(sessions) = session_routes {
+        routes = routes.layer(axum::middleware::from_fn_with_state(
+            sessions,
+            crate::session_routing::route,
+        ));
+    }
 
     // Cancelling the app's token is the one shutdown signal; the drain then runs in order and
     // stops the HTTP server once every socket is closed.
@@ -106,4 +117,28 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// With Redis (several instances), any instance serves any polling session: the routes of
+/// `session_routing`. Without, nothing is recorded or forwarded.
+fn session_routes(
+    config: &Config,
+    listener: &TcpListener,
+    tls: bool,
+    telemetry: &crate::telemetry::Telemetry,
+) -> anyhow::Result<Option<Arc<crate::session_routing::SessionRoutes>>> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    let redis =
+        crate::redis_conn::RedisConn::open(url, &config.redis_prefix, config.redis_timeout)?
+            .with_telemetry(telemetry.clone());
+    let routes = crate::session_routing::SessionRoutes::new(
+        Arc::new(redis),
+        config.advertise_url.as_ref(),
+        listener.local_addr()?,
+        tls,
+        telemetry,
+    )?;
+    Ok(Some(routes))
 }

@@ -123,6 +123,8 @@ const METRICS: &[(Kind, &str, &str, LabelSets)] = {
         (Gauge, "tsunagi_connections_open", "TCP connections open (HTTP, polling and WebSocket)", &[&[]]),
         (Counter, "tsunagi_connections_refused_total", "connections refused at the connection cap (503)", &[&[]]),
         (Counter, "tsunagi_connections_evicted_total", "idle connections closed at the cap to admit a new one", &[&[]]),
+        (Counter, "tsunagi_polling_forwarded_total", "Engine.IO requests forwarded to the instance owning their session, by kind (poll, upgrade)", &[&[("kind", "poll")], &[("kind", "upgrade")]]),
+        (Counter, "tsunagi_polling_forward_failures_total", "forwards whose owner did not answer (the client was told its session is unknown)", &[&[]]),
         (Counter, "tsunagi_tls_handshake_failures_total", "TLS handshakes that failed or timed out (plain HTTP to the HTTPS listener included)", &[&[]]),
         (Counter, "tsunagi_tls_reloads_total", "certificate reloads on SIGHUP, by result (ok, failed)", &[&[("result", "ok")], &[("result", "failed")]]),
         (Counter, "tsunagi_events_in_total", "Socket.IO events received, by event name", &[]),

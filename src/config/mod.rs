@@ -273,6 +273,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("TSUNAGI_TLS_KEY", "", "PEM private key of TSUNAGI_TLS_CERT"),
     (
+        "TSUNAGI_ADVERTISE_URL",
+        "",
+        "this instance's URL as the other instances reach it (polling forwarded to a session's owner); empty = the listen address, which must then not be a wildcard when Redis is set",
+    ),
+    (
         "TSUNAGI_ENCRYPTION_KEYS",
         "",
         "KID:BASE64 keys (32 bytes), the first current: message content and state values encrypted at rest",
@@ -462,6 +467,9 @@ pub struct Config {
     /// Concurrent Socket.IO connections per client address; 0 = off.
     pub connections_per_address: u32,
     pub tls: Option<TlsFiles>,
+    /// `TSUNAGI_ADVERTISE_URL`: where the other instances forward this instance's polling
+    /// sessions' requests; `None`: derived from the bound listener (`session_routing`).
+    pub advertise_url: Option<url::Url>,
     /// Empty: nothing is encrypted at rest. The first is current.
     pub encryption_keys: Vec<EncryptionKey>,
 }
@@ -487,6 +495,23 @@ pub struct Effective {
     pub name: &'static str,
     pub value: String,
     pub source: Source,
+}
+
+/// `TSUNAGI_ADVERTISE_URL`: an http(s) origin with a host (no path, query or credentials).
+fn advertise_url(raw: &str) -> Result<Option<url::Url>, ConfigError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    const NAME: &str = "TSUNAGI_ADVERTISE_URL";
+    let url = url::Url::parse(raw).map_err(|e| err(NAME, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(err(NAME, "must be http://host:port or https://host:port"));
+    }
+    if url.path() != "/" || url.query().is_some() || !url.username().is_empty() {
+        return Err(err(NAME, "must be an origin only (no path, query or user)"));
+    }
+    Ok(Some(url))
 }
 
 pub(crate) fn err(name: &str, problem: impl Into<String>) -> ConfigError {
@@ -940,6 +965,7 @@ impl Config {
                 &raw.get("TSUNAGI_TLS_CERT"),
                 &raw.get("TSUNAGI_TLS_KEY"),
             )),
+            advertise_url: p.ok(advertise_url(&raw.get("TSUNAGI_ADVERTISE_URL"))),
             encryption_keys: p.ok(secrets::parse_encryption_keys(
                 &raw.get("TSUNAGI_ENCRYPTION_KEYS"),
             )),
