@@ -57,7 +57,12 @@ pub async fn run(
             app.config.socket_buffer,
         ),
     );
-    let routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
+    let routes = crate::http::router(app.clone(), gateway.clone())
+        .layer(engine)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::gateway::refuse_new_sessions,
+        ));
 
     // Cancelling the app's token is the one shutdown signal; the drain then runs in order and
     // stops the HTTP server once every socket is closed.
@@ -94,7 +99,12 @@ pub async fn run(
         tls,
         app.telemetry().clone(),
         upgrades,
-        drained,
+        // refuse newcomers from the first moment of the drain: the load balancer sends them
+        // to the other instances instead of to one that is about to close them
+        http_server::Stop {
+            accepting: app.shutdown.clone(),
+            serving: drained,
+        },
         shutdown_timeout,
     )
     .await;
