@@ -49,7 +49,9 @@ function freshDatabase() {
   const u = new URL(PG);
   execFileSync('psql', ['-h', u.hostname, '-p', u.port || '5432', '-U', u.username || 'postgres', '-d', 'postgres',
     '-q', '-c', `CREATE DATABASE ${name}`], { stdio: 'pipe' });
-  return { primary: `${PG.replace(/\/+$/, '')}/${name}`, replica: `${REPLICA.replace(/\/[^/]*$/, '')}/${name}` };
+  const onReplica = new URL(REPLICA);
+  onReplica.pathname = `/${name}`;
+  return { primary: `${PG.replace(/\/+$/, '')}/${name}`, replica: onReplica.toString() };
 }
 
 describe('deploy kit', () => {
