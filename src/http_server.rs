@@ -159,8 +159,27 @@ impl Open {
     }
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then lets open requests finish
-/// (at most `drain_within`). With `tls`, every connection is HTTPS (WSS once upgraded): the
+/// When serving ends. From `accepting` on, new connections are refused (the listener is
+/// closed, so a load balancer sends newcomers to other instances at once); open connections
+/// are served until `serving` is cancelled, then closed once their request in progress is done.
+#[derive(Clone)]
+pub struct Stop {
+    pub accepting: CancellationToken,
+    pub serving: CancellationToken,
+}
+
+impl Stop {
+    /// Stops accepting and serving at the same moment.
+    pub fn at_once(token: CancellationToken) -> Self {
+        Self {
+            accepting: token.clone(),
+            serving: token,
+        }
+    }
+}
+
+/// Serves `router` on `listener` until `stop` says so (see [`Stop`]), then lets open requests
+/// finish (at most `drain_within`). With `tls`, every connection is HTTPS (WSS once upgraded): the
 /// handshake runs in the connection's own task, never in the accept loop.
 #[allow(clippy::too_many_arguments)] // each is one independent part the caller builds
 pub async fn serve(
@@ -170,9 +189,13 @@ pub async fn serve(
     tls: Option<Arc<Tls>>,
     telemetry: Telemetry,
     upgrades: Arc<Upgrades>,
-    stop: CancellationToken,
+    stop: Stop,
     drain_within: Duration,
 ) {
+    let Stop {
+        accepting,
+        serving: stop,
+    } = stop;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Open::default());
     let connections = TaskTracker::new();
@@ -190,6 +213,7 @@ pub async fn serve(
     });
     loop {
         let (stream, peer) = tokio::select! {
+            _ = accepting.cancelled() => break,
             _ = stop.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
@@ -261,6 +285,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    stop.cancelled().await;
     connections.close();
     if tokio::time::timeout(drain_within, connections.wait())
         .await
@@ -517,7 +542,7 @@ mod tests {
             tls,
             Telemetry::detached(),
             Arc::default(),
-            stop.clone(),
+            Stop::at_once(stop.clone()),
             Duration::from_secs(1),
         ));
         (addr, stop)

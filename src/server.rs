@@ -62,7 +62,12 @@ pub async fn run(
             app.config.socket_buffer,
         ),
     );
-    let mut routes = crate::http::router(app.clone(), gateway.clone()).layer(engine);
+    let mut routes = crate::http::router(app.clone(), gateway.clone())
+        .layer(engine)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            crate::gateway::refuse_new_sessions,
+        ));
     if let Some(sessions) = session_routes {
         routes = routes.layer(axum::middleware::from_fn_with_state(
             sessions,
@@ -105,7 +110,12 @@ pub async fn run(
         tls,
         app.telemetry().clone(),
         upgrades,
-        drained,
+        // refuse newcomers from the first moment of the drain: the load balancer sends them
+        // to the other instances instead of to one that is about to close them
+        http_server::Stop {
+            accepting: app.shutdown.clone(),
+            serving: drained,
+        },
         shutdown_timeout,
     )
     .await;

@@ -28,6 +28,7 @@ mod address_slots;
 mod backlog;
 mod budget;
 pub mod client_event;
+mod drain;
 mod events;
 mod hub;
 mod live;
@@ -47,6 +48,11 @@ use crate::app::App;
 use crate::client_addr::request_client;
 use crate::error::{ApiError, AuthCode};
 use hub::Hub;
+
+pub use drain::refuse_new_sessions;
+
+/// Where the Engine.IO endpoint is mounted.
+pub const ENGINE_PATH: &str = "/socket.io";
 
 /// Events a session may have waiting to be handled before more are refused `rate_limited`.
 const INBOX_EVENTS: usize = 256;
@@ -123,7 +129,7 @@ impl Gateway {
         // an oversized message is answered `too_large` instead of cutting the connection.
         let max_payload = (max_message_bytes * 6 + 64 * 1024).max(1024 * 1024);
         EngineIoConfig::builder()
-            .req_path("/socket.io")
+            .req_path(ENGINE_PATH)
             .max_buffer_size(socket_buffer)
             .max_payload(max_payload as u64)
             .ws_max_message_size(max_payload)

@@ -47,6 +47,10 @@ pub async fn readyz(State(app): State<Arc<App>>) -> impl IntoResponse {
             failures.push(format!("{name}: {why}"));
         }
     }
+    // draining (SIGTERM): a balancer with active checks stops sending here
+    if app.shutdown.is_cancelled() {
+        failures.push("the server is shutting down".to_owned());
+    }
     if failures.is_empty() {
         (
             StatusCode::OK,
