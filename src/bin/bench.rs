@@ -19,6 +19,8 @@ mod archive;
 mod readings;
 #[path = "bench/rounds.rs"]
 mod rounds;
+#[path = "bench/scale.rs"]
+mod scale;
 #[path = "bench/users.rs"]
 mod users;
 #[path = "bench/webhooks.rs"]
@@ -121,6 +123,9 @@ enum Mode {
     /// Webhooks: acked sends/s with and without webhooks registered, and deliveries/s to a
     /// receiver in this process.
     Webhooks(webhooks::WebhooksArgs),
+    /// Scale-out: the same load (one big room or many rooms) against several setups (1 vs 3
+    /// instances behind nginx), alternating, with the servers' CPU per delivery.
+    Scale(scale::ScaleArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -164,7 +169,18 @@ struct RecvStats {
     delivered_in_window: u64,
     lat_us: Vec<u32>,
     out_of_order: u64,
+    /// deliveries that skipped a seq (a gap) and that repeated or went back (a duplicate)
+    gaps: u64,
+    dups: u64,
     disconnected: bool,
+}
+
+/// What each sender does: shared by the one-room load and `scale`.
+struct SendPlan {
+    rate: f64,
+    in_flight: usize,
+    size: usize,
+    client_id: bool,
 }
 
 /// One run's figures.
@@ -219,16 +235,22 @@ fn tokens(args: &Args) -> anyhow::Result<(Vec<Option<String>>, Option<String>)> 
     let Some(secret) = &args.token_secret else {
         return Ok((vec![None; args.clients], None));
     };
+    let (users, admin) = mint_tokens(secret, args.clients)?;
+    Ok((users, Some(admin)))
+}
+
+/// One user token per client (`sub` bench-N) and an admin token, signed with `secret`.
+fn mint_tokens(secret: &str, clients: usize) -> anyhow::Result<(Vec<Option<String>>, String)> {
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
     let exp = jsonwebtoken::get_current_timestamp() + 24 * 3600;
     let mint = |sub: String, role: &str| {
         let claims = json!({ "sub": sub, "exp": exp, "role": role });
         jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key)
     };
-    let users = (0..args.clients)
+    let users = (0..clients)
         .map(|i| mint(format!("bench-{i}"), "user").map(Some))
         .collect::<Result<_, _>>()?;
-    Ok((users, Some(mint("bench-admin".into(), "admin")?)))
+    Ok((users, mint("bench-admin".into(), "admin")?))
 }
 
 /// POST /api/v1/rooms over a bare HTTP/1.1 connection (the bins have no HTTP client);
@@ -274,6 +296,8 @@ async fn receive(
                     total.fetch_add(1, Ordering::Relaxed);
                     let seq = m["seq"].as_i64().unwrap_or(-1);
                     if seq != next_seq { st.out_of_order += 1; }
+                    if seq > next_seq { st.gaps += 1; }
+                    if seq < next_seq { st.dups += 1; }
                     next_seq = seq + 1;
                     if w.has(now) {
                         st.delivered_in_window += 1;
@@ -294,7 +318,7 @@ async fn receive(
 async fn send_loop(
     client: Arc<SioClient>,
     room: String,
-    args: Arc<Args>,
+    args: Arc<SendPlan>,
     w: Window,
     tag: String,
 ) -> SendStats {
@@ -317,7 +341,7 @@ async fn send_loop(
             _ = pace(&mut ticker), if inflight.len() < args.in_flight => {
                 let sent = now_ns();
                 let mut msg = json!({ "room": room, "content": format!("{sent:0TS_WIDTH$}|{pad}") });
-                if !args.no_client_id {
+                if args.client_id {
                     msg["client_id"] = json!(format!("{tag}-{}", st.sent));
                 }
                 st.sent += 1;
@@ -401,12 +425,18 @@ async fn run(
         )));
         clients.push(c);
     }
+    let plan = Arc::new(SendPlan {
+        rate: args.rate,
+        in_flight: args.in_flight,
+        size: args.size,
+        client_id: !args.no_client_id,
+    });
     let senders: Vec<_> = (0..args.senders.min(clients.len()))
         .map(|i| {
             tokio::spawn(send_loop(
                 clients[i].clone(),
                 room.to_owned(),
-                args.clone(),
+                plan.clone(),
                 w,
                 format!("{run_id}-{i}"),
             ))
@@ -511,6 +541,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Readings(r)) => return readings::main(r).await,
         Some(Mode::Archive(a)) => return archive::run(a).await,
         Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
+        Some(Mode::Scale(s)) => return scale::run(s).await,
         None => {}
     }
     let args = Arc::new(args);
