@@ -2,7 +2,8 @@
 # One command for docs/benchmarks.md: starts tsunagi (temp SQLite, synchronous=FULL, no rate
 # limit, no per-address connection limit: every client comes from 127.0.0.1) and the in-memory Socket.IO peer (bench/peer), runs the same loads against both with
 # tsunagi-bench (alternating rounds, medians), prints tsunagi/peer ratios and the servers' peak
-# RSS and CPU time, and stops both.
+# RSS and CPU time, and stops both. Each run reports the server's CPU time per delivery over its
+# window (/proc/PID/stat).
 #
 #   bench/run.sh [tsunagi-bench args…]     e.g. bench/run.sh --rounds 5 --duration 20s
 #
@@ -75,7 +76,7 @@ wait_port "$p_port"
 
 bench() {
   "$BIN"/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
-    --peer-url "http://127.0.0.1:$p_port" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+    --peer-url "http://127.0.0.1:$p_port" --server-pid "$t_pid" --peer-pid "$p_pid" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
 }
 
 echo "== closed loop: throughput ==" >&2

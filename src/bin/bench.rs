@@ -15,6 +15,8 @@
 
 #[path = "bench/archive.rs"]
 mod archive;
+#[path = "bench/cpu.rs"]
+mod cpu;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/rounds.rs"]
@@ -107,6 +109,13 @@ struct Args {
     /// Send without a client_id (no idempotency key).
     #[arg(long)]
     no_client_id: bool,
+    /// The --url server's process, whose CPU time per delivery is reported (default: the
+    /// process listening on --url's port, when it is on this host).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// The --peer-url server's process (default: found the same way).
+    #[arg(long)]
+    peer_pid: Option<u32>,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -199,6 +208,8 @@ struct Figures {
     disconnects: u64,
     missing: u64,
     out_of_order: u64,
+    /// The server's CPU time over the window per message delivered in it (NaN: no process).
+    server_cpu_us_per_delivery: f64,
 }
 
 impl Figures {
@@ -212,6 +223,7 @@ impl Figures {
             "errors": self.errors, "error_codes": self.error_codes,
             "disconnects": self.disconnects, "missing": self.missing,
             "out_of_order": self.out_of_order,
+            "server_cpu_us_per_delivery": round(self.server_cpu_us_per_delivery),
         })
     }
 }
@@ -391,6 +403,7 @@ async fn run(
     url: &str,
     room: &str,
     tokens: &[Option<String>],
+    server_pid: Option<u32>,
 ) -> anyhow::Result<Figures> {
     let joined = futures::future::try_join_all(tokens.iter().map(|t| async move {
         let mut c = SioClient::connect(url, t.as_deref()).await?;
@@ -411,6 +424,9 @@ async fn run(
         from,
         to: from + args.duration.as_nanos() as u64,
     };
+    let at = |t: u64| *START + Duration::from_nanos(t);
+    let server_cpu =
+        server_pid.map(|pid| tokio::spawn(cpu::over_window(pid, at(w.from), at(w.to))));
     let total = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = Vec::new();
@@ -461,8 +477,13 @@ async fn run(
     for c in &clients {
         c.close();
     }
+    let server_cpu_s = match server_cpu {
+        Some(h) => h.await?.context("reading the server's CPU time")?,
+        None => f64::NAN,
+    };
 
     let secs = args.duration.as_secs_f64();
+    let delivered: u64 = recvs.iter().map(|r| r.delivered_in_window).sum();
     let mut lat: Vec<u32> = recvs
         .iter_mut()
         .flat_map(|r| std::mem::take(&mut r.lat_us))
@@ -479,7 +500,7 @@ async fn run(
     }
     Ok(Figures {
         acked_sends_per_s: sends.iter().map(|s| s.acked_in_window).sum::<u64>() as f64 / secs,
-        delivered_per_s: recvs.iter().map(|r| r.delivered_in_window).sum::<u64>() as f64 / secs,
+        delivered_per_s: delivered as f64 / secs,
         p50_ms: percentile_ms(&lat, 0.50),
         p99_ms: percentile_ms(&lat, 0.99),
         max_ms: lat.last().map_or(f64::NAN, |&m| f64::from(m) / 1e3),
@@ -492,6 +513,7 @@ async fn run(
         disconnects: recvs.iter().filter(|r| r.disconnected).count() as u64,
         missing: expected.saturating_sub(total.load(Ordering::Relaxed)),
         out_of_order: recvs.iter().map(|r| r.out_of_order).sum(),
+        server_cpu_us_per_delivery: server_cpu_s * 1e6 / delivered as f64,
     })
 }
 
@@ -512,17 +534,20 @@ fn median(runs: &[Figures]) -> Figures {
         disconnects: r.sum(|f| f.disconnects),
         missing: r.sum(|f| f.missing),
         out_of_order: r.sum(|f| f.out_of_order),
+        server_cpu_us_per_delivery: r.median(|f| f.server_cpu_us_per_delivery),
     }
 }
 
 fn summary(name: &str, f: &Figures) -> String {
     format!(
         "{name:>8}: {:>9.0} acked sends/s {:>10.0} delivered/s  send→deliver p50 {:>7.2} ms p99 {:>8.2} ms  \
-         (ack p50 {:.2} ms p99 {:.2} ms; errors {}, disconnects {}, missing {}, out of order {})",
+         CPU/delivery {:.2} µs (ack p50 {:.2} ms p99 {:.2} ms; errors {}, disconnects {}, missing {}, \
+         out of order {})",
         f.acked_sends_per_s,
         f.delivered_per_s,
         f.p50_ms,
         f.p99_ms,
+        f.server_cpu_us_per_delivery,
         f.ack_p50_ms,
         f.ack_p99_ms,
         f.errors,
@@ -577,10 +602,25 @@ async fn main() -> anyhow::Result<()> {
         args.duration,
         args.rounds
     );
+    let pids: Vec<Option<u32>> = targets
+        .iter()
+        .map(|(name, url)| {
+            let given = if *name == "peer" {
+                args.peer_pid
+            } else {
+                args.server_pid
+            };
+            let pid = given.or_else(|| cpu::listening_pid(url));
+            if pid.is_none() {
+                eprintln!("{name}: no process found for {url}: no CPU per delivery");
+            }
+            pid
+        })
+        .collect();
     let mut results: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
     for round in 1..=args.rounds {
-        for (name, url) in &targets {
-            let f = run(args.clone(), url, &room, &tokens)
+        for ((name, url), pid) in targets.iter().zip(&pids) {
+            let f = run(args.clone(), url, &room, &tokens, *pid)
                 .await
                 .with_context(|| format!("{name} at {url}"))?;
             println!(
@@ -610,14 +650,16 @@ async fn main() -> anyhow::Result<()> {
             "delivered_per_s": r(t.delivered_per_s, p.delivered_per_s),
             "p50_ms": r(t.p50_ms, p.p50_ms),
             "p99_ms": r(t.p99_ms, p.p99_ms),
+            "server_cpu_us_per_delivery": r(t.server_cpu_us_per_delivery, p.server_cpu_us_per_delivery),
         });
         eprintln!(
             "tsunagi/peer: acked sends/s ×{:.2}, delivered/s ×{:.2} (above 1: tsunagi faster); \
-             p50 ×{:.2}, p99 ×{:.2} (below 1: tsunagi lower latency)",
+             p50 ×{:.2}, p99 ×{:.2}, CPU/delivery ×{:.2} (below 1: tsunagi lower latency, less CPU)",
             r(t.acked_sends_per_s, p.acked_sends_per_s),
             r(t.delivered_per_s, p.delivered_per_s),
             r(t.p50_ms, p.p50_ms),
-            r(t.p99_ms, p.p99_ms)
+            r(t.p99_ms, p.p99_ms),
+            r(t.server_cpu_us_per_delivery, p.server_cpu_us_per_delivery)
         );
     }
     println!("{out}");

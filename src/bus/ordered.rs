@@ -260,17 +260,50 @@ impl RoomFeed {
 
     /// The next event, in order; `None` once the bus has closed. One consumer only.
     pub async fn recv(&self) -> Option<FeedEvent> {
+        let mut one = Vec::with_capacity(1);
+        self.recv_many(&mut one, 1).await;
+        one.pop()
+    }
+
+    /// Waits for the next event, then appends it and whatever else is ready at once (up to
+    /// `max` in all) to `out`, in order; 0 once the bus has closed. Taking a commit's messages
+    /// together lets the consumer hand each socket all of them at once, which its writer then
+    /// sends in one write. One consumer only.
+    pub async fn recv_many(&self, out: &mut Vec<FeedEvent>, max: usize) -> usize {
+        let start = out.len();
         let mut events = self.bus_events.lock().await;
         loop {
-            if let Some(ev) = self.state.lock().ready.pop_front() {
-                return Some(ev);
+            self.take_ready(out, start + max);
+            // what the bus already holds, without waiting
+            while out.len() < start + max {
+                match events.try_recv() {
+                    Ok(ev) => {
+                        self.accept(ev);
+                        self.take_ready(out, start + max);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return out.len() - start,
+                }
+            }
+            if out.len() > start {
+                return out.len() - start;
             }
             tokio::select! {
                 biased;
                 _ = self.released.notified() => {}
-                ev = events.recv() => self.accept(ev?),
+                ev = events.recv() => match ev {
+                    Some(ev) => self.accept(ev),
+                    None => return 0,
+                },
             }
         }
+    }
+
+    /// Moves released events to `out` until it holds `limit`.
+    fn take_ready(&self, out: &mut Vec<FeedEvent>, limit: usize) {
+        let mut st = self.state.lock();
+        let n = st.ready.len().min(limit.saturating_sub(out.len()));
+        out.extend(st.ready.drain(..n));
     }
 
     fn accept(&self, event: BusEvent) {
@@ -439,6 +472,25 @@ mod tests {
         assert_eq!(seq_of(feed.recv().await), 7);
         bus.publish(BusEvent::Message(Arc::new(msg(8))));
         assert_eq!(seq_of(feed.recv().await), 8);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recv_many_takes_what_is_ready_in_order_up_to_max() {
+        let (bus, feed) = feed(Vec::new(), false);
+        feed.watch("r");
+        feed.start_at("r", 0);
+        for seq in 1..=5 {
+            bus.publish(BusEvent::Message(Arc::new(msg(seq))));
+        }
+        let mut out = Vec::new();
+        assert_eq!(feed.recv_many(&mut out, 3).await, 3);
+        assert_eq!(feed.recv_many(&mut out, 3).await, 2);
+        let seqs: Vec<i64> = out.into_iter().map(|e| seq_of(Some(e))).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+        // nothing ready: it waits for the next event instead of returning empty
+        let mut none = Vec::new();
+        let pending = tokio::time::timeout(Duration::from_secs(1), feed.recv_many(&mut none, 8));
+        assert!(pending.await.is_err(), "returned with nothing ready");
     }
 
     #[tokio::test(start_paused = true)]

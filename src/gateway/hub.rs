@@ -1,6 +1,11 @@
 //! Which local sessions are in which room, and the one task that hands them the ordered feed.
 //! Delivery never awaits: it writes into each session's bounded outgoing buffer, so one slow
 //! client cannot hold up a room.
+//!
+//! CPU per delivery: the feed is read in batches, and a run of one room's messages (a commit's)
+//! is handed to each session together, so its writer finds them queued together and sends them
+//! in one write; each message is encoded once for all sessions. A room's member list is shared
+//! (`Arc`) and rebuilt only after a join or leave, so a fan-out holds no lock a join waits on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +18,22 @@ use super::metrics::GatewayMetrics;
 use super::packet;
 use super::session::Session;
 use crate::bus::ordered::{FeedEvent, RoomFeed};
+use crate::domain::Message;
 use crate::services::sensors::SensorsService;
 
+/// Most feed events taken per batch: bounds how long other rooms wait behind one fan-out.
+const FEED_BATCH: usize = 256;
+
+/// A room's local sessions.
+#[derive(Default)]
+struct Members {
+    by_sid: HashMap<String, Arc<Session>>,
+    /// What fan-outs iterate, built from `by_sid` on the first delivery after a change.
+    list: Option<Arc<[Arc<Session>]>>,
+}
+
 pub struct Hub {
-    rooms: RwLock<HashMap<String, HashMap<String, Arc<Session>>>>,
+    rooms: RwLock<HashMap<String, Members>>,
     sessions: RwLock<HashMap<String, Arc<Session>>>,
     /// Where this instance's rooms' messages come from, in order; a room is watched while it
     /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
@@ -78,16 +95,19 @@ impl Hub {
         let mut rooms = self.rooms.write();
         let members = rooms.entry(room.to_owned()).or_insert_with(|| {
             self.feed.watch(room);
-            HashMap::new()
+            Members::default()
         });
-        members.insert(session.sid.clone(), session);
+        members.by_sid.insert(session.sid.clone(), session);
+        members.list = None;
     }
 
     pub fn remove(&self, room: &str, sid: &str) {
         let mut rooms = self.rooms.write();
         if let Some(members) = rooms.get_mut(room) {
-            members.remove(sid);
-            if members.is_empty() {
+            if members.by_sid.remove(sid).is_some() {
+                members.list = None;
+            }
+            if members.by_sid.is_empty() {
                 rooms.remove(room);
                 // nobody here reads the room: its order restarts at the next join
                 self.feed.unwatch(room);
@@ -108,24 +128,44 @@ impl Hub {
         self.feed.start_state_at(room, state_seq);
     }
 
-    fn members(&self, room: &str) -> Vec<Arc<Session>> {
-        self.rooms
-            .read()
-            .get(room)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+    /// The room's sessions now: a shared list, rebuilt here after a join or leave changed it.
+    fn members(&self, room: &str) -> Arc<[Arc<Session>]> {
+        if let Some(m) = self.rooms.read().get(room) {
+            if let Some(list) = &m.list {
+                return list.clone();
+            }
+        } else {
+            return Arc::new([]);
+        }
+        let mut rooms = self.rooms.write();
+        let Some(m) = rooms.get_mut(room) else {
+            return Arc::new([]);
+        };
+        m.list
+            .get_or_insert_with(|| m.by_sid.values().cloned().collect())
+            .clone()
+    }
+
+    /// Hands `msgs` (consecutive messages of one room, in seq order) to the room's sessions.
+    fn deliver_messages(&self, msgs: &[Arc<Message>]) {
+        let Some(first) = msgs.first() else { return };
+        let encoded: Vec<(&Arc<Message>, Str)> = msgs
+            .iter()
+            .map(|m| (m, Str::from(packet::event("message", &**m))))
+            .collect();
+        let mut sent = 0;
+        for s in self.members(&first.room).iter() {
+            sent += s.deliver(&first.room, &encoded);
+        }
+        // one metrics update per fan-out, not one per delivery
+        self.metrics.messages_out.increment(sent);
     }
 
     fn deliver(&self, event: FeedEvent) {
         match event {
-            FeedEvent::Message(msg) => {
-                let encoded = Str::from(packet::event("message", &*msg));
-                for s in self.members(&msg.room) {
-                    s.deliver(&msg, &encoded);
-                }
-            }
+            FeedEvent::Message(msg) => self.deliver_messages(&[msg]),
             FeedEvent::Resync { room, next } => {
-                for s in self.members(&room) {
+                for s in self.members(&room).iter() {
                     s.resync_before(&room, next);
                 }
             }
@@ -134,12 +174,14 @@ impl Hub {
                     "typing",
                     &serde_json::json!({ "room": room, "user_id": user_id }),
                 ));
-                for s in self.members(&room) {
+                let mut sent = 0;
+                for s in self.members(&room).iter() {
                     if s.identity.user_id != user_id {
                         s.emit_volatile(&encoded);
-                        self.metrics.typing_out.increment(1);
+                        sent += 1;
                     }
                 }
+                self.metrics.typing_out.increment(sent);
             }
             FeedEvent::Presence {
                 room,
@@ -152,16 +194,18 @@ impl Hub {
                     "presence",
                     &serde_json::json!({ "room": room, "user_id": user_id, "status": status }),
                 ));
-                for s in self.members(&room) {
+                let mut sent = 0;
+                for s in self.members(&room).iter() {
                     if s.sid != origin {
                         s.emit_volatile(&encoded);
-                        self.metrics.presence_out.increment(1);
+                        sent += 1;
                     }
                 }
+                self.metrics.presence_out.increment(sent);
             }
             FeedEvent::State { seq, state } => {
                 let encoded = Str::from(packet::event("state", &*state));
-                for s in self.members(&state.room) {
+                for s in self.members(&state.room).iter() {
                     s.deliver_state(&state.room, &state.key, seq, &encoded);
                 }
             }
@@ -172,10 +216,31 @@ impl Hub {
         }
     }
 
-    /// Hands the feed's events to the sessions until the bus closes.
+    /// Hands the feed's events to the sessions until the bus closes, in feed order; a run of
+    /// one room's messages goes out as one batch.
     pub async fn run(self: Arc<Self>) {
-        while let Some(event) = self.feed.recv().await {
-            self.deliver(event);
+        let mut events = Vec::with_capacity(FEED_BATCH);
+        let mut run: Vec<Arc<Message>> = Vec::new();
+        while self.feed.recv_many(&mut events, FEED_BATCH).await > 0 {
+            for event in events.drain(..) {
+                match event {
+                    FeedEvent::Message(msg) if run.first().is_none_or(|m| m.room == msg.room) => {
+                        run.push(msg)
+                    }
+                    FeedEvent::Message(msg) => {
+                        self.deliver_messages(&run);
+                        run.clear();
+                        run.push(msg);
+                    }
+                    other => {
+                        self.deliver_messages(&run);
+                        run.clear();
+                        self.deliver(other);
+                    }
+                }
+            }
+            self.deliver_messages(&run);
+            run.clear();
         }
     }
 }

@@ -353,28 +353,38 @@ impl Session {
         }
     }
 
-    /// Delivers a committed message (the same packet text for every session of the room).
-    pub fn deliver(&self, msg: &Arc<Message>, encoded: &Str) {
+    /// Delivers committed messages of `room` (consecutive, in seq order, each with its packet
+    /// text, the same for every session of the room); returns how many went out.
+    pub fn deliver(&self, room: &str, msgs: &[(&Arc<Message>, Str)]) -> u64 {
         let mut rooms = self.rooms.lock();
-        match rooms.get_mut(&msg.room) {
-            Some(Cursor::Pending(held)) => held.push(msg.clone()),
-            Some(Cursor::Active(floor)) if msg.seq > *floor => {
-                if msg.seq > *floor + 1 {
-                    // A message this socket should have had never arrived (a commit whose
-                    // outcome was unknown, reported failed, then found committed). Never skip:
-                    // disconnect, and the client recovers the hole with `sync`.
-                    tracing::warn!(room = %msg.room, from = *floor, to = msg.seq, "delivery gap");
-                    self.metrics.delivery_gaps.increment(1);
-                    drop(rooms);
-                    self.evict();
-                    return;
-                }
-                *floor = msg.seq;
-                if self.emit(encoded.clone()) {
-                    self.metrics.messages_out.increment(1);
-                }
+        let floor = match rooms.get_mut(room) {
+            Some(Cursor::Pending(held)) => {
+                held.extend(msgs.iter().map(|(m, _)| Arc::clone(m)));
+                return 0;
             }
-            _ => {}
+            Some(Cursor::Active(floor)) => floor,
+            None => return 0,
+        };
+        let mut sent = 0;
+        for (msg, encoded) in msgs {
+            if msg.seq <= *floor {
+                continue;
+            }
+            if msg.seq > *floor + 1 {
+                // A message this socket should have had never arrived (a commit whose
+                // outcome was unknown, reported failed, then found committed). Never skip:
+                // disconnect, and the client recovers the hole with `sync`.
+                tracing::warn!(room = %msg.room, from = *floor, to = msg.seq, "delivery gap");
+                self.metrics.delivery_gaps.increment(1);
+                drop(rooms);
+                self.evict();
+                return sent;
+            }
+            *floor = msg.seq;
+            if self.emit(encoded.clone()) {
+                sent += 1;
+            }
         }
+        sent
     }
 }

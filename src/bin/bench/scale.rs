@@ -174,21 +174,8 @@ fn median(runs: &[Figures]) -> Figures {
     }
 }
 
-/// CPU seconds (user + system, all threads) a process has used so far.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("process {pid} is gone"))?;
-    // fields after the command name (which may hold spaces): state is the 3rd, utime the 14th
-    let after = stat.rsplit_once(')').context("odd /proc stat")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f[11].parse::<u64>()? + f[12].parse::<u64>()?;
-    // SAFETY: sysconf only reads a system constant.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / hz)
-}
-
 fn pids_cpu(pids: &[u32]) -> anyhow::Result<f64> {
-    pids.iter().map(|&p| cpu_seconds(p)).sum()
+    pids.iter().map(|&p| crate::cpu::cpu_seconds(p)).sum()
 }
 
 /// Commands the Redis server has run so far (the sum of INFO commandstats' calls).
