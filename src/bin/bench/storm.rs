@@ -110,8 +110,10 @@ pub struct StormReport {
 
 /// Metric lines of the restarted server worth keeping (prefix match on the sample name).
 const KEPT_METRICS: &[&str] = &[
-    "tsunagi_admission_",
-    "tsunagi_history_reads_",
+    "tsunagi_admission_handshakes_total",
+    "tsunagi_admission_pending",
+    "tsunagi_history_reads_total",
+    "tsunagi_history_reads_waiting",
     "tsunagi_connections_refused_total",
     "tsunagi_db_acquire_timeouts_total",
     "tsunagi_db_pool_waiting",
