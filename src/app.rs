@@ -203,6 +203,11 @@ impl App {
                 (config.read_rate_kib * 4.0).clamp(2048.0, f64::from(u32::MAX)) as u32,
             ),
             config.max_message_bytes,
+            crate::services::history_gate::HistoryGate::new(
+                config.history_reads,
+                config.history_wait,
+                &telemetry,
+            ),
         ));
         let presence = Arc::new(PresenceService::new(
             rooms.clone(),

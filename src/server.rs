@@ -67,6 +67,10 @@ pub async fn run(
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::gateway::refuse_new_sessions,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.admission(),
+            crate::gateway::admit_handshakes,
         ));
     if let Some(sessions) = session_routes {
         routes = routes.layer(axum::middleware::from_fn_with_state(

@@ -23,6 +23,10 @@ mod readings;
 mod rounds;
 #[path = "bench/scale.rs"]
 mod scale;
+#[path = "bench/storm.rs"]
+mod storm;
+#[path = "bench/storm_client.rs"]
+mod storm_client;
 #[path = "bench/users.rs"]
 mod users;
 #[path = "bench/webhooks.rs"]
@@ -135,6 +139,9 @@ enum Mode {
     /// Scale-out: the same load (one big room or many rooms) against several setups (1 vs 3
     /// instances behind nginx), alternating, with the servers' CPU per delivery.
     Scale(scale::ScaleArgs),
+    /// Reconnect storm: the server is killed (-9) and restarted under N clients, which all
+    /// reconnect with socket.io-client's backoff and `sync`; share recovered, time, lost = 0.
+    Storm(storm::StormArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -567,6 +574,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Archive(a)) => return archive::run(a).await,
         Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
         Some(Mode::Scale(s)) => return scale::run(s).await,
+        Some(Mode::Storm(s)) => return storm::run(s).await,
         None => {}
     }
     let args = Arc::new(args);

@@ -177,6 +177,21 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "sends waiting for a commit; past it a send is answered unavailable at once",
     ),
     (
+        "TSUNAGI_HANDSHAKES_PENDING",
+        "1000",
+        "Engine.IO sessions opened and not yet CONNECTed; past it a handshake gets 503 (retried with backoff); 0 = off",
+    ),
+    (
+        "TSUNAGI_HISTORY_READS",
+        "8",
+        "join/sync history reads at once (keep at or below the read pool); the others queue; 0 = off",
+    ),
+    (
+        "TSUNAGI_HISTORY_WAIT_MS",
+        "10000",
+        "longest wait of a queued join/sync read, then unavailable",
+    ),
+    (
         "TSUNAGI_MAX_CONNECTIONS",
         "10000",
         "concurrent TCP connections; at the cap the longest-idle one is closed, else 503",
@@ -466,6 +481,9 @@ pub struct Config {
     pub register_rate_per_address: u32,
     /// Concurrent Socket.IO connections per client address; 0 = off.
     pub connections_per_address: u32,
+    pub handshakes_pending: usize,
+    pub history_reads: usize,
+    pub history_wait: Duration,
     pub tls: Option<TlsFiles>,
     /// `TSUNAGI_ADVERTISE_URL`: where the other instances forward this instance's polling
     /// sessions' requests; `None`: derived from the bound listener (`session_routing`).
@@ -961,6 +979,9 @@ impl Config {
                 0,
                 100_000_000,
             )),
+            handshakes_pending: p.ok(raw.num("TSUNAGI_HANDSHAKES_PENDING", 0, 10_000_000)),
+            history_reads: p.ok(raw.num("TSUNAGI_HISTORY_READS", 0, 10_000)),
+            history_wait: p.ok(ms("TSUNAGI_HISTORY_WAIT_MS", 10, 600_000)),
             tls: p.ok(secrets::tls_files(
                 &raw.get("TSUNAGI_TLS_CERT"),
                 &raw.get("TSUNAGI_TLS_KEY"),

@@ -26,7 +26,7 @@ pub async fn refuse_new_sessions(
 }
 
 /// An Engine.IO handshake: a request on the engine's path without a session id.
-fn opens_session(req: &Request) -> bool {
+pub(super) fn opens_session(req: &Request) -> bool {
     let uri = req.uri();
     let on_engine = uri
         .path()

@@ -131,20 +131,18 @@ async fn join(
     gw.hub.add(room.as_str(), session.clone());
     // No window: history is read only once the room's messages reach this instance.
     gw.hub.subscribed(room.as_str()).await;
-    let history = match gw
-        .app
-        .messages
-        .newest(&session.who(), &meta, JOIN_HISTORY)
-        .await
-    {
-        Ok(h) => h,
-        Err(e) => {
-            part(gw, session, room.as_str()).await;
-            return Err(e.into());
-        }
+    // One turn in the history queue for both reads: a storm's joins pass it once each.
+    let reads = async {
+        let history = gw
+            .app
+            .messages
+            .newest(&session.who(), &meta, JOIN_HISTORY)
+            .await?;
+        let state = gw.app.state.snapshot(&room).await?;
+        Ok((history, state))
     };
-    let (state, state_seq) = match gw.app.state.snapshot(&room).await {
-        Ok(s) => s,
+    let (history, (state, state_seq)) = match gw.app.messages.history_gate().run(reads).await {
+        Ok(r) => r,
         Err(e) => {
             part(gw, session, room.as_str()).await;
             return Err(e.into());

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 mod address_slots;
+mod admission;
 mod backlog;
 mod budget;
 pub mod client_event;
@@ -49,6 +50,7 @@ use crate::client_addr::request_client;
 use crate::error::{ApiError, AuthCode};
 use hub::Hub;
 
+pub use admission::admit_handshakes;
 pub use drain::refuse_new_sessions;
 
 /// Where the Engine.IO endpoint is mounted.
@@ -80,6 +82,8 @@ pub struct Gateway {
     replies: TaskTracker,
     /// Connections per client address (`TSUNAGI_CONNECTIONS_PER_ADDRESS`), this instance's.
     address_slots: Arc<address_slots::AddressSlots>,
+    /// Sessions opened and not yet CONNECTed (`TSUNAGI_HANDSHAKES_PENDING`).
+    admission: Arc<admission::Admission>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -105,6 +109,7 @@ impl Gateway {
             stall_ms: app.config.socket_stall.as_millis() as u64,
         };
         let address_slots = address_slots::AddressSlots::new(app.config.connections_per_address);
+        let admission = admission::Admission::new(app.config.handshakes_pending, app.telemetry());
         let gw = Arc::new(Gateway {
             app,
             hub,
@@ -114,6 +119,7 @@ impl Gateway {
             upgrades,
             replies: TaskTracker::new(),
             address_slots,
+            admission,
         });
         roles::watch_demotions(Arc::downgrade(&gw));
         gw
@@ -122,6 +128,11 @@ impl Gateway {
     /// Sockets connected to this instance.
     pub fn connected(&self) -> usize {
         self.hub.session_count()
+    }
+
+    /// The bound on sessions being opened, for the middleware in front of the engine.
+    pub fn admission(&self) -> Arc<admission::Admission> {
+        self.admission.clone()
     }
 
     pub fn engine_config(max_message_bytes: usize, socket_buffer: usize) -> EngineIoConfig {
@@ -143,6 +154,8 @@ impl Gateway {
         nsp: String,
         auth: Option<serde_json::Value>,
     ) {
+        // the handshake is over, whatever the CONNECT's fate
+        socket.data.pending.lock().take();
         if nsp != "/" {
             socket
                 .emit(packet::connect_error(&nsp, "Invalid namespace", None))
@@ -284,6 +297,7 @@ impl EngineIoHandler for Gateway {
                     .store(true, Ordering::Relaxed);
             }
         }
+        *socket.data.pending.lock() = Some(self.admission.pending());
         let weak = Arc::downgrade(&socket);
         tokio::spawn(async move {
             tokio::time::sleep(CONNECT_TIMEOUT).await;
@@ -297,8 +311,9 @@ impl EngineIoHandler for Gateway {
 
     fn on_disconnect(&self, socket: Arc<EngineSocket>, _reason: DisconnectReason) {
         self.teardown(&socket);
-        // the socket itself may outlive this call (tasks holding it): free the place now
+        // the socket itself may outlive this call (tasks holding it): free the places now
         socket.data.address_slot.lock().take();
+        socket.data.pending.lock().take();
     }
 
     fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<EngineSocket>) {

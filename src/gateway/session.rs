@@ -27,6 +27,8 @@ pub struct Conn {
     pub address_slot: Mutex<Option<super::address_slots::Slot>>,
     /// Set when the transport opened past its address's limit: its CONNECT is refused.
     pub over_address_limit: AtomicBool,
+    /// This session's place among those opened and not yet CONNECTed (admission.rs).
+    pub pending: Mutex<Option<super::admission::Pending>>,
 }
 
 pub type EngineSocket = Socket<Conn>;

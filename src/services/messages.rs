@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::commit::Committer;
 use super::error::{ServiceError, ServiceResult};
+use super::history_gate::HistoryGate;
 use super::rooms::{RoomMeta, RoomsService};
 use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
@@ -22,6 +23,8 @@ pub struct MessagesService {
     /// the socket's queue until read: bounds what one client can make the server hold.
     read_limiter: Arc<dyn RateLimiter>,
     max_message_bytes: usize,
+    /// Paces the history reads of join and sync (a reconnect storm's crowd queues here).
+    history_gate: HistoryGate,
 }
 
 /// The most message JSON one page may carry. Acks wait in a socket's outgoing queue until the
@@ -82,6 +85,8 @@ pub struct SyncPage {
 }
 
 impl MessagesService {
+    // every part is built by App::build and handed in; a struct of them would only rename this
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         rooms: Arc<RoomsService>,
         ryw: Arc<ReadYourWrites>,
@@ -90,6 +95,7 @@ impl MessagesService {
         send_limiter: Arc<dyn RateLimiter>,
         read_limiter: Arc<dyn RateLimiter>,
         max_message_bytes: usize,
+        history_gate: HistoryGate,
     ) -> Self {
         MessagesService {
             rooms,
@@ -99,6 +105,7 @@ impl MessagesService {
             send_limiter,
             read_limiter,
             max_message_bytes,
+            history_gate,
         }
     }
 
@@ -140,6 +147,11 @@ impl MessagesService {
         self.start_send(who, room, content, client_id).await?.await
     }
 
+    /// The pacing of join/sync reads: a join runs its reads (history and state) in one turn.
+    pub fn history_gate(&self) -> &HistoryGate {
+        &self.history_gate
+    }
+
     /// A slice of history, for a reader with access.
     pub async fn history(
         &self,
@@ -154,7 +166,8 @@ impl MessagesService {
         Ok(page)
     }
 
-    /// The newest messages, for a join; the caller has checked access.
+    /// The newest messages, for a join; the caller has checked access and runs this through
+    /// [`Self::history_gate`] (with the join's other read: one turn in the queue per join).
     pub async fn newest(
         &self,
         who: &Identity,
@@ -193,17 +206,20 @@ impl MessagesService {
         limit: u32,
     ) -> ServiceResult<SyncPage> {
         self.rooms.check_access(who, room).await?;
-        let info = self.rooms.info(room).await?;
-        if epoch.is_some_and(|e| e != info.epoch) || since_seq > info.last_seq {
-            return Err(ServiceError::Reset);
-        }
-        let q = HistoryQuery {
-            after_seq: Some(since_seq),
-            before_seq: None,
-            limit,
+        let read = async {
+            let info = self.rooms.info(room).await?;
+            if epoch.is_some_and(|e| e != info.epoch) || since_seq > info.last_seq {
+                return Err(ServiceError::Reset);
+            }
+            let q = HistoryQuery {
+                after_seq: Some(since_seq),
+                before_seq: None,
+                limit,
+            };
+            // From the primary: `reset` and "nothing missed" must be judged against the truth.
+            Ok((info, self.store.history(room, q, ReadFrom::Primary).await?))
         };
-        // From the primary: `reset` and "nothing missed" must be judged against the truth.
-        let mut page = self.store.history(room, q, ReadFrom::Primary).await?;
+        let (info, mut page) = self.history_gate.run(read).await?;
         let bytes = cap_page(&mut page, false);
         self.charge_read(who, bytes).await?;
         Ok(SyncPage {

@@ -11,6 +11,7 @@ pub mod archive;
 pub mod commit;
 pub mod dashboard;
 pub mod error;
+pub mod history_gate;
 pub mod jobs;
 pub mod messages;
 pub mod presence;
