@@ -15,6 +15,8 @@
 
 #[path = "bench/archive.rs"]
 mod archive;
+#[path = "bench/idle.rs"]
+mod idle;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/rounds.rs"]
@@ -126,6 +128,8 @@ enum Mode {
     /// Scale-out: the same load (one big room or many rooms) against several setups (1 vs 3
     /// instances behind nginx), alternating, with the servers' CPU per delivery.
     Scale(scale::ScaleArgs),
+    /// Idle sockets: the server's RSS per idle WebSocket joined to a room (and the peer's).
+    Idle(idle::IdleArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -542,6 +546,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Archive(a)) => return archive::run(a).await,
         Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
         Some(Mode::Scale(s)) => return scale::run(s).await,
+        Some(Mode::Idle(i)) => return idle::run(i).await,
         None => {}
     }
     let args = Arc::new(args);
