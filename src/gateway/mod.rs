@@ -54,6 +54,11 @@ pub use drain::refuse_new_sessions;
 /// Where the Engine.IO endpoint is mounted.
 pub const ENGINE_PATH: &str = "/socket.io";
 
+/// A WebSocket's read buffer, held (zero-filled) by every socket, idle ones too. Client events
+/// are a few hundred bytes; tungstenite grows the buffer for a larger frame. (The default,
+/// 4 KiB, was 4 of an idle socket's ~30 KiB.)
+const WS_READ_BUFFER: usize = 1024;
+
 /// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
 
@@ -131,6 +136,7 @@ impl Gateway {
             .max_payload(max_payload as u64)
             .ws_max_message_size(max_payload)
             .ws_max_frame_size(max_payload)
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .build()
     }
 
