@@ -72,28 +72,62 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(ACCEPT_BACKLOG)
 }
 
-/// Raises the soft descriptor limit to the hard one; returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
+/// Raises the soft descriptor limit to the hard one, and the hard one too when it is below
+/// `want` (descriptors for every connection allowed plus the reserve) and the process may
+/// (root, or CAP_SYS_RESOURCE; never past `fs.nr_open`). Logs what it did; returns the limit
+/// in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let Some(lim) = rlimit_nofile() else {
+        return 1024;
+    };
+    let (before, hard) = (lim.rlim_cur, lim.rlim_max);
+    if hard < want {
+        let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(hard);
+        let target = want.min(ceiling).max(hard);
+        if target > hard && set_nofile(target, target) {
+            tracing::info!(
+                from = before,
+                to = target,
+                "raised the descriptor limit (soft and hard)"
+            );
+            return target;
         }
-        if lim.rlim_cur < lim.rlim_max {
-            let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return raised.rlim_cur;
-            }
-        }
-        lim.rlim_cur
     }
+    if before < hard && set_nofile(hard, hard) {
+        tracing::info!(
+            from = before,
+            to = hard,
+            "raised the descriptor limit to its hard limit"
+        );
+        return hard;
+    }
+    before
+}
+
+fn rlimit_nofile() -> Option<libc::rlimit> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed to it.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0).then_some(lim)
+}
+
+fn set_nofile(soft: u64, hard: u64) -> bool {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the struct passed to it.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
+}
+
+/// Descriptors wanted for `max_connections` connections and the reserve.
+pub fn fds_wanted(max_connections: usize) -> u64 {
+    max_connections as u64 + RESERVED_FDS
 }
 
 /// The cap in force: the configured one, unless the descriptor limit leaves less.
@@ -484,6 +518,36 @@ fn upgraded_sid(req: &Request<Incoming>) -> Option<&str> {
     query.split('&').find_map(|p| p.strip_prefix("sid="))
 }
 
+/// A request whose head outlives it: an Engine.IO handshake (polling or WebSocket, and a
+/// WebSocket upgrade of a polling session) keeps its head as long as the session lives.
+fn head_outlives(req: &Request<Incoming>) -> bool {
+    let Some(query) = req.uri().query() else {
+        return false;
+    };
+    let mut params = query.split('&');
+    let transport = params.clone().find_map(|p| p.strip_prefix("transport="));
+    match transport {
+        Some("websocket") => true,
+        Some(_) => !params.any(|p| p.starts_with("sid=")),
+        None => false,
+    }
+}
+
+/// hyper parses a request head without copying: its URI and header values are slices of the
+/// connection's read buffer and keep all of it (8 KiB) allocated while any of them lives. A
+/// head kept for a session's life gets its own copies (a few hundred bytes) instead.
+fn own_head(req: &mut Request<Incoming>) {
+    if let Ok(uri) = req.uri().to_string().parse() {
+        *req.uri_mut() = uri;
+    }
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut owned) = hyper::header::HeaderValue::from_bytes(value.as_bytes()) {
+            owned.set_sensitive(value.is_sensitive());
+            *value = owned;
+        }
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for Tracked {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -493,6 +557,9 @@ impl hyper::service::Service<Request<Incoming>> for Tracked {
         *self.conn.idle_since.lock() = None;
         if let Some(sid) = upgraded_sid(&req) {
             self.upgrades.upgraded(sid, &self.counters);
+        }
+        if head_outlives(&req) {
+            own_head(&mut req);
         }
         req.extensions_mut().insert(self.counters.clone());
         req.extensions_mut()

@@ -28,7 +28,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let shutdown_timeout = config.shutdown_timeout;
-    let fd_limit = http_server::raise_fd_limit();
+    let fd_limit = http_server::raise_fd_limit(http_server::fds_wanted(config.max_connections));
     let limits = Limits {
         max_connections: http_server::effective_cap(config.max_connections, fd_limit),
         header_timeout: config.http_header_timeout,

@@ -17,6 +17,8 @@
 mod archive;
 #[path = "bench/cpu.rs"]
 mod cpu;
+#[path = "bench/idle.rs"]
+mod idle;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/rounds.rs"]
@@ -142,6 +144,8 @@ enum Mode {
     /// Reconnect storm: the server is killed (-9) and restarted under N clients, which all
     /// reconnect with socket.io-client's backoff and `sync`; share recovered, time, lost = 0.
     Storm(storm::StormArgs),
+    /// Idle sockets: the server's RSS per idle WebSocket joined to a room (and the peer's).
+    Idle(idle::IdleArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -575,6 +579,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
         Some(Mode::Scale(s)) => return scale::run(s).await,
         Some(Mode::Storm(s)) => return storm::run(s).await,
+        Some(Mode::Idle(i)) => return idle::run(i).await,
         None => {}
     }
     let args = Arc::new(args);

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use super::Gateway;
 use super::client_event::{self, ClientEvent};
@@ -17,12 +16,10 @@ use crate::error::{ApiError, ApiResult};
 
 const JOIN_HISTORY: u32 = 50;
 
-pub async fn worker(
-    gw: Arc<Gateway>,
-    session: Arc<Session>,
-    mut inbox: mpsc::Receiver<InboundEvent>,
-) {
-    while let Some(ev) = inbox.recv().await {
+/// Handles the session's queued events one at a time, and ends when none is left (the next
+/// event starts another: `inbox.rs`).
+pub async fn worker(gw: Arc<Gateway>, session: Arc<Session>) {
+    while let Some(ev) = session.next_event() {
         if session.is_closed() {
             break;
         }

@@ -22,7 +22,6 @@ use engineioxide::config::EngineIoConfig;
 use engineioxide::handler::EngineIoHandler;
 use engineioxide::{DisconnectReason, Str};
 use serde_json::json;
-use tokio::sync::mpsc;
 
 mod address_slots;
 mod admission;
@@ -32,6 +31,7 @@ pub mod client_event;
 mod drain;
 mod events;
 mod hub;
+mod inbox;
 mod live;
 mod metrics;
 pub mod packet;
@@ -56,8 +56,10 @@ pub use drain::refuse_new_sessions;
 /// Where the Engine.IO endpoint is mounted.
 pub const ENGINE_PATH: &str = "/socket.io";
 
-/// Events a session may have waiting to be handled before more are refused `rate_limited`.
-const INBOX_EVENTS: usize = 256;
+/// A WebSocket's read buffer, held (zero-filled) by every socket, idle ones too. Client events
+/// are a few hundred bytes; tungstenite grows the buffer for a larger frame. (The default,
+/// 4 KiB, was 4 of an idle socket's ~30 KiB.)
+const WS_READ_BUFFER: usize = 1024;
 
 /// How long a transport may stay open without a Socket.IO CONNECT (the socket.io default).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -145,6 +147,7 @@ impl Gateway {
             .max_payload(max_payload as u64)
             .ws_max_message_size(max_payload)
             .ws_max_frame_size(max_payload)
+            .ws_read_buffer_size(WS_READ_BUFFER)
             .build()
     }
 
@@ -211,19 +214,19 @@ impl Gateway {
             }
         };
         let sid = uuid::Uuid::new_v4().simple().to_string();
-        let (tx, rx) = mpsc::channel(INBOX_EVENTS);
         let session = Arc::new(Session::new(
             sid.clone(),
             identity,
             socket.clone(),
-            tx,
             self.metrics.clone(),
             backlog::Backlog::new(self.byte_budget, self.upgrades.clone()),
         ));
         *socket.data.session.lock() = Some(session.clone());
+        if let Some(timer) = socket.data.connect_timer.lock().take() {
+            timer.abort();
+        }
         self.hub.register(session.clone());
         session.emit(packet::connect_ok(&sid));
-        tokio::spawn(events::worker(self.clone(), session, rx));
     }
 
     fn teardown(&self, socket: &EngineSocket) {
@@ -299,7 +302,7 @@ impl EngineIoHandler for Gateway {
         }
         *socket.data.pending.lock() = Some(self.admission.pending());
         let weak = Arc::downgrade(&socket);
-        tokio::spawn(async move {
+        let timer = tokio::spawn(async move {
             tokio::time::sleep(CONNECT_TIMEOUT).await;
             if let Some(s) = weak.upgrade()
                 && s.data.session.lock().is_none()
@@ -307,6 +310,7 @@ impl EngineIoHandler for Gateway {
                 s.close(DisconnectReason::TransportClose);
             }
         });
+        *socket.data.connect_timer.lock() = Some(timer.abort_handle());
     }
 
     fn on_disconnect(&self, socket: Arc<EngineSocket>, _reason: DisconnectReason) {
@@ -314,6 +318,9 @@ impl EngineIoHandler for Gateway {
         // the socket itself may outlive this call (tasks holding it): free the places now
         socket.data.address_slot.lock().take();
         socket.data.pending.lock().take();
+        if let Some(timer) = socket.data.connect_timer.lock().take() {
+            timer.abort();
+        }
     }
 
     fn on_message(self: &Arc<Self>, msg: Str, socket: Arc<EngineSocket>) {
@@ -336,29 +343,29 @@ impl EngineIoHandler for Gateway {
                     return;
                 };
                 let (name, payload) = packet::split_event(data);
-                session.queue(
-                    InboundEvent {
-                        refused: None,
-                        name,
-                        payload,
-                        ack,
-                    },
-                    &self.event_rate,
-                );
+                let event = InboundEvent {
+                    refused: None,
+                    name,
+                    payload,
+                    ack,
+                };
+                if session.queue(event, &self.event_rate) {
+                    tokio::spawn(events::worker(self.clone(), session));
+                }
             }
             Inbound::Refused { nsp, ack, reason } if nsp == "/" => {
                 let Some(session) = socket.data.session.lock().clone() else {
                     return;
                 };
-                session.queue(
-                    InboundEvent {
-                        refused: Some(reason),
-                        name: String::new(),
-                        payload: None,
-                        ack,
-                    },
-                    &self.event_rate,
-                );
+                let event = InboundEvent {
+                    refused: Some(reason),
+                    name: String::new(),
+                    payload: None,
+                    ack,
+                };
+                if session.queue(event, &self.event_rate) {
+                    tokio::spawn(events::worker(self.clone(), session));
+                }
             }
             _ => {}
         }

@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use engineioxide::{DisconnectReason, Socket, Str};
 use parking_lot::Mutex;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::backlog::Backlog;
 use super::budget::{EventBudget, EventRate};
+use super::inbox::{Inbox, Pushed};
 use super::metrics::GatewayMetrics;
 use super::packet;
 use crate::auth::Identity;
@@ -29,6 +29,9 @@ pub struct Conn {
     pub over_address_limit: AtomicBool,
     /// This session's place among those opened and not yet CONNECTed (admission.rs).
     pub pending: Mutex<Option<super::admission::Pending>>,
+    /// The task closing the transport if no CONNECT comes in time; stopped at the CONNECT, so
+    /// a connected idle socket holds no timer.
+    pub connect_timer: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
 pub type EngineSocket = Socket<Conn>;
@@ -85,8 +88,8 @@ pub struct Session {
     who: Mutex<Arc<Identity>>,
     socket: Arc<EngineSocket>,
     rooms: Mutex<HashMap<String, Cursor>>,
-    /// Taken at teardown, which ends the session's worker (it holds the receiver).
-    inbox: Mutex<Option<mpsc::Sender<InboundEvent>>>,
+    /// Client events waiting for the worker (closed at teardown, which ends the worker).
+    inbox: Inbox,
     evicted: AtomicBool,
     closed: AtomicBool,
     metrics: Arc<GatewayMetrics>,
@@ -105,7 +108,6 @@ impl Session {
         sid: String,
         identity: Identity,
         socket: Arc<EngineSocket>,
-        inbox: mpsc::Sender<InboundEvent>,
         metrics: Arc<GatewayMetrics>,
         backlog: Backlog,
     ) -> Self {
@@ -115,7 +117,7 @@ impl Session {
             identity,
             socket,
             rooms: Mutex::new(HashMap::new()),
-            inbox: Mutex::new(Some(inbox)),
+            inbox: Inbox::default(),
             evicted: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             metrics,
@@ -145,10 +147,12 @@ impl Session {
         }
     }
 
-    /// Queues a client event for the worker, in arrival order. A client that sends faster than
-    /// its events are handled fills the bounded queue; the overflow is answered `rate_limited`
-    /// at once (nothing was done), so memory stays bounded and the client learns to slow down.
-    pub fn queue(&self, event: InboundEvent, rate: &EventRate) {
+    /// Queues a client event for the worker, in arrival order; true when no worker runs, so
+    /// the caller starts one (`events::worker`). A client that sends faster than its events are
+    /// handled fills the bounded queue; the overflow is answered `rate_limited` at once
+    /// (nothing was done), so memory stays bounded and the client learns to slow down.
+    #[must_use]
+    pub fn queue(&self, event: InboundEvent, rate: &EventRate) -> bool {
         if let Err(retry_after_ms) = self.budget.take(rate) {
             self.metrics.events_refused.increment(1);
             if let Some(id) = event.ack {
@@ -156,15 +160,12 @@ impl Session {
                 let body = serde_json::json!({ "ok": false, "error": e.body() });
                 self.emit(packet::ack(id, &body));
             }
-            return;
+            return false;
         }
-        let full = match self.inbox.lock().as_ref() {
-            Some(tx) => match tx.try_send(event) {
-                Ok(()) => return,
-                Err(mpsc::error::TrySendError::Full(ev)) => ev,
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-            },
-            None => return,
+        let full = match self.inbox.push(event) {
+            Pushed::StartWorker => return true,
+            Pushed::Queued | Pushed::Closed => return false,
+            Pushed::Full(ev) => ev,
         };
         self.metrics.events_refused.increment(1);
         if let Some(id) = full.ack {
@@ -172,13 +173,19 @@ impl Session {
             let body = serde_json::json!({ "ok": false, "error": e.body() });
             self.emit(packet::ack(id, &body));
         }
+        false
+    }
+
+    /// The worker's next event; `None`: none left, the worker stops.
+    pub fn next_event(&self) -> Option<InboundEvent> {
+        self.inbox.next()
     }
 
     /// Marks the session gone: its worker stops after the current event (what is still queued is
     /// dropped unanswered, as if lost in transit), and a join in progress undoes itself.
     pub fn mark_closed(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        self.inbox.lock().take();
+        self.inbox.close();
     }
 
     pub fn is_closed(&self) -> bool {

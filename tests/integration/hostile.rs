@@ -59,7 +59,7 @@ async fn closed(s: &mut TcpStream, within: Duration) -> bool {
 
 #[tokio::test]
 async fn silent_and_slowloris_connections_leave_healthz_answering_under_512_descriptors() {
-    let ours = tsunagi::http_server::raise_fd_limit();
+    let ours = tsunagi::http_server::raise_fd_limit(4096);
     assert!(
         ours >= 4000,
         "the test needs 4000 descriptors of its own, has {ours}"
