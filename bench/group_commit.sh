@@ -25,6 +25,7 @@ OUT=${BENCH_OUT:-target/bench/group_commit.jsonl}
 mkdir -p "$(dirname "$OUT")"
 LOGS=$(cd "$(dirname "$OUT")" && pwd)
 : >"$OUT"
+rm -f "$LOGS"/group-commit-*.strace
 
 cargo build --release --all-targets --quiet
 
