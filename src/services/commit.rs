@@ -168,57 +168,106 @@ struct Parts {
     telemetry: Telemetry,
 }
 
+/// A batch taken from the queue.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<NewMessage>,
+    waiters: Vec<Waiter>,
+    /// Answered once this batch (and so everything queued before) is answered.
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+/// What committing a batch came to: groups of waiters with their commit's result, in commit
+/// order (one group, or one per message when the batch was retried one by one).
+type Outcome = Vec<(Vec<Waiter>, Result<(Vec<Appended>, WritePos), ServiceError>)>;
+
 impl Parts {
-    /// Publishes what a commit created (in seq order, before anyone is answered), then answers.
-    fn answer(&self, waiters: Vec<Waiter>, appended: Vec<Appended>, pos: WritePos) {
-        for a in appended.iter().filter(|a| a.created) {
-            self.bus
-                .publish(BusEvent::Message(Arc::new(a.message.clone())));
-        }
-        let commit_seconds = self
-            .telemetry
-            .record(|| metrics::histogram!("tsunagi_send_commit_seconds"));
-        for (w, a) in waiters.into_iter().zip(appended) {
-            self.ryw.wrote(&a.message.user_id, pos);
-            commit_seconds.record(w.queued.elapsed().as_secs_f64());
-            w.reply.send(Ok(a)).ok();
+    /// Publishes what each commit created (in seq order, before anyone is answered), then
+    /// answers.
+    fn answer(&self, outcome: Outcome) {
+        for (waiters, result) in outcome {
+            let (appended, pos) = match result {
+                Ok(done) => done,
+                Err(e) => {
+                    for w in waiters {
+                        w.fail(e.clone());
+                    }
+                    continue;
+                }
+            };
+            for a in appended.iter().filter(|a| a.created) {
+                self.bus
+                    .publish(BusEvent::Message(Arc::new(a.message.clone())));
+            }
+            let commit_seconds = self
+                .telemetry
+                .record(|| metrics::histogram!("tsunagi_send_commit_seconds"));
+            for (w, a) in waiters.into_iter().zip(appended) {
+                self.ryw.wrote(&a.message.user_id, pos);
+                commit_seconds.record(w.queued.elapsed().as_secs_f64());
+                w.reply.send(Ok(a)).ok();
+            }
         }
     }
 
-    /// Commits `messages` in one transaction and answers their waiters.
-    async fn commit(&self, messages: Vec<NewMessage>, waiters: Vec<Waiter>, attempt: Duration) {
+    /// Commits `messages` in one transaction; answers nothing (see [`Parts::answer`]).
+    async fn commit(
+        &self,
+        messages: Vec<NewMessage>,
+        waiters: Vec<Waiter>,
+        attempt: Duration,
+    ) -> Outcome {
         self.telemetry.record(|| {
             metrics::histogram!("tsunagi_commit_batch_size").record(messages.len() as f64)
         });
         match self.store.append(&messages).await {
-            Ok((appended, pos)) => self.answer(waiters, appended, pos),
+            Ok(done) => vec![(waiters, Ok(done))],
             // A statement error is about the data, not the server (timeouts and lock waits
             // are `Unavailable`): commit the others alone so one bad message cannot fail its
             // neighbours, each only while its deadline allows.
             Err(e) if !e.is_connection() && messages.len() > 1 => {
                 tracing::warn!(error = %e, "group commit failed; committing one by one");
+                let mut out = Vec::with_capacity(waiters.len());
                 for (m, w) in messages.chunks(1).zip(waiters) {
                     if w.expired(Instant::now(), attempt) {
-                        w.fail(too_late());
+                        out.push((vec![w], Err(too_late())));
                         continue;
                     }
-                    match self.store.append(m).await {
-                        Ok((appended, pos)) => self.answer(vec![w], appended, pos),
-                        Err(e) => w.fail(ServiceError::from(e)),
-                    }
+                    let result = self.store.append(m).await.map_err(ServiceError::from);
+                    out.push((vec![w], result));
                 }
+                out
             }
             Err(e) => {
                 tracing::warn!(error = %e, "group commit failed");
-                let err = ServiceError::from(e);
-                for w in waiters {
-                    w.fail(err.clone());
-                }
+                vec![(waiters, Err(ServiceError::from(e)))]
             }
         }
     }
 }
 
+/// Sorts queued jobs into a batch; those past their deadline fail without being tried.
+fn form(jobs: &mut Vec<Job>, attempt: Duration) -> Batch {
+    let now = Instant::now();
+    let mut b = Batch::default();
+    for job in jobs.drain(..) {
+        match job {
+            // waited past its deadline behind a stalled commit: not tried at all
+            Job::Append { waiter, .. } if waiter.expired(now, attempt) => waiter.fail(too_late()),
+            Job::Append { message, waiter } => {
+                b.messages.push(message);
+                b.waiters.push(waiter);
+            }
+            Job::Flush(done) => b.flushes.push(done),
+        }
+    }
+    b
+}
+
+/// The pipeline: while batch N commits, the queue fills; as soon as N is committed, N+1 is taken
+/// from the queue and sent to the database, and only then is N published and answered, so the
+/// fan-out and the replies of one batch overlap the next commit. Commits stay one at a time and
+/// in queue order (N+1 starts after N committed), and N is published before N+1 is.
 async fn run(
     mut rx: mpsc::Receiver<Job>,
     parts: Parts,
@@ -226,32 +275,50 @@ async fn run(
     attempt: Duration,
     committing: Arc<AtomicBool>,
 ) {
+    let parts = Arc::new(parts);
     let mut jobs = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut jobs, max_batch).await > 0 {
-        committing.store(true, Ordering::Relaxed);
-        let now = Instant::now();
-        let mut messages = Vec::with_capacity(jobs.len());
-        let mut waiters = Vec::with_capacity(jobs.len());
-        let mut flushes = Vec::new();
-        for job in jobs.drain(..) {
-            match job {
-                // waited past its deadline behind a stalled commit: not tried at all
-                Job::Append { waiter, .. } if waiter.expired(now, attempt) => {
-                    waiter.fail(too_late())
+    // the batch being committed, and the flushes waiting for its answers
+    let mut in_flight: Option<(tokio::task::JoinHandle<Outcome>, Vec<oneshot::Sender<()>>)> = None;
+    loop {
+        let done = match in_flight.take() {
+            Some((task, flushes)) => Some((task.await, flushes)),
+            None => None,
+        };
+        if done.is_none() {
+            // nothing to answer: wait for work
+            if rx.recv_many(&mut jobs, max_batch).await == 0 {
+                break;
+            }
+        } else {
+            while jobs.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
                 }
-                Job::Append { message, waiter } => {
-                    messages.push(message);
-                    waiters.push(waiter);
-                }
-                Job::Flush(done) => flushes.push(done),
             }
         }
-        if !messages.is_empty() {
-            parts.commit(messages, waiters, attempt).await;
+        committing.store(true, Ordering::Relaxed);
+        let batch = form(&mut jobs, attempt);
+        let mut flushes = batch.flushes;
+        if !batch.messages.is_empty() {
+            let p = parts.clone();
+            let task =
+                tokio::spawn(async move { p.commit(batch.messages, batch.waiters, attempt).await });
+            in_flight = Some((task, std::mem::take(&mut flushes)));
         }
-        for done in flushes {
-            done.send(()).ok();
+        if let Some((outcome, earlier)) = done {
+            // a panicked commit dropped its waiters: they are told the committer stopped
+            if let Ok(outcome) = outcome {
+                parts.answer(outcome);
+            }
+            for f in earlier {
+                f.send(()).ok();
+            }
         }
-        committing.store(false, Ordering::Relaxed);
+        // flushes queued with no sends: everything before them is answered now
+        for f in flushes {
+            f.send(()).ok();
+        }
+        committing.store(in_flight.is_some(), Ordering::Relaxed);
     }
 }

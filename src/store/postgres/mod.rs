@@ -29,6 +29,7 @@ use crate::at_rest::{Sealer, Stored, StoredMessage};
 use crate::domain::{Message, RoomId, RoomInfo};
 use crate::telemetry::Telemetry;
 
+mod append;
 mod archive;
 pub mod cold;
 mod jobs;
@@ -154,7 +155,13 @@ pub struct PgStore {
     sealer: Arc<Sealer>,
     /// The current key is in `encryption_keys_in_use` (set after the first write's commit).
     key_registered: AtomicBool,
+    /// When the one-statement append last declined because webhooks exist: for a while after,
+    /// appends go straight to the transactional path (which enqueues their deliveries).
+    webhooks_seen: parking_lot::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long appends skip the one-statement path after it found webhooks.
+const WEBHOOKS_RECHECK: Duration = Duration::from_secs(10);
 
 // The hot statements, public so a test can `EXPLAIN` exactly what runs.
 
@@ -325,12 +332,18 @@ impl PgStore {
             ),
             sealer: s.sealer.clone(),
             key_registered: AtomicBool::new(false),
+            webhooks_seen: Default::default(),
         })
     }
 
     /// The primary's WAL position after a commit. If it cannot be read (the commit did happen),
     /// the position is "beyond everything": that writer's next reads go to the primary.
     async fn commit_position(&self, conn: &mut PgConnection) -> WritePos {
+        // Without replicas every read is on the primary: no position is needed, and the round
+        // trip is saved.
+        if self.replicas.all.is_empty() {
+            return WritePos::default();
+        }
         let row = self
             .telemetry
             .timed(
@@ -517,6 +530,28 @@ impl PgStore {
         Ok(row.is_some())
     }
     async fn append_inner(
+        &self,
+        batch: &[NewMessage],
+    ) -> Result<(Vec<Appended>, WritePos), StoreError> {
+        let recent_webhooks = self
+            .webhooks_seen
+            .lock()
+            .is_some_and(|t| t.elapsed() < WEBHOOKS_RECHECK);
+        if !recent_webhooks {
+            match self.append_one_statement(batch).await? {
+                Ok(done) => return Ok(done),
+                Err(append::Declined::Webhooks) => {
+                    *self.webhooks_seen.lock() = Some(std::time::Instant::now())
+                }
+                Err(append::Declined::Other) => {}
+            }
+        }
+        self.append_transaction(batch).await
+    }
+
+    /// The transactional append: every case (webhooks, cold client_ids, the first write under
+    /// a key), in several round trips.
+    async fn append_transaction(
         &self,
         batch: &[NewMessage],
     ) -> Result<(Vec<Appended>, WritePos), StoreError> {

@@ -15,13 +15,13 @@ use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 
 use super::archive::{ColdKey, ColdSettings, ColdStore, merge_history, open_cold};
 use super::pool::InstrumentedPool;
+use super::room_columns;
 use super::users::AuditRow;
 use super::webhooks::{OutboxEvent, message_events};
 use super::{
-    Appended, HistoryPage, HistoryQuery, NewMessage, NewRoom, ReadFrom, Store, StoreError,
-    WritePos, assign_seqs,
+    Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
+    StoreError, WritePos, assign_seqs,
 };
-use super::{message_columns, room_columns};
 use crate::at_rest::{Sealer, StoredMessage};
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
 
@@ -269,33 +269,6 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
-
-    async fn find_by_client_id(
-        &self,
-        conn: &mut SqliteConnection,
-        m: &NewMessage,
-        client_id: &str,
-    ) -> Result<Option<Message>, StoreError> {
-        let row = self
-            .telemetry
-            .timed(
-                "message_by_client_id",
-                sqlx::query(concat!(
-                    "SELECT ",
-                    message_columns!(),
-                    " FROM messages WHERE room_id = ? AND user_id = ? AND client_id = ?"
-                ))
-                .bind(m.room.as_str())
-                .bind(&m.user_id)
-                .bind(client_id)
-                .fetch_optional(&mut *conn),
-            )
-            .await?;
-        Ok(row
-            .as_ref()
-            .map(|r| self.sealer.open_message(stored_message_from_row(r)))
-            .transpose()?)
-    }
 }
 
 #[async_trait]
@@ -449,39 +422,76 @@ impl Store for SqliteStore {
         // IMMEDIATE: take the write lock up front, so another process writing the same file
         // makes us wait (busy_timeout) instead of failing a read-then-write upgrade.
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        // Set statements over JSON arrays (json_each), a handful per batch whatever its size:
+        // each statement is a hop to sqlx's SQLite thread, and one per message made preparing
+        // a batch of a hundred cost several times its fsync.
+        let rooms: Vec<&str> = batch
+            .iter()
+            .map(|m| m.room.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let room_rows = self
+            .telemetry
+            .timed(
+                "rooms_last_seq",
+                sqlx::query(
+                    "SELECT id, last_seq, archived_seq, epoch FROM rooms \
+                     WHERE id IN (SELECT value FROM json_each(?))",
+                )
+                .bind(serde_json::to_string(&rooms).unwrap_or_default())
+                .fetch_all(&mut *tx),
+            )
+            .await?;
         let mut last_seq: HashMap<String, i64> = HashMap::new();
         // rooms with archived messages, and their epochs: where a client_id may be cold
         let mut archived: HashMap<String, String> = HashMap::new();
-        for m in batch {
-            if !last_seq.contains_key(m.room.as_str()) {
-                let row = self
-                    .telemetry
-                    .timed(
-                        "room_last_seq",
-                        sqlx::query("SELECT last_seq, archived_seq, epoch FROM rooms WHERE id = ?")
-                            .bind(m.room.as_str())
-                            .fetch_optional(&mut *tx),
-                    )
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound(format!("room {}", m.room)))?;
-                last_seq.insert(m.room.as_str().to_owned(), row.get(0));
-                if row.get::<i64, _>(1) > 0 {
-                    archived.insert(m.room.as_str().to_owned(), row.get(2));
-                }
+        for r in &room_rows {
+            let id: String = r.get(0);
+            if r.get::<i64, _>(2) > 0 {
+                archived.insert(id.clone(), r.get(3));
             }
+            last_seq.insert(id, r.get(1));
         }
+        if let Some(missing) = rooms.iter().find(|r| !last_seq.contains_key(**r)) {
+            return Err(StoreError::NotFound(format!("room {missing}")));
+        }
+        let keys: std::collections::BTreeSet<IdempotencyKey> =
+            batch.iter().filter_map(NewMessage::key).collect();
         let mut known = HashMap::new();
-        let mut cold_keys: Vec<ColdKey> = Vec::new();
-        for (m, key) in batch.iter().filter_map(|m| m.key().map(|k| (m, k))) {
-            if known.contains_key(&key) {
-                continue;
-            }
-            if let Some(first) = self.find_by_client_id(&mut tx, m, &key.2).await? {
-                known.insert(key, first);
-            } else if let Some(epoch) = archived.get(&key.0) {
-                cold_keys.push((key.0, epoch.clone(), key.1, key.2));
+        if !keys.is_empty() {
+            let rows = self
+                .telemetry
+                .timed(
+                    "messages_by_client_ids",
+                    // qualified: json_each has an `id` column too
+                    sqlx::query(
+                        "SELECT m.id, m.room_id, m.seq, m.user_id, m.content, m.client_id, \
+                         m.created_at, m.content_key FROM json_each(?) k JOIN messages m \
+                         ON m.room_id = k.value ->> 0 AND m.user_id = k.value ->> 1 \
+                         AND m.client_id = k.value ->> 2 AND m.client_id IS NOT NULL",
+                    )
+                    .bind(serde_json::to_string(&keys).unwrap_or_default())
+                    .fetch_all(&mut *tx),
+                )
+                .await?;
+            for m in open_messages(&self.sealer, &rows)? {
+                let key = (
+                    m.room.clone(),
+                    m.user_id.clone(),
+                    m.client_id.clone().unwrap_or_default(),
+                );
+                known.insert(key, m);
             }
         }
+        let cold_keys: Vec<ColdKey> = keys
+            .into_iter()
+            .filter(|k| !known.contains_key(k))
+            .filter_map(|k| {
+                let epoch = archived.get(&k.0)?.clone();
+                Some((k.0, epoch, k.1, k.2))
+            })
+            .collect();
         // Under the write lock the marker cannot move: what is not hot is cold, committed.
         if !cold_keys.is_empty() {
             for first in self.cold.by_client_ids(&cold_keys).await? {
@@ -495,37 +505,50 @@ impl Store for SqliteStore {
         }
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
         self.register_current_key(&mut tx).await?;
-        for message in &new_rows {
-            let content = self.sealer.seal_message(message);
+        if !new_rows.is_empty() {
+            let rows: Vec<serde_json::Value> = new_rows
+                .iter()
+                .map(|m| {
+                    let content = self.sealer.seal_message(m);
+                    serde_json::json!([
+                        m.room,
+                        m.seq,
+                        m.id,
+                        m.user_id,
+                        content.text,
+                        m.client_id,
+                        m.created_at,
+                        content.key_id
+                    ])
+                })
+                .collect();
             self.telemetry
                 .timed(
-                    "message_insert",
+                    "messages_insert",
                     sqlx::query(
                         "INSERT INTO messages (room_id, seq, id, user_id, content, client_id, \
-                     created_at, content_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         created_at, content_key) SELECT value ->> 0, value ->> 1, value ->> 2, \
+                         value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7 \
+                         FROM json_each(?)",
                     )
-                    .bind(&message.room)
-                    .bind(message.seq)
-                    .bind(&message.id)
-                    .bind(&message.user_id)
-                    .bind(content.text)
-                    .bind(&message.client_id)
-                    .bind(&message.created_at)
-                    .bind(content.key_id)
+                    .bind(serde_json::Value::Array(rows).to_string())
                     .execute(&mut *tx),
                 )
                 .await?;
         }
         self.enqueue_deliveries(&mut tx, &message_events(&new_rows))
             .await?;
-        for (room, seq) in &last_seq {
+        if !new_rows.is_empty() {
+            let seqs: Vec<(&String, &i64)> = last_seq.iter().collect();
             self.telemetry
                 .timed(
-                    "room_advance_seq",
-                    sqlx::query("UPDATE rooms SET last_seq = ? WHERE id = ?")
-                        .bind(seq)
-                        .bind(room)
-                        .execute(&mut *tx),
+                    "rooms_advance_seq",
+                    sqlx::query(
+                        "UPDATE rooms SET last_seq = k.value ->> 1 FROM json_each(?) k \
+                         WHERE rooms.id = k.value ->> 0",
+                    )
+                    .bind(serde_json::to_string(&seqs).unwrap_or_default())
+                    .execute(&mut *tx),
                 )
                 .await?;
         }
