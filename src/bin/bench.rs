@@ -599,7 +599,7 @@ fn median(runs: &[Figures]) -> Figures {
 fn table(title: String, targets: &[(&str, &Figures)]) -> Table {
     let mut t = Table::new(title, targets.iter().map(|(n, _)| n.to_string()).collect())
         .ratio("tsunagi", "peer");
-    let rows: [(&str, Fmt, fn(&Figures) -> f64); 17] = [
+    let rows: [report::Row<Figures>; 17] = [
         ("acked sends/s", Fmt::Whole, |f| f.acked_sends_per_s),
         ("delivered/s", Fmt::Whole, |f| f.delivered_per_s),
         ("slowest room delivered/s", Fmt::Whole, |f| {

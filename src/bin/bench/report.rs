@@ -172,6 +172,9 @@ pub enum Fmt {
     Count,
 }
 
+/// A row of a scenario's table: label, format, and how to read it off a target's figures.
+pub type Row<F> = (&'static str, Fmt, fn(&F) -> f64);
+
 /// Figures as rows, targets as columns, and optionally one column with the ratio of two targets.
 pub struct Table {
     title: String,
@@ -255,7 +258,7 @@ impl Table {
 /// A scenario's per-target series, ready for `finish` (None when nothing was recorded).
 pub fn plot_of(title: String, series: Vec<(String, Vec<super::series::Second>)>) -> Option<Plot> {
     let series: Vec<_> = series.into_iter().filter(|(_, s)| !s.is_empty()).collect();
-    (!series.is_empty()).then(|| Plot { title, series })
+    (!series.is_empty()).then_some(Plot { title, series })
 }
 
 /// Keeps a counter readable from the progress task.

@@ -392,7 +392,7 @@ fn table(title: String, setups: &[(String, Figures)]) -> Table {
     if let [first, .., last] = &names[..] {
         t = t.ratio(last, first);
     }
-    let rows: [(&str, Fmt, fn(&Figures) -> f64); 16] = [
+    let rows: [report::Row<Figures>; 16] = [
         ("acked sends/s", Fmt::Whole, |f| f.acked_sends_per_s),
         ("delivered/s", Fmt::Whole, |f| f.delivered_per_s),
         ("send→deliver p50 ms", Fmt::Dec2, |f| f.p50_ms),
