@@ -136,7 +136,13 @@ fn latency_panel(area: &Area, p: &Plot, x_max: f64) -> anyhow::Result<()> {
     chart
         .configure_mesh()
         .x_desc("seconds into the window")
-        .y_label_formatter(&|v| format!("{v}"))
+        // more than the powers of ten: a window's latencies often span less than a decade
+        .y_labels(15)
+        .y_label_formatter(&|v| match *v {
+            v if v >= 10.0 => format!("{v:.0}"),
+            v if v >= 1.0 => format!("{v:.1}"),
+            v => format!("{v:.2}"),
+        })
         .draw()?;
     for (i, (name, s)) in p.series.iter().enumerate() {
         for (pct, f, width, dash) in PERCENTILES {
