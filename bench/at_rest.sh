@@ -75,7 +75,7 @@ curl -sf -o /dev/null -H "authorization: Bearer $admin" -H 'content-type: applic
 
 echo "== closed loop: encryption off (tsunagi) and on (peer) ==" >&2
 "$BIN"/tsunagi-bench --url "http://127.0.0.1:$off_port" --create-room --room "$room" \
-  --peer-url "http://127.0.0.1:$on_port" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+  --peer-url "http://127.0.0.1:$on_port" --json "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
 
 # the check that the "on" server sealed what it stored and the "off" one did not
 count='SELECT count(*) FILTER (WHERE content_key IS NULL), count(content_key) FROM messages'

@@ -10,8 +10,10 @@
 # Two loads run: closed loop (each sender keeps --in-flight sends unacked: the throughput each
 # server reaches) and paced (BENCH_PACED_RATE msgs/s per sender, default 100, 0 skips it: the
 # latency of both at the same offered load). Extra args go to both. JSON lines land in
-# $BENCH_OUT (default target/bench/last.jsonl). BENCH_DATABASE_URL=postgres://… runs tsunagi on
-# that (empty) PostgreSQL database instead of a temp SQLite file.
+# $BENCH_OUT (default target/bench/last.jsonl: one JSON document per load, `--json`).
+# BENCH_DATABASE_URL=postgres://… runs tsunagi on that (empty) PostgreSQL database instead of a
+# temp SQLite file. Each load draws its seconds into $BENCH_PLOTS/$BENCH_NAME-closed.svg and
+# -paced.svg (defaults: target/bench, room). bench/many_rooms.sh runs it with --rooms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -19,6 +21,9 @@ cd "$(dirname "$0")/.."
 
 PACED_RATE=${BENCH_PACED_RATE:-100}
 OUT=${BENCH_OUT:-target/bench/last.jsonl}
+PLOTS=${BENCH_PLOTS:-target/bench}
+NAME=${BENCH_NAME:-room}
+mkdir -p "$PLOTS"
 mkdir -p "$(dirname "$OUT")"
 # the servers' logs stay beside it for a look after the run (absolute: the peer runs elsewhere)
 LOGS=$(cd "$(dirname "$OUT")" && pwd)
@@ -74,17 +79,21 @@ pids+=("$p_pid")
 wait_port "$t_port"
 wait_port "$p_port"
 
+# bench PLOT-SUFFIX ARGS…: the table shows on stderr, the JSON document goes to $OUT
 bench() {
+  local plot="$PLOTS/$NAME-$1.svg"
+  shift
   "$BIN"/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
-    --peer-url "http://127.0.0.1:$p_port" --server-pid "$t_pid" --peer-pid "$p_pid" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+    --peer-url "http://127.0.0.1:$p_port" --server-pid "$t_pid" --peer-pid "$p_pid" --json --plot "$plot" "$@" |
+    tee -a "$OUT" | grep '"summary"' >/dev/null
 }
 
 echo "== closed loop: throughput ==" >&2
-bench "$@"
+bench closed "$@"
 if [ "$PACED_RATE" != 0 ]; then
   echo >&2
   echo "== paced: $PACED_RATE msgs/s per sender: latency at equal load ==" >&2
-  bench --rate "$PACED_RATE" "$@"
+  bench paced --rate "$PACED_RATE" "$@"
 fi
 
 echo >&2

@@ -135,7 +135,7 @@ scale() {
   "$BIN"/tsunagi-bench scale \
     --target "one=$url_one" --server-pids "one=$servers_one" --proxy-pids "one=$nginx_one" \
     --target "three=$url_three" --server-pids "three=$servers_three" --proxy-pids "three=$nginx_three" \
-    --redis-url "$REDIS" --rounds "$ROUNDS" --duration "$DURATION" "$@" | tee -a "$OUT" |
+    --redis-url "$REDIS" --rounds "$ROUNDS" --duration "$DURATION" --json "$@" | tee -a "$OUT" |
     grep '"scale_summary"' >/dev/null
 }
 

@@ -1,10 +1,16 @@
-//! Load generator: one room, `--clients` Socket.IO clients joined to it, `--senders` of them
-//! sending. Measures acked sends/s, delivered messages/s and send→deliver latency, and, with
+//! Load generator: `--rooms` rooms (one by default), `--clients` Socket.IO clients spread over
+//! them (client i joins room i mod rooms), the first `--senders` of them sending (so spread too). Measures acked sends/s, delivered messages/s and send→deliver latency, and, with
 //! `--peer-url`, runs the same load against a reference server in the same run (alternating,
 //! to spread the machine's noise over both) and prints tsunagi's figures as ratios to it.
 //!
 //! Every client lives in this one process, so a message's content carries its send time as
 //! nanoseconds since a process-wide `Instant`: the receiver subtracts, no clock sync needed.
+//! Each client checks its room's seq order (no gap, no duplicate) and each room's deliveries are
+//! counted apart, so a message missing in one room is never hidden by another's.
+//!
+//! Output (`report.rs`): a progress bar on a terminal, then a table of the medians, or with
+//! `--json` one JSON document; `--plot out.svg` draws the window second by second (`series.rs`,
+//! `plot.rs`).
 //!
 //! `tsunagi-bench users …` is another load: `GET /api/v1/users/{id}` over keep-alive HTTP/1.1
 //! against several servers side by side (`src/bin/bench/users.rs`); `tsunagi-bench readings …`
@@ -19,8 +25,12 @@ mod archive;
 mod cpu;
 #[path = "bench/idle.rs"]
 mod idle;
+#[path = "bench/plot.rs"]
+mod plot;
 #[path = "bench/readings.rs"]
 mod readings;
+#[path = "bench/report.rs"]
+mod report;
 #[path = "bench/rounds.rs"]
 mod rounds;
 #[path = "bench/scale.rs"]
@@ -29,6 +39,8 @@ mod scale;
 mod storm;
 #[path = "bench/storm_client.rs"]
 mod storm_client;
+#[path = "bench/series.rs"]
+mod series;
 #[path = "bench/users.rs"]
 mod users;
 #[path = "bench/webhooks.rs"]
@@ -41,19 +53,23 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 use tsunagi::client::{ClientError, SioClient};
 
+use report::{Fmt, Reporter, Table};
 use rounds::Rounds;
+use series::{Buckets, Second};
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Width of the timestamp at the head of each message's content.
 const TS_WIDTH: usize = 20;
+/// Clients connecting at once (thousands at once only measure the accept queue).
+const CONNECT_CONCURRENCY: usize = 100;
 
 fn now_ns() -> u64 {
     START.elapsed().as_nanos() as u64
@@ -78,12 +94,15 @@ struct Args {
     /// Runs per server; the medians are reported.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Clients joined to the room (senders included).
+    /// Clients, spread over the rooms (client i joins room i mod --rooms), senders included.
     #[arg(long, default_value_t = 50)]
     clients: usize,
-    /// How many of the clients send.
+    /// How many of the clients send (the first ones: spread over the rooms like the others).
     #[arg(long, default_value_t = 10)]
     senders: usize,
+    /// Rooms the clients are spread over (with more than one, room ids get a -N suffix).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Most unacked sends per sender; with --rate 0 the senders keep this many outstanding
     /// (closed loop), which finds the server's throughput.
     #[arg(long, default_value_t = 16)]
@@ -100,7 +119,8 @@ struct Args {
     /// Load before the window, not counted.
     #[arg(long, default_value = "2s", value_parser = duration)]
     warmup: Duration,
-    /// Room id (default bench-<random>); the same room serves every round.
+    /// Room id (default bench-<random>; with --rooms N, ROOM-0 … ROOM-(N-1)); the same rooms
+    /// serve every round.
     #[arg(long)]
     room: Option<String>,
     /// HS256 secret to mint one token per client (and an admin token for --create-room).
@@ -122,6 +142,8 @@ struct Args {
     /// The --peer-url server's process (default: found the same way).
     #[arg(long)]
     peer_pid: Option<u32>,
+    #[command(flatten)]
+    report: report::ReportArgs,
 }
 
 #[derive(clap::Subcommand, Debug, Clone)]
@@ -180,14 +202,14 @@ struct SendStats {
     sent: u64,
     acked_total: u64,
     acked_in_window: u64,
-    ack_lat_us: Vec<u32>,
+    ack_lat: Buckets,
     errors: BTreeMap<String, u64>,
 }
 
 #[derive(Default)]
 struct RecvStats {
     delivered_in_window: u64,
-    lat_us: Vec<u32>,
+    lat: Buckets,
     out_of_order: u64,
     /// deliveries that skipped a seq (a gap) and that repeated or went back (a duplicate)
     gaps: u64,
@@ -209,8 +231,12 @@ struct Figures {
     acked_sends_per_s: f64,
     delivered_per_s: f64,
     p50_ms: f64,
+    p90_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// deliveries/s of the slowest and the fastest room (the same as delivered_per_s with one)
+    room_min_delivered_per_s: f64,
+    room_max_delivered_per_s: f64,
     ack_p50_ms: f64,
     ack_p99_ms: f64,
     sent_per_s: f64,
@@ -221,6 +247,8 @@ struct Figures {
     out_of_order: u64,
     /// The server's CPU time over the window per message delivered in it (NaN: no process).
     server_cpu_us_per_delivery: f64,
+    gaps: u64,
+    dups: u64,
 }
 
 impl Figures {
@@ -228,12 +256,15 @@ impl Figures {
         json!({
             "acked_sends_per_s": round(self.acked_sends_per_s),
             "delivered_per_s": round(self.delivered_per_s),
-            "p50_ms": round(self.p50_ms), "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
+            "p50_ms": round(self.p50_ms), "p90_ms": round(self.p90_ms),
+            "p99_ms": round(self.p99_ms), "max_ms": round(self.max_ms),
+            "room_min_delivered_per_s": round(self.room_min_delivered_per_s),
+            "room_max_delivered_per_s": round(self.room_max_delivered_per_s),
             "ack_p50_ms": round(self.ack_p50_ms), "ack_p99_ms": round(self.ack_p99_ms),
             "sent_per_s": round(self.sent_per_s),
             "errors": self.errors, "error_codes": self.error_codes,
             "disconnects": self.disconnects, "missing": self.missing,
-            "out_of_order": self.out_of_order,
+            "out_of_order": self.out_of_order, "gaps": self.gaps, "dups": self.dups,
             "server_cpu_us_per_delivery": round(self.server_cpu_us_per_delivery),
         })
     }
@@ -325,7 +356,7 @@ async fn receive(
                     if w.has(now) {
                         st.delivered_in_window += 1;
                         if let Some(sent) = sent_ns_of(&m) {
-                            st.lat_us.push((now.saturating_sub(sent) / 1000) as u32);
+                            st.lat.push(w, now, (now.saturating_sub(sent) / 1000) as u32);
                         }
                     }
                 }
@@ -397,7 +428,8 @@ fn record(st: &mut SendStats, w: Window, sent: u64, r: Result<Value, ClientError
             let now = now_ns();
             if w.has(now) {
                 st.acked_in_window += 1;
-                st.ack_lat_us.push((now.saturating_sub(sent) / 1000) as u32);
+                st.ack_lat
+                    .push(w, now, (now.saturating_sub(sent) / 1000) as u32);
             }
             return;
         }
@@ -408,29 +440,46 @@ fn record(st: &mut SendStats, w: Window, sent: u64, r: Result<Value, ClientError
     *st.errors.entry(code).or_default() += 1;
 }
 
-/// Connects and joins every client, runs the load, and gathers the figures.
+/// One client, joined to its room, with its event stream taken out and the room's last seq.
+type Joined = (
+    Arc<SioClient>,
+    mpsc::UnboundedReceiver<(String, Value)>,
+    i64,
+);
+
+/// Connects and joins every client (client i to room i mod rooms), runs the load, and gathers
+/// the figures and the window's seconds. `index` and `label` place the run on the progress bar.
 async fn run(
     args: Arc<Args>,
     url: &str,
-    room: &str,
+    rooms: &[String],
     tokens: &[Option<String>],
     server_pid: Option<u32>,
-) -> anyhow::Result<Figures> {
-    let joined = futures::future::try_join_all(tokens.iter().map(|t| async move {
-        let mut c = SioClient::connect(url, t.as_deref()).await?;
-        let ack = c
-            .call("join", json!({ "room": room }), Duration::from_secs(10))
-            .await?;
-        if ack["ok"] != json!(true) {
-            bail!("join {room} at {url}: {ack}");
-        }
-        let events = std::mem::replace(&mut c.events, mpsc::unbounded_channel().1);
-        anyhow::Ok((Arc::new(c), events, ack["last_seq"].as_i64().unwrap_or(0)))
-    }))
-    .await?;
+    rep: &Reporter,
+    (index, label): (usize, &str),
+) -> anyhow::Result<(Figures, Vec<Second>)> {
+    let room_of = |i: usize| i % rooms.len();
+    let joined: Vec<Joined> = futures::stream::iter(tokens.iter().enumerate())
+        .map(|(i, t)| async move {
+            let room = &rooms[room_of(i)];
+            let mut c = SioClient::connect(url, t.as_deref()).await?;
+            let ack = c
+                .call("join", json!({ "room": room }), Duration::from_secs(10))
+                .await?;
+            if ack["ok"] != json!(true) {
+                bail!("join {room} at {url}: {ack}");
+            }
+            let events = std::mem::replace(&mut c.events, mpsc::unbounded_channel().1);
+            anyhow::Ok((Arc::new(c), events, ack["last_seq"].as_i64().unwrap_or(0)))
+        })
+        // in order: client i stays at index i, so its room is room_of(i)
+        .buffered(CONNECT_CONCURRENCY)
+        .try_collect()
+        .await?;
     // client_ids unique to this run: a repeated one would be answered as a retry
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let from = now_ns() + args.warmup.as_nanos() as u64;
+    let start = now_ns();
+    let from = start + args.warmup.as_nanos() as u64;
     let w = Window {
         from,
         to: from + args.duration.as_nanos() as u64,
@@ -438,16 +487,20 @@ async fn run(
     let at = |t: u64| *START + Duration::from_nanos(t);
     let server_cpu =
         server_pid.map(|pid| tokio::spawn(cpu::over_window(pid, at(w.from), at(w.to))));
-    let total = Arc::new(AtomicU64::new(0));
+    // deliveries counted per room: a room short of messages is never made up by another
+    let per_room: Vec<Arc<AtomicU64>> = rooms.iter().map(|_| Arc::default()).collect();
+    let mut members = vec![0u64; rooms.len()];
+    let _live = rep.watch(index, label, start, w, report::summed(per_room.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut clients = Vec::new();
     let mut receivers = Vec::new();
-    for (c, events, last_seq) in joined {
+    for (i, (c, events, last_seq)) in joined.into_iter().enumerate() {
+        members[room_of(i)] += 1;
         receivers.push(tokio::spawn(receive(
             events,
             last_seq + 1,
             w,
-            total.clone(),
+            per_room[room_of(i)].clone(),
             stop_rx.clone(),
         )));
         clients.push(c);
@@ -462,7 +515,7 @@ async fn run(
         .map(|i| {
             tokio::spawn(send_loop(
                 clients[i].clone(),
-                room.to_owned(),
+                rooms[room_of(i)].clone(),
                 plan.clone(),
                 w,
                 format!("{run_id}-{i}"),
@@ -473,13 +526,21 @@ async fn run(
     for s in senders {
         sends.push(s.await?);
     }
-    // every client should see every acked message: wait for them (bounded), then stop
-    let acked_total: u64 = sends.iter().map(|s| s.acked_total).sum();
-    let expected = acked_total * clients.len() as u64;
+    // every client of a room should see every acked message of it: wait (bounded), then stop
+    let mut expected = vec![0u64; rooms.len()];
+    for (i, s) in sends.iter().enumerate() {
+        expected[room_of(i)] += s.acked_total * members[room_of(i)];
+    }
+    let short = || {
+        (0..rooms.len())
+            .map(|r| expected[r].saturating_sub(per_room[r].load(Ordering::Relaxed)))
+            .sum::<u64>()
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while total.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+    while short() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let missing = short();
     stop_tx.send(true).ok();
     let mut recvs = Vec::new();
     for r in receivers {
@@ -495,37 +556,51 @@ async fn run(
 
     let secs = args.duration.as_secs_f64();
     let delivered: u64 = recvs.iter().map(|r| r.delivered_in_window).sum();
-    let mut lat: Vec<u32> = recvs
-        .iter_mut()
-        .flat_map(|r| std::mem::take(&mut r.lat_us))
-        .collect();
-    let mut ack_lat: Vec<u32> = sends
-        .iter_mut()
-        .flat_map(|s| std::mem::take(&mut s.ack_lat_us))
-        .collect();
-    lat.sort_unstable();
-    ack_lat.sort_unstable();
+    let mut room_delivered = vec![0u64; rooms.len()];
+    for (i, r) in recvs.iter().enumerate() {
+        room_delivered[room_of(i)] += r.delivered_in_window;
+    }
+    let room_rate = |pick: fn(u64, u64) -> u64| {
+        room_delivered.iter().copied().reduce(pick).unwrap_or(0) as f64 / secs
+    };
     let mut error_codes = BTreeMap::new();
     for (code, n) in sends.iter().flat_map(|s| &s.errors) {
         *error_codes.entry(code.clone()).or_default() += n;
     }
-    Ok(Figures {
+    let f = Figures {
         acked_sends_per_s: sends.iter().map(|s| s.acked_in_window).sum::<u64>() as f64 / secs,
         delivered_per_s: delivered as f64 / secs,
-        p50_ms: percentile_ms(&lat, 0.50),
-        p99_ms: percentile_ms(&lat, 0.99),
-        max_ms: lat.last().map_or(f64::NAN, |&m| f64::from(m) / 1e3),
-        ack_p50_ms: percentile_ms(&ack_lat, 0.50),
-        ack_p99_ms: percentile_ms(&ack_lat, 0.99),
+        room_min_delivered_per_s: room_rate(u64::min),
+        room_max_delivered_per_s: room_rate(u64::max),
         sent_per_s: sends.iter().map(|s| s.sent).sum::<u64>() as f64
             / (secs + args.warmup.as_secs_f64()),
         errors: error_codes.values().sum(),
         error_codes,
         disconnects: recvs.iter().filter(|r| r.disconnected).count() as u64,
-        missing: expected.saturating_sub(total.load(Ordering::Relaxed)),
+        missing,
         out_of_order: recvs.iter().map(|r| r.out_of_order).sum(),
         server_cpu_us_per_delivery: server_cpu_s * 1e6 / delivered as f64,
-    })
+        gaps: recvs.iter().map(|r| r.gaps).sum(),
+        dups: recvs.iter().map(|r| r.dups).sum(),
+        ..Figures::default()
+    };
+    let m = series::merge(
+        w,
+        recvs.into_iter().map(|r| r.lat),
+        sends.into_iter().map(|s| s.ack_lat),
+    );
+    Ok((
+        Figures {
+            p50_ms: percentile_ms(&m.lat_us, 0.50),
+            p90_ms: percentile_ms(&m.lat_us, 0.90),
+            p99_ms: percentile_ms(&m.lat_us, 0.99),
+            max_ms: m.lat_us.last().map_or(f64::NAN, |&x| f64::from(x) / 1e3),
+            ack_p50_ms: percentile_ms(&m.ack_lat_us, 0.50),
+            ack_p99_ms: percentile_ms(&m.ack_lat_us, 0.99),
+            ..f
+        },
+        m.seconds,
+    ))
 }
 
 /// The median of each figure on its own (counts are summed: they are failures to report).
@@ -535,8 +610,11 @@ fn median(runs: &[Figures]) -> Figures {
         acked_sends_per_s: r.median(|f| f.acked_sends_per_s),
         delivered_per_s: r.median(|f| f.delivered_per_s),
         p50_ms: r.median(|f| f.p50_ms),
+        p90_ms: r.median(|f| f.p90_ms),
         p99_ms: r.median(|f| f.p99_ms),
         max_ms: r.median(|f| f.max_ms),
+        room_min_delivered_per_s: r.median(|f| f.room_min_delivered_per_s),
+        room_max_delivered_per_s: r.median(|f| f.room_max_delivered_per_s),
         ack_p50_ms: r.median(|f| f.ack_p50_ms),
         ack_p99_ms: r.median(|f| f.ack_p99_ms),
         sent_per_s: r.median(|f| f.sent_per_s),
@@ -546,7 +624,43 @@ fn median(runs: &[Figures]) -> Figures {
         missing: r.sum(|f| f.missing),
         out_of_order: r.sum(|f| f.out_of_order),
         server_cpu_us_per_delivery: r.median(|f| f.server_cpu_us_per_delivery),
+        gaps: r.sum(|f| f.gaps),
+        dups: r.sum(|f| f.dups),
     }
+}
+
+/// The medians side by side (`targets` in column order), tsunagi/peer when both ran.
+fn table(title: String, targets: &[(&str, &Figures)]) -> Table {
+    let mut t = Table::new(title, targets.iter().map(|(n, _)| n.to_string()).collect())
+        .ratio("tsunagi", "peer");
+    let rows: [report::Row<Figures>; 18] = [
+        ("acked sends/s", Fmt::Whole, |f| f.acked_sends_per_s),
+        ("delivered/s", Fmt::Whole, |f| f.delivered_per_s),
+        ("slowest room delivered/s", Fmt::Whole, |f| {
+            f.room_min_delivered_per_s
+        }),
+        ("fastest room delivered/s", Fmt::Whole, |f| {
+            f.room_max_delivered_per_s
+        }),
+        ("send→deliver p50 ms", Fmt::Dec2, |f| f.p50_ms),
+        ("send→deliver p90 ms", Fmt::Dec2, |f| f.p90_ms),
+        ("send→deliver p99 ms", Fmt::Dec2, |f| f.p99_ms),
+        ("send→deliver max ms", Fmt::Dec2, |f| f.max_ms),
+        ("send→ack p50 ms", Fmt::Dec2, |f| f.ack_p50_ms),
+        ("send→ack p99 ms", Fmt::Dec2, |f| f.ack_p99_ms),
+        ("server CPU µs/delivery", Fmt::Dec2, |f| f.server_cpu_us_per_delivery),
+        ("sent/s (warm-up included)", Fmt::Whole, |f| f.sent_per_s),
+        ("errors", Fmt::Count, |f| f.errors as f64),
+        ("disconnects", Fmt::Count, |f| f.disconnects as f64),
+        ("missing", Fmt::Count, |f| f.missing as f64),
+        ("gaps", Fmt::Count, |f| f.gaps as f64),
+        ("dups", Fmt::Count, |f| f.dups as f64),
+        ("out of order", Fmt::Count, |f| f.out_of_order as f64),
+    ];
+    for (label, fmt, get) in rows {
+        t.row(label, fmt, targets.iter().map(|(_, f)| get(f)).collect());
+    }
+    t
 }
 
 fn summary(name: &str, f: &Figures) -> String {
@@ -583,38 +697,62 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     let args = Arc::new(args);
-    if args.clients == 0 || args.in_flight == 0 || args.rounds == 0 {
-        bail!("--clients, --in-flight and --rounds must be at least 1");
+    if args.clients == 0 || args.in_flight == 0 || args.rounds == 0 || args.rooms == 0 {
+        bail!("--clients, --in-flight, --rounds and --rooms must be at least 1");
+    }
+    if args.rooms > args.clients {
+        bail!(
+            "--rooms {} is more than --clients {}: a room would have no client",
+            args.rooms,
+            args.clients
+        );
     }
     let room = args
         .room
         .clone()
         .unwrap_or_else(|| format!("bench-{:08x}", rand::random::<u32>()));
+    let rooms: Vec<String> = if args.rooms == 1 {
+        vec![room.clone()]
+    } else {
+        (0..args.rooms).map(|r| format!("{room}-{r}")).collect()
+    };
     let (tokens, admin) = tokens(&args)?;
     if args.create_room {
         let admin = admin.context("--create-room needs --token-secret or --token")?;
-        create_room(&args.url, &admin, &room).await?;
+        for r in &rooms {
+            create_room(&args.url, &admin, r).await?;
+        }
     }
     let mut targets = vec![("tsunagi", args.url.clone())];
     if let Some(p) = &args.peer_url {
         // the peer first in each round, so neither server always runs on a warmer machine
         targets.insert(0, ("peer", p.clone()));
     }
-    eprintln!(
-        "room {room}: {} clients, {} senders, in-flight {}, rate {}, {} B, warmup {:?}, window {:?}, {} round(s)",
-        args.clients,
-        args.senders,
-        args.in_flight,
-        if args.rate > 0.0 {
-            format!("{}/s per sender", args.rate)
+    let rep = Reporter::new(
+        &args.report,
+        args.rounds * targets.len(),
+        args.warmup + args.duration,
+    );
+    let load = if args.rate > 0.0 {
+        format!("{}/s per sender", args.rate)
+    } else {
+        format!("closed loop, {} in flight per sender", args.in_flight)
+    };
+    let shape = format!(
+        "{} room(s), {} clients, {} senders, {load}, {} B",
+        args.rooms, args.clients, args.senders, args.size
+    );
+    rep.line(format!(
+        "room {}: {shape}, warmup {:?}, window {:?}, {} round(s)",
+        if args.rooms == 1 {
+            room.clone()
         } else {
-            "closed loop".into()
+            format!("{room}-0…{}", args.rooms - 1)
         },
-        args.size,
         args.warmup,
         args.duration,
         args.rounds
-    );
+    ));
     let pids: Vec<Option<u32>> = targets
         .iter()
         .map(|(name, url)| {
@@ -631,30 +769,47 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let mut results: BTreeMap<&str, Vec<Figures>> = BTreeMap::new();
+    let mut seconds: BTreeMap<&str, Vec<Vec<Second>>> = BTreeMap::new();
+    let mut runs = Vec::new();
     for round in 1..=args.rounds {
         for ((name, url), pid) in targets.iter().zip(&pids) {
-            let f = run(args.clone(), url, &room, &tokens, *pid)
-                .await
-                .with_context(|| format!("{name} at {url}"))?;
-            println!(
-                "{}",
-                json!({ "kind": "run", "target": name, "round": round, "figures": f.to_json() })
+            let label = format!("round {round}/{} {name}", args.rounds);
+            let (f, s) = run(
+                args.clone(),
+                url,
+                &rooms,
+                &tokens,
+                *pid,
+                &rep,
+                (runs.len(), &label),
+            )
+            .await
+            .with_context(|| format!("{name} at {url}"))?;
+            rep.line(format!("round {round} {}", summary(name, &f)));
+            runs.push(
+                json!({ "target": name, "round": round, "figures": f.to_json(),
+                "seconds": series::to_json(&s) }),
             );
-            eprintln!("round {round} {}", summary(name, &f));
             results.entry(name).or_default().push(f);
+            seconds.entry(name).or_default().push(s);
             // let the last run's sockets close before the next one connects
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     let medians: BTreeMap<&str, Figures> = results.iter().map(|(k, v)| (*k, median(v))).collect();
-    let mut out = json!({ "kind": "summary", "room": room, "rounds": args.rounds,
-        "settings": { "clients": args.clients, "senders": args.senders, "in_flight": args.in_flight,
-            "rate_per_sender": args.rate, "size": args.size, "duration_s": args.duration.as_secs_f64(),
-            "warmup_s": args.warmup.as_secs_f64(), "client_id": !args.no_client_id } });
-    eprintln!("\nmedians of {} round(s):", args.rounds);
+    let median_seconds: BTreeMap<&str, Vec<Second>> = seconds
+        .iter()
+        .map(|(k, v)| (*k, series::median_series(v)))
+        .collect();
+    let mut out = json!({ "kind": "summary", "room": room, "rooms": rooms, "rounds": args.rounds,
+        "settings": { "rooms": args.rooms, "clients": args.clients, "senders": args.senders,
+            "in_flight": args.in_flight, "rate_per_sender": args.rate, "size": args.size,
+            "duration_s": args.duration.as_secs_f64(), "warmup_s": args.warmup.as_secs_f64(),
+            "client_id": !args.no_client_id },
+        "runs": runs,
+        "seconds": median_seconds.iter().map(|(k, v)| (k.to_string(), series::to_json(v))).collect::<serde_json::Map<_, _>>() });
     for (name, f) in &medians {
         out[name] = f.to_json();
-        eprintln!("{}", summary(name, f));
     }
     if let (Some(t), Some(p)) = (medians.get("tsunagi"), medians.get("peer")) {
         let r = |a: f64, b: f64| round(a / b);
@@ -662,20 +817,33 @@ async fn main() -> anyhow::Result<()> {
             "acked_sends_per_s": r(t.acked_sends_per_s, p.acked_sends_per_s),
             "delivered_per_s": r(t.delivered_per_s, p.delivered_per_s),
             "p50_ms": r(t.p50_ms, p.p50_ms),
+            "p90_ms": r(t.p90_ms, p.p90_ms),
             "p99_ms": r(t.p99_ms, p.p99_ms),
             "server_cpu_us_per_delivery": r(t.server_cpu_us_per_delivery, p.server_cpu_us_per_delivery),
         });
-        eprintln!(
-            "tsunagi/peer: acked sends/s ×{:.2}, delivered/s ×{:.2} (above 1: tsunagi faster); \
-             p50 ×{:.2}, p99 ×{:.2}, CPU/delivery ×{:.2} (below 1: tsunagi lower latency, less CPU)",
-            r(t.acked_sends_per_s, p.acked_sends_per_s),
-            r(t.delivered_per_s, p.delivered_per_s),
-            r(t.p50_ms, p.p50_ms),
-            r(t.p99_ms, p.p99_ms),
-            r(t.server_cpu_us_per_delivery, p.server_cpu_us_per_delivery)
-        );
     }
-    println!("{out}");
+    // tsunagi's column first, then the peer's
+    let columns: Vec<(&str, &Figures)> = targets
+        .iter()
+        .rev()
+        .map(|(n, _)| (*n, &medians[n]))
+        .collect();
+    let title = format!(
+        "{shape}: medians of {} round(s), counts summed over them\n(tsunagi/peer: above 1 is \
+         faster for a rate, below 1 is quicker for a latency)",
+        args.rounds
+    );
+    let plot = report::plot_of(
+        format!(
+            "tsunagi-bench: {shape}; per second, median of {} round(s)",
+            args.rounds
+        ),
+        columns
+            .iter()
+            .map(|(n, _)| (n.to_string(), median_seconds[n].clone()))
+            .collect(),
+    );
+    rep.finish(&out, &table(title, &columns), plot)?;
     // The contract's guarantees, checked on what tsunagi delivered (the peer promises none).
     if let Some(t) = medians.get("tsunagi") {
         let failed = broken_guarantees(t);
@@ -686,12 +854,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Which guarantees a run's figures break: every acked send delivered to every client, in seq
-/// order, no send refused, no client disconnected.
+/// Which guarantees a run's figures break: every acked send delivered to every client of its
+/// room, in seq order (no gap, no duplicate), no send refused, no client disconnected.
 fn broken_guarantees(f: &Figures) -> Vec<String> {
     [
         ("acked messages never delivered", f.missing),
         ("deliveries out of seq order", f.out_of_order),
+        ("deliveries skipped a seq", f.gaps),
+        ("deliveries duplicated", f.dups),
         ("sends refused", f.errors),
         ("clients disconnected", f.disconnects),
     ]

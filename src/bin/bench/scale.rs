@@ -6,6 +6,9 @@
 //!
 //! Rooms: `--rooms` rooms of `--clients-per-room` clients, the first `--senders-per-room` of each
 //! sending. Every client must receive every acked message of its room once and in seq order.
+//!
+//! Output as the room load's (`report.rs`): progress bar, table (last setup / first setup),
+//! `--json`, `--plot`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,13 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tsunagi::client::SioClient;
 
+use super::report::{self, Fmt, Reporter, Table};
+use super::series::{self, Second};
 use super::{
-    RecvStats, Rounds, START, SendPlan, SendStats, Window, create_room, duration, mint_tokens,
-    now_ns, percentile_ms, receive, round, send_loop,
+    CONNECT_CONCURRENCY, RecvStats, Rounds, START, SendPlan, SendStats, Window, create_room,
+    duration, mint_tokens, now_ns, percentile_ms, receive, round, send_loop,
 };
-
-/// Clients connecting at once (thousands at once only measure the accept queue).
-const CONNECT_CONCURRENCY: usize = 100;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ScaleArgs {
@@ -70,6 +72,8 @@ pub struct ScaleArgs {
     /// HS256 secret to mint the clients' tokens and the admin token creating the rooms.
     #[arg(long, env = "TSUNAGI_JWT_SECRET", hide_env_values = true)]
     token_secret: String,
+    #[command(flatten)]
+    report: report::ReportArgs,
 }
 
 fn named(s: &str) -> Result<(String, String), String> {
@@ -84,6 +88,7 @@ struct Figures {
     acked_sends_per_s: f64,
     delivered_per_s: f64,
     p50_ms: f64,
+    p90_ms: f64,
     p99_ms: f64,
     ack_p99_ms: f64,
     server_cpu_s: f64,
@@ -104,8 +109,8 @@ impl Figures {
         json!({
             "acked_sends_per_s": round(self.acked_sends_per_s),
             "delivered_per_s": round(self.delivered_per_s),
-            "p50_ms": round(self.p50_ms), "p99_ms": round(self.p99_ms),
-            "ack_p99_ms": round(self.ack_p99_ms),
+            "p50_ms": round(self.p50_ms), "p90_ms": round(self.p90_ms),
+            "p99_ms": round(self.p99_ms), "ack_p99_ms": round(self.ack_p99_ms),
             "server_cpu_s": round(self.server_cpu_s), "proxy_cpu_s": round(self.proxy_cpu_s),
             "server_cpu_us_per_delivery": round(self.server_cpu_us_per_delivery),
             "proxy_cpu_us_per_delivery": round(self.proxy_cpu_us_per_delivery),
@@ -158,6 +163,7 @@ fn median(runs: &[Figures]) -> Figures {
         acked_sends_per_s: r.median(|f| f.acked_sends_per_s),
         delivered_per_s: r.median(|f| f.delivered_per_s),
         p50_ms: r.median(|f| f.p50_ms),
+        p90_ms: r.median(|f| f.p90_ms),
         p99_ms: r.median(|f| f.p99_ms),
         ack_p99_ms: r.median(|f| f.ack_p99_ms),
         server_cpu_s: r.median(|f| f.server_cpu_s),
@@ -278,23 +284,27 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         size: args.size,
         client_id: true,
     });
-    eprintln!(
-        "{} room(s) x {} clients, {} sender(s) per room, in-flight {}, {}, {} B, warmup {:?}, window {:?}, {} round(s)",
-        args.rooms,
-        args.clients_per_room,
-        args.senders_per_room,
-        args.in_flight,
-        if args.rate > 0.0 {
-            format!("{}/s per sender", args.rate)
-        } else {
-            "closed loop".into()
-        },
-        args.size,
-        args.warmup,
-        args.duration,
-        args.rounds
+    let rep = Reporter::new(
+        &args.report,
+        args.rounds * setups.len(),
+        args.warmup + args.duration,
     );
+    let load = if args.rate > 0.0 {
+        format!("{}/s per sender", args.rate)
+    } else {
+        format!("closed loop, {} in flight per sender", args.in_flight)
+    };
+    let shape = format!(
+        "{} room(s) x {} clients, {} sender(s) per room, {load}, {} B",
+        args.rooms, args.clients_per_room, args.senders_per_room, args.size
+    );
+    rep.line(format!(
+        "{shape}, warmup {:?}, window {:?}, {} round(s)",
+        args.warmup, args.duration, args.rounds
+    ));
     let mut results: BTreeMap<String, Vec<Figures>> = BTreeMap::new();
+    let mut seconds: BTreeMap<String, Vec<Vec<Second>>> = BTreeMap::new();
+    let mut runs = Vec::new();
     for round_no in 1..=args.rounds {
         // alternate which setup goes first, so neither always gets the warmer machine
         let order: Vec<&Setup> = if round_no % 2 == 1 {
@@ -303,15 +313,25 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             setups.iter().rev().collect()
         };
         for s in order {
-            let f = run_once(&args, s, &tokens, plan.clone(), &mut redis)
-                .await
-                .with_context(|| format!("{} at {}", s.name, s.url))?;
-            println!(
-                "{}",
-                json!({ "kind": "scale_run", "target": s.name, "round": round_no, "figures": f.to_json() })
+            let label = format!("round {round_no}/{} {}", args.rounds, s.name);
+            let (f, secs) = run_once(
+                &args,
+                s,
+                &tokens,
+                plan.clone(),
+                &mut redis,
+                &rep,
+                (runs.len(), &label),
+            )
+            .await
+            .with_context(|| format!("{} at {}", s.name, s.url))?;
+            rep.line(format!("round {round_no} {}", f.summary(&s.name)));
+            runs.push(
+                json!({ "target": s.name, "round": round_no, "figures": f.to_json(),
+                "seconds": series::to_json(&secs) }),
             );
-            eprintln!("round {round_no} {}", f.summary(&s.name));
             results.entry(s.name.clone()).or_default().push(f);
+            seconds.entry(s.name.clone()).or_default().push(secs);
             // let the last run's sockets close before the next one connects
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -320,32 +340,73 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         "settings": { "rooms": args.rooms, "clients_per_room": args.clients_per_room,
             "senders_per_room": args.senders_per_room, "in_flight": args.in_flight,
             "rate_per_sender": args.rate, "size": args.size,
-            "duration_s": args.duration.as_secs_f64(), "warmup_s": args.warmup.as_secs_f64() } });
-    eprintln!("\nmedians of {} round(s):", args.rounds);
+            "duration_s": args.duration.as_secs_f64(), "warmup_s": args.warmup.as_secs_f64() },
+        "runs": runs });
     let mut failed = Vec::new();
+    let mut medians = Vec::new();
+    let mut plotted = Vec::new();
     for s in &setups {
         let m = median(&results[&s.name]);
-        eprintln!("{}", m.summary(&s.name));
+        let secs = series::median_series(&seconds[&s.name]);
         out[&s.name] = m.to_json();
+        out["seconds"][&s.name] = series::to_json(&secs);
         failed.extend(m.broken().into_iter().map(|b| format!("{}: {b}", s.name)));
+        medians.push((s.name.clone(), m));
+        plotted.push((s.name.clone(), secs));
     }
-    if let [first, .., last] = &setups[..] {
-        let (a, b) = (median(&results[&first.name]), median(&results[&last.name]));
-        eprintln!(
-            "{}/{}: delivered/s x{:.2}, acked sends/s x{:.2}, p99 x{:.2}, server CPU/delivery x{:.2}",
-            last.name,
-            first.name,
-            b.delivered_per_s / a.delivered_per_s,
-            b.acked_sends_per_s / a.acked_sends_per_s,
-            b.p99_ms / a.p99_ms,
-            b.server_cpu_us_per_delivery / a.server_cpu_us_per_delivery
-        );
-    }
-    println!("{out}");
+    let title = format!(
+        "{shape}: medians of {} round(s), counts summed over them",
+        args.rounds
+    );
+    let plot = report::plot_of(
+        format!(
+            "tsunagi-bench scale: {shape}; per second, median of {} round(s)",
+            args.rounds
+        ),
+        plotted,
+    );
+    rep.finish(&out, &table(title, &medians), plot)?;
     if !failed.is_empty() {
         bail!("CHECK FAILED: {}", failed.join(", "));
     }
     Ok(())
+}
+
+/// The setups side by side, with the last one over the first (e.g. three/one).
+fn table(title: String, setups: &[(String, Figures)]) -> Table {
+    let names: Vec<String> = setups.iter().map(|(n, _)| n.clone()).collect();
+    let mut t = Table::new(title, names.clone());
+    if let [first, .., last] = &names[..] {
+        t = t.ratio(last, first);
+    }
+    let rows: [report::Row<Figures>; 16] = [
+        ("acked sends/s", Fmt::Whole, |f| f.acked_sends_per_s),
+        ("delivered/s", Fmt::Whole, |f| f.delivered_per_s),
+        ("send→deliver p50 ms", Fmt::Dec2, |f| f.p50_ms),
+        ("send→deliver p90 ms", Fmt::Dec2, |f| f.p90_ms),
+        ("send→deliver p99 ms", Fmt::Dec2, |f| f.p99_ms),
+        ("send→ack p99 ms", Fmt::Dec2, |f| f.ack_p99_ms),
+        ("server CPU µs/delivery", Fmt::Dec1, |f| {
+            f.server_cpu_us_per_delivery
+        }),
+        ("nginx CPU µs/delivery", Fmt::Dec1, |f| {
+            f.proxy_cpu_us_per_delivery
+        }),
+        ("server CPU s", Fmt::Dec1, |f| f.server_cpu_s),
+        ("redis commands/send", Fmt::Dec2, |f| {
+            f.redis_commands_per_send
+        }),
+        ("errors", Fmt::Count, |f| f.errors as f64),
+        ("disconnects", Fmt::Count, |f| f.disconnects as f64),
+        ("missing", Fmt::Count, |f| f.missing as f64),
+        ("gaps", Fmt::Count, |f| f.gaps as f64),
+        ("dups", Fmt::Count, |f| f.dups as f64),
+        ("nginx CPU s", Fmt::Dec1, |f| f.proxy_cpu_s),
+    ];
+    for (label, fmt, get) in rows {
+        t.row(label, fmt, setups.iter().map(|(_, f)| get(f)).collect());
+    }
+    t
 }
 
 /// One client, joined to its room, with its event stream taken out.
@@ -395,14 +456,18 @@ async fn run_once(
     tokens: &[Option<String>],
     plan: Arc<SendPlan>,
     redis: &mut Option<redis::aio::MultiplexedConnection>,
-) -> anyhow::Result<Figures> {
+    rep: &Reporter,
+    (index, label): (usize, &str),
+) -> anyhow::Result<(Figures, Vec<Second>)> {
     let joined = connect_all(args, s, tokens).await?;
-    let from = now_ns() + args.warmup.as_nanos() as u64;
+    let start = now_ns();
+    let from = start + args.warmup.as_nanos() as u64;
     let w = Window {
         from,
         to: from + args.duration.as_nanos() as u64,
     };
     let per_room: Vec<Arc<AtomicU64>> = (0..args.rooms).map(|_| Arc::default()).collect();
+    let _live = rep.watch(index, label, start, w, report::summed(per_room.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
     let run_id = format!("{:08x}", rand::random::<u32>());
     let mut clients = Vec::new();
@@ -467,16 +532,6 @@ async fn run_once(
     }
 
     let secs = args.duration.as_secs_f64();
-    let mut lat: Vec<u32> = recvs
-        .iter_mut()
-        .flat_map(|r| std::mem::take(&mut r.lat_us))
-        .collect();
-    let mut ack_lat: Vec<u32> = sends
-        .iter_mut()
-        .flat_map(|(_, s)| std::mem::take(&mut s.ack_lat_us))
-        .collect();
-    lat.sort_unstable();
-    ack_lat.sort_unstable();
     let mut error_codes = BTreeMap::new();
     for (code, n) in sends.iter().flat_map(|(_, s)| &s.errors) {
         *error_codes.entry(code.clone()).or_default() += n;
@@ -486,12 +541,21 @@ async fn run_once(
     let server_cpu_s = after.server_cpu - before.server_cpu;
     let proxy_cpu_s = after.proxy_cpu - before.proxy_cpu;
     let per_delivery_us = |cpu: f64| cpu * 1e6 / delivered as f64;
-    Ok(Figures {
+    let disconnects = recvs.iter().filter(|r| r.disconnected).count() as u64;
+    let gaps = recvs.iter().map(|r| r.gaps).sum();
+    let dups = recvs.iter().map(|r| r.dups).sum();
+    let m = series::merge(
+        w,
+        recvs.into_iter().map(|r| r.lat),
+        sends.into_iter().map(|(_, s)| s.ack_lat),
+    );
+    let f = Figures {
         acked_sends_per_s: acked as f64 / secs,
         delivered_per_s: delivered as f64 / secs,
-        p50_ms: percentile_ms(&lat, 0.50),
-        p99_ms: percentile_ms(&lat, 0.99),
-        ack_p99_ms: percentile_ms(&ack_lat, 0.99),
+        p50_ms: percentile_ms(&m.lat_us, 0.50),
+        p90_ms: percentile_ms(&m.lat_us, 0.90),
+        p99_ms: percentile_ms(&m.lat_us, 0.99),
+        ack_p99_ms: percentile_ms(&m.ack_lat_us, 0.99),
         server_cpu_s,
         proxy_cpu_s,
         server_cpu_us_per_delivery: per_delivery_us(server_cpu_s),
@@ -503,9 +567,10 @@ async fn run_once(
         },
         errors: error_codes.values().sum(),
         error_codes,
-        disconnects: recvs.iter().filter(|r| r.disconnected).count() as u64,
-        gaps: recvs.iter().map(|r| r.gaps).sum(),
-        dups: recvs.iter().map(|r| r.dups).sum(),
+        disconnects,
+        gaps,
+        dups,
         missing,
-    })
+    };
+    Ok((f, m.seconds))
 }
