@@ -15,6 +15,8 @@
 
 #[path = "bench/archive.rs"]
 mod archive;
+#[path = "bench/history.rs"]
+mod history;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/rounds.rs"]
@@ -126,6 +128,9 @@ enum Mode {
     /// Scale-out: the same load (one big room or many rooms) against several setups (1 vs 3
     /// instances behind nginx), alternating, with the servers' CPU per delivery.
     Scale(scale::ScaleArgs),
+    /// A hot room's join and sync latency against several servers side by side (hot window
+    /// on and off, the Node peer).
+    History(history::HistoryArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -542,6 +547,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Archive(a)) => return archive::run(a).await,
         Some(Mode::Webhooks(w)) => return webhooks::run(w).await,
         Some(Mode::Scale(s)) => return scale::run(s).await,
+        Some(Mode::History(h)) => return history::run(h).await,
         None => {}
     }
     let args = Arc::new(args);

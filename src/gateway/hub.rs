@@ -13,6 +13,7 @@ use super::metrics::GatewayMetrics;
 use super::packet;
 use super::session::Session;
 use crate::bus::ordered::{FeedEvent, RoomFeed};
+use crate::hot_window::HotWindow;
 use crate::services::sensors::SensorsService;
 
 pub struct Hub {
@@ -21,6 +22,9 @@ pub struct Hub {
     /// Where this instance's rooms' messages come from, in order; a room is watched while it
     /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
     feed: Arc<RoomFeed>,
+    /// Fed from the feed when other instances commit too (it ignores the feed otherwise), and
+    /// told when a room's feed starts and stops.
+    hot: Arc<HotWindow>,
     metrics: Arc<GatewayMetrics>,
     /// Sensor subscriptions and their throttles.
     pub live: LiveSensors,
@@ -31,6 +35,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(
         feed: Arc<RoomFeed>,
+        hot: Arc<HotWindow>,
         metrics: Arc<GatewayMetrics>,
         live: LiveSensors,
         sensors: Arc<SensorsService>,
@@ -39,6 +44,7 @@ impl Hub {
             rooms: RwLock::default(),
             sessions: RwLock::default(),
             feed,
+            hot,
             metrics,
             live,
             sensors,
@@ -78,6 +84,7 @@ impl Hub {
         let mut rooms = self.rooms.write();
         let members = rooms.entry(room.to_owned()).or_insert_with(|| {
             self.feed.watch(room);
+            self.hot.watch(room);
             HashMap::new()
         });
         members.insert(session.sid.clone(), session);
@@ -91,6 +98,7 @@ impl Hub {
                 rooms.remove(room);
                 // nobody here reads the room: its order restarts at the next join
                 self.feed.unwatch(room);
+                self.hot.unwatch(room);
             }
         }
     }
@@ -119,12 +127,14 @@ impl Hub {
     fn deliver(&self, event: FeedEvent) {
         match event {
             FeedEvent::Message(msg) => {
+                self.hot.released(&msg);
                 let encoded = Str::from(packet::event("message", &*msg));
                 for s in self.members(&msg.room) {
                     s.deliver(&msg, &encoded);
                 }
             }
             FeedEvent::Resync { room, next } => {
+                self.hot.resync(&room);
                 for s in self.members(&room) {
                     s.resync_before(&room, next);
                 }
