@@ -18,6 +18,7 @@ use crate::cache::layered::LayeredCache;
 use crate::cache::{CacheSettings, Invalidate};
 use crate::config::Config;
 use crate::health::HealthCheck;
+use crate::hot_window::{HotWindow, Source as HotSource};
 use crate::password::Passwords;
 use crate::services::admin::AdminService;
 use crate::services::archive::{ARCHIVE_JOB, ArchiveJob, Archiver};
@@ -129,10 +130,23 @@ impl App {
         } else {
             config.db_busy_timeout
         };
+        // one instance: the committer sees every commit; with Redis, the room feeds do
+        let hot_source = if backplane.is_remote() {
+            HotSource::Feed
+        } else {
+            HotSource::Committer
+        };
+        let hot = Arc::new(HotWindow::new(
+            hot_source,
+            config.hot_window_messages,
+            config.hot_window_bytes,
+            telemetry.clone(),
+        ));
         let committer = Committer::start(
             store.clone(),
             bus.clone(),
             ryw.clone(),
+            hot.clone(),
             CommitSettings {
                 max_batch: config.group_commit_max,
                 queue: config.commit_queue,
@@ -194,6 +208,7 @@ impl App {
             rooms.clone(),
             ryw,
             store.clone(),
+            hot,
             committer.clone(),
             send_limiter,
             limiters.limiter(
@@ -329,6 +344,7 @@ impl App {
     /// The Prometheus text, with fresh pool gauges.
     pub fn render_metrics(&self) -> String {
         self.store.report_pool_metrics();
+        self.messages.hot_window().report();
         self.telemetry.render()
     }
 

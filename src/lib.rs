@@ -10,7 +10,8 @@
 //! - engines, each a trait with an embedded and a scale-out implementation: `store` (SQL:
 //!   SQLite | PostgreSQL), `bus` (fan-out: in process | Redis, and the ordered feed on top),
 //!   `shared_state` (rate limits, presence), `cache` (L1 moka + L2 Redis); `backplane` and
-//!   `redis_conn` say where shared state lives;
+//!   `redis_conn` say where shared state lives; `hot_window` (the newest messages of recently
+//!   read rooms in memory, for join and sync);
 //! - `auth`, `password`; `services` (rooms, messages and the group committer, presence,
 //!   accounts, admin): the rules, for both edges;
 //! - `app` (builds every part from config, with its health check);
@@ -33,6 +34,7 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod hot_window;
 pub mod http;
 pub mod http_server;
 pub mod io_stats;

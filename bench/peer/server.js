@@ -1,4 +1,4 @@
-// The benchmark's reference: a plain Socket.IO v4 server with tsunagi's `join` and `send`
+// The benchmark's reference: a plain Socket.IO v4 server with tsunagi's `join`, `send` and `sync`
 // (PROTOCOL.md §3), same ack shapes, written the way one would with the official package.
 // Everything lives in memory: nothing is durable, nothing is checked against a database.
 // The token in `auth` is not verified (no signature check): its `sub` claim is read only
@@ -50,6 +50,20 @@ io.on('connection', (socket) => {
     const r = roomState(room);
     socket.join(room);
     ack({ ok: true, room, epoch: r.epoch, last_seq: r.seq, history: r.history });
+  });
+
+  // From memory like join, and only as far back as the kept history (enough for the history
+  // bench's recent syncs; the reference keeps no more).
+  socket.on('sync', (p, ack) => {
+    if (typeof ack !== 'function') return;
+    const room = roomOf(p);
+    if (!room || !Number.isInteger(p.since_seq) || p.since_seq < 0) {
+      return ack(fail('bad_request', 'room and since_seq are required'));
+    }
+    const limit = Number.isInteger(p.limit) ? p.limit : 100;
+    const r = roomState(room);
+    const after = r.history.filter((m) => m.seq > p.since_seq);
+    ack({ ok: true, epoch: r.epoch, messages: after.slice(0, limit), more: after.length > limit });
   });
 
   socket.on('leave', (p, ack) => {

@@ -27,6 +27,8 @@ mod cpu;
 mod idle;
 #[path = "bench/plot.rs"]
 mod plot;
+#[path = "bench/history.rs"]
+mod history;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/report.rs"]
@@ -168,6 +170,9 @@ enum Mode {
     Storm(storm::StormArgs),
     /// Idle sockets: the server's RSS per idle WebSocket joined to a room (and the peer's).
     Idle(idle::IdleArgs),
+    /// A hot room's join and sync latency against several servers side by side (hot window
+    /// on and off, the Node peer).
+    History(history::HistoryArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -694,6 +699,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Mode::Scale(s)) => return scale::run(s).await,
         Some(Mode::Storm(s)) => return storm::run(s).await,
         Some(Mode::Idle(i)) => return idle::run(i).await,
+        Some(Mode::History(h)) => return history::run(h).await,
         None => {}
     }
     let args = Arc::new(args);

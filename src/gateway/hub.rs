@@ -19,6 +19,7 @@ use super::packet;
 use super::session::Session;
 use crate::bus::ordered::{FeedEvent, RoomFeed};
 use crate::domain::Message;
+use crate::hot_window::HotWindow;
 use crate::services::sensors::SensorsService;
 
 /// Most feed events taken per batch: bounds how long other rooms wait behind one fan-out.
@@ -38,6 +39,9 @@ pub struct Hub {
     /// Where this instance's rooms' messages come from, in order; a room is watched while it
     /// has local sessions (watch and unwatch happen under the `rooms` lock, so they follow it).
     feed: Arc<RoomFeed>,
+    /// Fed from the feed when other instances commit too (it ignores the feed otherwise), and
+    /// told when a room's feed starts and stops.
+    hot: Arc<HotWindow>,
     metrics: Arc<GatewayMetrics>,
     /// Sensor subscriptions and their throttles.
     pub live: LiveSensors,
@@ -48,6 +52,7 @@ pub struct Hub {
 impl Hub {
     pub fn new(
         feed: Arc<RoomFeed>,
+        hot: Arc<HotWindow>,
         metrics: Arc<GatewayMetrics>,
         live: LiveSensors,
         sensors: Arc<SensorsService>,
@@ -56,6 +61,7 @@ impl Hub {
             rooms: RwLock::default(),
             sessions: RwLock::default(),
             feed,
+            hot,
             metrics,
             live,
             sensors,
@@ -95,6 +101,7 @@ impl Hub {
         let mut rooms = self.rooms.write();
         let members = rooms.entry(room.to_owned()).or_insert_with(|| {
             self.feed.watch(room);
+            self.hot.watch(room);
             Members::default()
         });
         members.by_sid.insert(session.sid.clone(), session);
@@ -111,6 +118,7 @@ impl Hub {
                 rooms.remove(room);
                 // nobody here reads the room: its order restarts at the next join
                 self.feed.unwatch(room);
+                self.hot.unwatch(room);
             }
         }
     }
@@ -149,6 +157,9 @@ impl Hub {
     /// Hands `msgs` (consecutive messages of one room, in seq order) to the room's sessions.
     fn deliver_messages(&self, msgs: &[Arc<Message>]) {
         let Some(first) = msgs.first() else { return };
+        for m in msgs {
+            self.hot.released(m);
+        }
         let encoded: Vec<(&Arc<Message>, Str)> = msgs
             .iter()
             .map(|m| (m, Str::from(packet::event("message", &**m))))
@@ -165,6 +176,7 @@ impl Hub {
         match event {
             FeedEvent::Message(msg) => self.deliver_messages(&[msg]),
             FeedEvent::Resync { room, next } => {
+                self.hot.resync(&room);
                 for s in self.members(&room).iter() {
                     s.resync_before(&room, next);
                 }

@@ -100,7 +100,13 @@ impl Gateway {
         let metrics = Arc::new(GatewayMetrics::new(app.telemetry()));
         let live =
             live::LiveSensors::new(app.config.sensor_live_rate, metrics.readings_out.clone());
-        let hub = Hub::new(app.room_feed(), metrics.clone(), live, app.sensors.clone());
+        let hub = Hub::new(
+            app.room_feed(),
+            app.messages.hot_window().clone(),
+            metrics.clone(),
+            live,
+            app.sensors.clone(),
+        );
         tokio::spawn(hub.clone().run());
         let event_rate = budget::EventRate::new(
             app.config.event_rate,

@@ -3,7 +3,8 @@
 //!
 //! One task owns the queue, so commit order is queue order: a socket that queues its sends in
 //! the order it sent them gets them committed in that order. After each commit the new
-//! messages are published to the bus in seq order, before any sender is answered.
+//! messages are handed to the hot window and published to the bus in seq order, before any
+//! sender is answered.
 //!
 //! Bounded in space and time: the queue holds at most `queue` sends (past it a send is refused
 //! `unavailable` at once), and every send carries a deadline (the acquire timeout plus one
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{ServiceError, ServiceResult};
 use super::ryw::ReadYourWrites;
 use crate::bus::{Bus, BusEvent};
+use crate::hot_window::HotWindow;
 use crate::store::{Appended, NewMessage, Store, WritePos};
 use crate::telemetry::Telemetry;
 
@@ -83,6 +85,7 @@ impl Committer {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         ryw: Arc<ReadYourWrites>,
+        hot: Arc<HotWindow>,
         settings: CommitSettings,
         shutdown: CancellationToken,
         telemetry: Telemetry,
@@ -92,6 +95,7 @@ impl Committer {
             store,
             bus,
             ryw,
+            hot,
             telemetry,
         };
         let committing = Arc::new(AtomicBool::new(false));
@@ -165,6 +169,8 @@ struct Parts {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     ryw: Arc<ReadYourWrites>,
+    /// Told of each new message before anyone is answered, so a read after an ack finds it.
+    hot: Arc<HotWindow>,
     telemetry: Telemetry,
 }
 
@@ -196,8 +202,9 @@ impl Parts {
                 }
             };
             for a in appended.iter().filter(|a| a.created) {
-                self.bus
-                    .publish(BusEvent::Message(Arc::new(a.message.clone())));
+                let message = Arc::new(a.message.clone());
+                self.hot.committed(&message);
+                self.bus.publish(BusEvent::Message(message));
             }
             let commit_seconds = self
                 .telemetry

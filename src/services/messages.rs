@@ -9,6 +9,7 @@ use super::rooms::{RoomMeta, RoomsService};
 use super::ryw::ReadYourWrites;
 use crate::auth::Identity;
 use crate::domain::{ClientId, Content, RoomId};
+use crate::hot_window::HotWindow;
 use crate::shared_state::RateLimiter;
 use crate::store::{Appended, NewMessage, ReadFrom, Store};
 pub use crate::store::{HistoryPage, HistoryQuery};
@@ -17,6 +18,8 @@ pub struct MessagesService {
     rooms: Arc<RoomsService>,
     ryw: Arc<ReadYourWrites>,
     store: Arc<dyn Store>,
+    /// The newest messages of recently read rooms: join and sync read there first.
+    hot: Arc<HotWindow>,
     committer: Committer,
     send_limiter: Arc<dyn RateLimiter>,
     /// KiB of history per user and second sent over sockets (join and sync acks), which wait in
@@ -91,6 +94,7 @@ impl MessagesService {
         rooms: Arc<RoomsService>,
         ryw: Arc<ReadYourWrites>,
         store: Arc<dyn Store>,
+        hot: Arc<HotWindow>,
         committer: Committer,
         send_limiter: Arc<dyn RateLimiter>,
         read_limiter: Arc<dyn RateLimiter>,
@@ -101,6 +105,7 @@ impl MessagesService {
             rooms,
             ryw,
             store,
+            hot,
             committer,
             send_limiter,
             read_limiter,
@@ -166,6 +171,10 @@ impl MessagesService {
         Ok(page)
     }
 
+    pub fn hot_window(&self) -> &Arc<HotWindow> {
+        &self.hot
+    }
+
     /// The newest messages, for a join; the caller has checked access and runs this through
     /// [`Self::history_gate`] (with the join's other read: one turn in the queue per join).
     pub async fn newest(
@@ -174,17 +183,45 @@ impl MessagesService {
         meta: &RoomMeta,
         limit: u32,
     ) -> ServiceResult<HistoryPage> {
-        let q = HistoryQuery {
-            after_seq: None,
-            before_seq: None,
-            limit,
+        let mut page = match self.newest_hot(&meta.id, limit).await? {
+            Some(page) => page,
+            None => {
+                let q = HistoryQuery {
+                    after_seq: None,
+                    before_seq: None,
+                    limit,
+                };
+                let fill = self.hot.begin_fill(meta.id.as_str());
+                // From the primary: the join's delivery cursor starts at the end of this page,
+                // so a stale page would skip messages already delivered to the room.
+                let page = self.store.history(&meta.id, q, ReadFrom::Primary).await?;
+                if let Some(fill) = fill {
+                    // the newest page ends where the room ended when it was read
+                    let end = page.items.last().map_or(0, |m| m.seq);
+                    self.hot.fill(fill, &page.items, Some(end));
+                }
+                page
+            }
         };
-        // From the primary: the join's delivery cursor starts at the end of this page, so a
-        // stale page would skip messages already delivered to the room.
-        let mut page = self.store.history(&meta.id, q, ReadFrom::Primary).await?;
         let bytes = cap_page(&mut page, true);
         self.charge_read(who, bytes).await?;
         Ok(page)
+    }
+
+    /// The newest page from the hot window, if it holds it. Fed by the room feed, the window
+    /// may trail the primary: it answers only if it reaches the room's last seq there (asked
+    /// only when the window has something to offer).
+    async fn newest_hot(&self, room: &RoomId, limit: u32) -> ServiceResult<Option<HistoryPage>> {
+        let last_seq = match self.hot.needs_last_seq() {
+            false => None,
+            true if self.hot.holds(room.as_str()) => Some(self.rooms.info(room).await?.last_seq),
+            // nothing held: no seq is reached (the read counts as a miss)
+            true => Some(i64::MAX),
+        };
+        Ok(self
+            .hot
+            .newest(room.as_str(), limit, last_seq)
+            .map(|(items, more)| HistoryPage { items, more }))
     }
 
     async fn charge_read(&self, who: &Identity, bytes: usize) -> ServiceResult<()> {
@@ -205,26 +242,60 @@ impl MessagesService {
         epoch: Option<&str>,
         limit: u32,
     ) -> ServiceResult<SyncPage> {
-        self.rooms.check_access(who, room).await?;
+        let meta = self.rooms.check_access(who, room).await?;
+        // One instance: the window ends at the room's last acknowledged seq, and a room's epoch
+        // never changes while it exists, so a window that reaches back to `since_seq` answers
+        // without the room row (and without a turn at the history gate); everything else (a
+        // `reset` included) is judged below.
+        if !self.hot.needs_last_seq()
+            && epoch.is_none_or(|e| e == meta.epoch)
+            && let Some((items, more)) = self.hot.after(room.as_str(), since_seq, limit, None)
+        {
+            return self
+                .sync_page(who, meta.epoch.clone(), HistoryPage { items, more })
+                .await;
+        }
         let read = async {
             let info = self.rooms.info(room).await?;
             if epoch.is_some_and(|e| e != info.epoch) || since_seq > info.last_seq {
                 return Err(ServiceError::Reset);
+            }
+            if self.hot.needs_last_seq() {
+                let hot = self
+                    .hot
+                    .after(room.as_str(), since_seq, limit, Some(info.last_seq));
+                if let Some((items, more)) = hot {
+                    return Ok((info.epoch, HistoryPage { items, more }));
+                }
             }
             let q = HistoryQuery {
                 after_seq: Some(since_seq),
                 before_seq: None,
                 limit,
             };
+            let fill = self.hot.begin_fill(room.as_str());
             // From the primary: `reset` and "nothing missed" must be judged against the truth.
-            Ok((info, self.store.history(room, q, ReadFrom::Primary).await?))
+            let page = self.store.history(room, q, ReadFrom::Primary).await?;
+            if let Some(fill) = fill {
+                // a page with nothing after it ends where the room ended when it was read; one
+                // with more after it can only widen a window
+                let end = (!page.more).then(|| page.items.last().map_or(since_seq, |m| m.seq));
+                self.hot.fill(fill, &page.items, end);
+            }
+            Ok((info.epoch, page))
         };
-        let (info, mut page) = self.history_gate.run(read).await?;
+        let (epoch, page) = self.history_gate.run(read).await?;
+        self.sync_page(who, epoch, page).await
+    }
+
+    async fn sync_page(
+        &self,
+        who: &Identity,
+        epoch: String,
+        mut page: HistoryPage,
+    ) -> ServiceResult<SyncPage> {
         let bytes = cap_page(&mut page, false);
         self.charge_read(who, bytes).await?;
-        Ok(SyncPage {
-            epoch: info.epoch,
-            page,
-        })
+        Ok(SyncPage { epoch, page })
     }
 }
