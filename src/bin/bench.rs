@@ -23,12 +23,12 @@
 mod archive;
 #[path = "bench/cpu.rs"]
 mod cpu;
+#[path = "bench/history.rs"]
+mod history;
 #[path = "bench/idle.rs"]
 mod idle;
 #[path = "bench/plot.rs"]
 mod plot;
-#[path = "bench/history.rs"]
-mod history;
 #[path = "bench/readings.rs"]
 mod readings;
 #[path = "bench/report.rs"]
@@ -37,12 +37,12 @@ mod report;
 mod rounds;
 #[path = "bench/scale.rs"]
 mod scale;
+#[path = "bench/series.rs"]
+mod series;
 #[path = "bench/storm.rs"]
 mod storm;
 #[path = "bench/storm_client.rs"]
 mod storm_client;
-#[path = "bench/series.rs"]
-mod series;
 #[path = "bench/users.rs"]
 mod users;
 #[path = "bench/webhooks.rs"]
@@ -653,7 +653,9 @@ fn table(title: String, targets: &[(&str, &Figures)]) -> Table {
         ("send→deliver max ms", Fmt::Dec2, |f| f.max_ms),
         ("send→ack p50 ms", Fmt::Dec2, |f| f.ack_p50_ms),
         ("send→ack p99 ms", Fmt::Dec2, |f| f.ack_p99_ms),
-        ("server CPU µs/delivery", Fmt::Dec2, |f| f.server_cpu_us_per_delivery),
+        ("server CPU µs/delivery", Fmt::Dec2, |f| {
+            f.server_cpu_us_per_delivery
+        }),
         ("sent/s (warm-up included)", Fmt::Whole, |f| f.sent_per_s),
         ("errors", Fmt::Count, |f| f.errors as f64),
         ("disconnects", Fmt::Count, |f| f.disconnects as f64),
