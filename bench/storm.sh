@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reconnect storm (docs/_notes-storm.md): tsunagi-bench storm starts the server on a fresh
+# Reconnect storm (docs/performance.md): tsunagi-bench storm starts the server on a fresh
 # SQLite file, connects BENCH_CLIENTS clients (default 10 000, 50 per room), has 20 HTTP senders
 # post throughout, kills the server with -9 and starts it again; every client reconnects with
 # socket.io-client's backoff and syncs. Each round runs the storm without admission
