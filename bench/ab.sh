@@ -69,7 +69,7 @@ curl -fsS -o /dev/null -X POST "http://127.0.0.1:$port_base/api/v1/rooms" \
 
 "$BIN"/tsunagi-bench --url "http://127.0.0.1:$port_new" --create-room --room "$room" \
   --peer-url "http://127.0.0.1:$port_base" --server-pid "$pid_new" --peer-pid "$pid_base" \
-  "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+  --json "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
 echo "(\"peer\" above is the base binary, \"tsunagi\" this tree's)" >&2
 echo "base: $(usage "$pid_base")" >&2
 echo "new:  $(usage "$pid_new")" >&2

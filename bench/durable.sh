@@ -86,7 +86,7 @@ wait_port "$p_port"
 
 bench() {
   "$BIN"/tsunagi-bench --url "http://127.0.0.1:$t_port" --create-room \
-    --peer-url "http://127.0.0.1:$p_port" "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
+    --peer-url "http://127.0.0.1:$p_port" --json "$@" | tee -a "$OUT" | grep '"summary"' >/dev/null
 }
 
 echo "== closed loop: throughput (load average before: $(cut -d' ' -f1-3 /proc/loadavg)) ==" >&2

@@ -89,7 +89,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   --target "batched=http://127.0.0.1:$port_batched" --server-pids "batched=$pid_batched" \
   --target "single=http://127.0.0.1:$port_single" --server-pids "single=$pid_single" \
   --rooms 100 --clients-per-room 1 --senders-per-room 1 --in-flight "$IN_FLIGHT" \
-  --rounds "$ROUNDS" --duration "$DURATION" "$@" | tee -a "$OUT" |
+  --rounds "$ROUNDS" --duration "$DURATION" --json "$@" | tee -a "$OUT" |
   grep '"scale_summary"' >/dev/null
 
 for p in "${tracers[@]}"; do kill -INT "$p" 2>/dev/null || true; done

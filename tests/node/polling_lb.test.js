@@ -21,6 +21,15 @@ async function forwarded(servers) {
   return sum;
 }
 
+/** Socket.IO sockets connected to each live instance (a killed one counts 0). */
+async function sockets(servers) {
+  return Promise.all(servers.map(async (s) => {
+    if (s.proc.exitCode !== null || s.proc.signalCode !== null) return 0;
+    const r = await h.http(s.url, 'GET', '/metrics');
+    return h.metricValue(r.text, 'tsunagi_sockets_connected') ?? 0;
+  }));
+}
+
 describe('polling behind nginx without sticky sessions', () => {
   let lb;
   before(async () => {
@@ -93,6 +102,9 @@ describe('polling behind nginx without sticky sessions', () => {
   it('kill -9 of an instance: its polling clients reconnect and recover with sync, nothing acked lost', async () => {
     const room = h.roomId('plb-kill');
     await h.createRoom(lb.url, h.userToken('plb-owner'), room);
+    // the earlier tests' sockets go first, so the per-instance socket counts are this test's alone
+    h.closeAll();
+    await h.until(async () => (await sockets(lb.servers)).every((n) => n === 0), 15000, 'earlier sockets closed');
     const clients = [];
     for (let i = 0; i < 6; i++) {
       clients.push(await h.connect(lb.url, h.userToken(`plb-k${i}`), { ...POLLING, reconnection: true, reconnectionDelay: 100 }));
@@ -105,8 +117,11 @@ describe('polling behind nginx without sticky sessions', () => {
     }
     let dropped = 0;
     for (const c of clients) c.on('disconnect', () => { dropped++; });
-    await lb.servers[0].kill9();
-    // least_conn spread the sessions: some were owned by the killed instance
+    // least_conn spreads the sessions unevenly; the instance owning the most of them goes
+    const counts = await sockets(lb.servers);
+    const victim = counts.indexOf(Math.max(...counts));
+    assert.ok(counts[victim] > 0, `sessions per instance ${counts}`);
+    await lb.servers[victim].kill9();
     await h.until(() => dropped > 0, 30000, 'the killed instance\'s sessions dropped');
     const writer = clients[clients.length - 1];
     await h.until(async () => {
