@@ -12,7 +12,6 @@
 
 use std::{
     collections::VecDeque,
-    future::poll_fn,
     sync::{Arc, Mutex, MutexGuard},
     task::{Context, Poll, Waker},
 };
@@ -227,8 +226,9 @@ pub(crate) enum TryRecvError {
 
 impl<T> Receiver<T> {
     /// The next value; `None` once closed and drained (no permit outstanding).
+    #[cfg(any(test, feature = "__test_harness"))]
     pub(crate) async fn recv(&mut self) -> Option<T> {
-        poll_fn(|cx| self.poll_recv(cx)).await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {

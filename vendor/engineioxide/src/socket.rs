@@ -58,7 +58,7 @@ use std::{
     collections::VecDeque,
     fmt::Debug,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::Duration,
@@ -221,12 +221,12 @@ where
     /// message is retained; subsequent volatile sends overwrite the previous one.
     volatile_tx: watch::Sender<Option<PacketBuf>>,
 
-    /// Internal channel to receive Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) in the heartbeat job
-    /// which is running in a separate task
-    heartbeat_rx: Mutex<Receiver<()>>,
-    /// Channel to send Ping [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
-    /// which is running in a separate task
-    pub(crate) heartbeat_tx: mpsc::Sender<()>,
+    /// Channel to send Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
+    /// which is running in a separate task.
+    ///
+    /// tsunagi's patch: created by [`Socket::spawn_heartbeat`], so a session opened on WebSocket,
+    /// whose connection task runs the heartbeat itself, allocates no channel.
+    heartbeat_tx: OnceLock<mpsc::Sender<()>>,
 
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
@@ -256,7 +256,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = queue::channel(config.max_buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
@@ -270,8 +269,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat_tx: OnceLock::new(),
             cancellation_token: CancellationToken::new(),
 
             close_fn,
@@ -308,11 +306,15 @@ where
     /// Keep a handle to the job so that it can be aborted when the socket is closed
     pub(crate) fn spawn_heartbeat(self: Arc<Self>, interval: Duration, timeout: Duration) {
         let cancellation_token = self.cancellation_token.clone();
+        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
+        if self.heartbeat_tx.set(heartbeat_tx).is_err() {
+            panic!("the heartbeat of a socket is spawned only once");
+        }
 
         tokio::spawn(
             cancellation_token
                 .run_until_cancelled_owned(async move {
-                    if let Err(_e) = self.heartbeat_job(interval, timeout).await {
+                    if let Err(_e) = self.heartbeat_job(heartbeat_rx, interval, timeout).await {
                         self.close(DisconnectReason::HeartbeatTimeout);
                         #[cfg(feature = "tracing")]
                         tracing::debug!(id = ?self.id, "heartbeat error: {_e}");
@@ -329,10 +331,15 @@ where
     ///
     /// If the client or server does not respond within the timeout, the connection is closed.
     #[cfg(feature = "v3")]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
+    async fn heartbeat_job(
+        &self,
+        heartbeat_rx: Receiver<()>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         match self.protocol {
-            ProtocolVersion::V3 => self.heartbeat_job_v3(interval, timeout).await,
-            ProtocolVersion::V4 => self.heartbeat_job_v4(interval, timeout).await,
+            ProtocolVersion::V3 => self.heartbeat_job_v3(heartbeat_rx, interval, timeout).await,
+            ProtocolVersion::V4 => self.heartbeat_job_v4(heartbeat_rx, interval, timeout).await,
         }
     }
 
@@ -340,19 +347,24 @@ where
     ///
     /// If the client does not respond within the timeout, the connection is closed.
     #[cfg(not(feature = "v3"))]
-    async fn heartbeat_job(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        self.heartbeat_job_v4(interval, timeout).await
+    async fn heartbeat_job(
+        &self,
+        heartbeat_rx: Receiver<()>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.heartbeat_job_v4(heartbeat_rx, interval, timeout).await
     }
 
     /// Heartbeat is sent every `interval` milliseconds and the client is expected to respond within `timeout` milliseconds.
     ///
     /// If the client does not respond within the timeout, the connection is closed.
-    async fn heartbeat_job_v4(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
+    async fn heartbeat_job_v4(
+        &self,
+        mut heartbeat_rx: Receiver<()>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat sender routine started");
 
@@ -390,12 +402,12 @@ where
     }
 
     #[cfg(feature = "v3")]
-    async fn heartbeat_job_v3(&self, interval: Duration, timeout: Duration) -> Result<(), Error> {
-        let mut heartbeat_rx = self
-            .heartbeat_rx
-            .try_lock()
-            .expect("Pong rx should be locked only once");
-
+    async fn heartbeat_job_v3(
+        &self,
+        mut heartbeat_rx: Receiver<()>,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         #[cfg(feature = "tracing")]
         tracing::debug!(sid = ?self.id, "heartbeat receiver routine started");
 
@@ -410,6 +422,14 @@ where
             self.internal_tx
                 .try_send(smallvec![Packet::Pong])
                 .map_err(|_| Error::HeartbeatTimeout)?;
+        }
+    }
+
+    /// A pong (v4) or ping (v3) from the client, for the heartbeat task.
+    /// A full channel means that the client is already known to be alive.
+    pub(crate) fn on_pong(&self) {
+        if let Some(tx) = self.heartbeat_tx.get() {
+            tx.try_send(()).ok();
         }
     }
 
@@ -558,7 +578,6 @@ impl<D: Default + Send + Sync + 'static> std::fmt::Debug for Socket<D> {
             .field("conn", &self.transport)
             .field("internal_rx", &self.internal_rx)
             .field("internal_tx", &self.internal_tx)
-            .field("heartbeat_rx", &self.heartbeat_rx)
             .field("heartbeat_tx", &self.heartbeat_tx)
             .field("cancellation_token", &self.cancellation_token)
             .field("req_data", &self.req_parts)
@@ -607,7 +626,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = queue::channel(buffer_size);
-        let (heartbeat_tx, heartbeat_rx) = mpsc::channel(1);
         let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
@@ -621,8 +639,7 @@ where
 
             volatile_tx,
 
-            heartbeat_rx: Mutex::new(heartbeat_rx),
-            heartbeat_tx,
+            heartbeat_tx: OnceLock::new(),
             cancellation_token: CancellationToken::new(),
             close_fn,
 

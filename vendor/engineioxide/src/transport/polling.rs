@@ -192,8 +192,7 @@ where
                 break;
             }
             Ok(Packet::Pong | Packet::Ping) => {
-                // A full channel means that the client is already known to be alive.
-                socket.heartbeat_tx.try_send(()).ok();
+                socket.on_pong();
                 Ok(())
             }
             Ok(Packet::Message(msg)) => {
@@ -226,9 +225,9 @@ mod rx_stream {
         task::{Context, Poll, ready},
     };
 
+    use crate::queue;
     use futures_core::Stream;
     use pin_project_lite::pin_project;
-    use crate::queue;
     use tokio::sync::watch;
     use tokio_util::sync::ReusableBoxFuture;
 
