@@ -63,34 +63,38 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+    // tsunagi's patch: the upgrade and the Engine.IO handshake run in a boxed future that is freed
+    // when they end, so the task kept for the session's life is sized for the connection loop alone
+    // (upstream's single future was sized for its largest state, ~3.4 KiB per socket).
+    let setup = Box::pin(async move {
+        let conn = match hyper::upgrade::on(req).await {
+            Ok(conn) => hyper_util::rt::TokioIo::new(conn),
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
+                return None;
             }
         };
-
-        match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
-            Err(Error::MultipleWebsocketRequests) => {}
+        match handshake(engine.clone(), conn, protocol, sid, parts).await {
+            Ok(established) => Some(established),
+            Err(Error::MultipleWebsocketRequests) => None,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(?sid, "ws closed with error: {_e}");
                 if let Some(sid) = sid {
                     engine.close_session(sid, DisconnectReason::TransportError);
                 }
+                None
             }
         }
+    });
+    tokio::spawn(async move {
+        let Some((engine, socket, ws, heartbeat)) = setup.await else {
+            return;
+        };
+        ws_connection::run(&engine, &socket, ws, heartbeat).await;
+        #[cfg(feature = "tracing")]
+        tracing::debug!(sid = %socket.id, "ws closed");
     });
 
     Ok(ws_response(&ws_key))
@@ -101,17 +105,45 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
 /// Sends an open packet if it is not an upgrade from a polling request
 ///
 /// Read packets from the websocket and handle them, it will block until the connection is closed
-#[cfg_attr(
-    feature = "tracing",
-    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
-)]
-pub async fn on_init<H: EngineIoHandler, S>(
+pub fn on_init<H: EngineIoHandler, S>(
     engine: Arc<EngineIo<H>>,
     conn: S,
     protocol: ProtocolVersion,
     sid: Option<Sid>,
     req_data: Parts,
-) -> Result<(), Error>
+) -> impl Future<Output = Result<(), Error>> + Send + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // tsunagi's patch: the handshake is boxed and freed when it ends (see `new_req`).
+    let handshake = Box::pin(handshake(engine, conn, protocol, sid, req_data));
+    async move {
+        let (engine, socket, ws, heartbeat) = handshake.await?;
+        ws_connection::run(&engine, &socket, ws, heartbeat).await;
+        Ok(())
+    }
+}
+
+/// A session whose transport is established: the handshake is done, the connection loop may start.
+type Established<H, S> = (
+    Arc<EngineIo<H>>,
+    Arc<Socket<<H as EngineIoHandler>::Data>>,
+    WebSocketStream<S>,
+    Option<Heartbeat>,
+);
+
+/// Opens the session on WebSocket (sends the open packet) or upgrades a polling session to it.
+#[cfg_attr(
+    feature = "tracing",
+    tracing::instrument(level = "trace", name = "init_websocket", skip(engine, conn, req_data))
+)]
+async fn handshake<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<Established<H, S>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -174,10 +206,9 @@ where
         (socket, ws, heartbeat)
     };
 
-    // tsunagi's patch: one task reads, writes and runs the heartbeat (upstream splits the stream
-    // between a reader, a spawned writer and a spawned heartbeat task).
-    ws_connection::run(&engine, &socket, ws, heartbeat).await;
-    Ok(())
+    // tsunagi's patch: one task reads, writes and runs the heartbeat (`ws_connection::run`);
+    // upstream splits the stream between a reader, a spawned writer and a spawned heartbeat task.
+    Ok((engine, socket, ws, heartbeat))
 }
 
 /// Send a Engine.IO [`OpenPacket`] to initiate a websocket connection

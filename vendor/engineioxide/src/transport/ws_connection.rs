@@ -24,6 +24,7 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt, stream};
 use smallvec::smallvec;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
+    sync::MutexGuard,
     time::{Instant, Sleep},
 };
 use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
@@ -129,137 +130,77 @@ enum End {
 
 /// Runs the session until it ends, then writes what is queued and closes the stream.
 /// `heartbeat` is `None` when another task runs it (a session upgraded from polling, or v3).
-pub(crate) async fn run<H: EngineIoHandler, S>(
+///
+/// Not an `async fn`: its arguments would be stored twice in the task (once as arguments, once as
+/// locals); an `async move` block keeps one copy of the stream.
+pub(crate) fn run<'a, H: EngineIoHandler, S>(
+    engine: &'a Arc<EngineIo<H>>,
+    socket: &'a Arc<Socket<H::Data>>,
+    mut ws: WebSocketStream<S>,
+    heartbeat: Option<Heartbeat>,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        // A polling request that was in progress during an upgrade may still hold the lock.
+        let Some(mut guard) = socket
+            .internal_rx
+            .lock()
+            .with_cancellation_token(&socket.cancellation_token)
+            .await
+        else {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(sid = %socket.id, "session closed before the ws transport started");
+            return;
+        };
+        let end = drive(engine, socket, &mut ws, &mut guard, heartbeat).await;
+
+        match end {
+            End::Cancelled => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "socket is closing");
+            }
+            End::Closed => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "ws transport was closed");
+                engine.close_session(socket.id, DisconnectReason::TransportClose);
+            }
+            End::HeartbeatTimeout => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "heartbeat timeout");
+                socket.close(DisconnectReason::HeartbeatTimeout);
+            }
+            End::Error(e) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(sid = %socket.id, "ws transport error: {e:?}");
+                let reason = Option::<DisconnectReason>::from(&e)
+                    .unwrap_or(DisconnectReason::TransportError);
+                engine.close_session(socket.id, reason);
+            }
+        }
+
+        // What was queued before the end (a close packet among it) goes out before the stream closes.
+        // Boxed: the closing flush's state is needed once, not kept in every session's task.
+        Box::pin(close(engine, socket, ws, guard)).await;
+    }
+}
+
+/// Writes what is queued, flushes and closes the stream, within the ping timeout.
+async fn close<H: EngineIoHandler, S>(
     engine: &Arc<EngineIo<H>>,
     socket: &Arc<Socket<H::Data>>,
     mut ws: WebSocketStream<S>,
-    mut heartbeat: Option<Heartbeat>,
+    mut rx: MutexGuard<'_, InternalRx>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // A polling request that was in progress during an upgrade may still hold the lock.
-    let Some(mut guard) = socket
-        .internal_rx
-        .lock()
-        .with_cancellation_token(&socket.cancellation_token)
-        .await
-    else {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(sid = %socket.id, "session closed before the ws transport started");
-        return;
-    };
-    let InternalRx {
-        buffered_rx,
-        volatile_rx,
-        ..
-    } = &mut *guard;
-
-    let volatile = stream::unfold(volatile_rx, |rx| async move {
-        rx.changed().await.ok()?;
-        let packets = rx.borrow_and_update().clone();
-        Some((packets, rx))
-    });
-    let mut volatile = pin!(volatile.fuse());
-    let mut cancelled = pin!(socket.cancellation_token.cancelled());
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
-    let mut unflushed = false;
-
-    let end = poll_fn(|cx| {
-        if cancelled.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(End::Cancelled);
-        }
-
-        // Read.
-        for read in 0.. {
-            if read == MAX_PER_POLL {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            match Pin::new(&mut ws).poll_next(cx) {
-                Poll::Ready(Some(Ok(msg))) => {
-                    if let Some(end) = on_frame(engine, socket, msg, heartbeat.as_mut()) {
-                        return Poll::Ready(end);
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(End::Error(e.into())),
-                Poll::Ready(None) => return Poll::Ready(End::Closed),
-                Poll::Pending => break,
-            }
-        }
-
-        // Heartbeat: after reading (a pong just read counts), before writing (a ping goes out now).
-        if let Some(hb) = heartbeat.as_mut() {
-            if hb.poll(socket, timer.as_mut(), cx).is_err() {
-                return Poll::Ready(End::HeartbeatTimeout);
-            }
-        }
-
-        // Write: the buffered queue first, then the volatile slot (upstream's biased order).
-        for batch in 0.. {
-            if batch == MAX_PER_POLL {
-                cx.waker().wake_by_ref();
-                break;
-            }
-            match Pin::new(&mut ws).poll_ready(cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e.into())),
-                Poll::Pending => break,
-            }
-            let packets = match buffered_rx.poll_recv(cx) {
-                Poll::Ready(Some(packets)) => packets,
-                Poll::Ready(None) => return Poll::Ready(End::Cancelled),
-                Poll::Pending => match volatile.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Some(packets))) => packets,
-                    Poll::Ready(Some(None)) => continue,
-                    Poll::Ready(None) | Poll::Pending => break,
-                },
-            };
-            if let Err(e) = write_packets(&mut ws, socket.protocol, packets) {
-                return Poll::Ready(End::Error(e.into()));
-            }
-            unflushed = true;
-        }
-        if unflushed {
-            match Pin::new(&mut ws).poll_flush(cx) {
-                Poll::Ready(Ok(())) => unflushed = false,
-                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e.into())),
-                Poll::Pending => {}
-            }
-        }
-        Poll::Pending
-    })
-    .await;
-
-    match end {
-        End::Cancelled => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "socket is closing");
-        }
-        End::Closed => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport was closed");
-            engine.close_session(socket.id, DisconnectReason::TransportClose);
-        }
-        End::HeartbeatTimeout => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "heartbeat timeout");
-            socket.close(DisconnectReason::HeartbeatTimeout);
-        }
-        End::Error(e) => {
-            #[cfg(feature = "tracing")]
-            tracing::debug!(sid = %socket.id, "ws transport error: {e:?}");
-            let reason =
-                Option::<DisconnectReason>::from(&e).unwrap_or(DisconnectReason::TransportError);
-            engine.close_session(socket.id, reason);
-        }
-    }
-
-    // What was queued before the end (a close packet among it) goes out before the stream closes.
-    while let Ok(packets) = buffered_rx.try_recv() {
+    while let Ok(packets) = rx.buffered_rx.try_recv() {
         if write_packets(&mut ws, socket.protocol, packets).is_err() {
             break;
         }
     }
+    drop(rx);
     let closing = async {
         ws.flush().await.ok();
         ws.close(None).await.ok();
@@ -267,6 +208,103 @@ pub(crate) async fn run<H: EngineIoHandler, S>(
     tokio::time::timeout(engine.config.ping_timeout, closing)
         .await
         .ok();
+}
+
+/// Reads, writes and runs the heartbeat until the session ends. A function of its own so that its
+/// state (timers, the volatile stream) is not kept beside the closing flush's in the task.
+fn drive<'a, H: EngineIoHandler, S>(
+    engine: &'a Arc<EngineIo<H>>,
+    socket: &'a Arc<Socket<H::Data>>,
+    ws: &'a mut WebSocketStream<S>,
+    rx: &'a mut InternalRx,
+    mut heartbeat: Option<Heartbeat>,
+) -> impl Future<Output = End> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    async move {
+        let InternalRx {
+            buffered_rx,
+            volatile_rx,
+            ..
+        } = rx;
+
+        let volatile = stream::unfold(volatile_rx, |rx| async move {
+            rx.changed().await.ok()?;
+            let packets = rx.borrow_and_update().clone();
+            Some((packets, rx))
+        });
+        let mut volatile = pin!(volatile.fuse());
+        let mut cancelled = pin!(socket.cancellation_token.cancelled());
+        let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+        let mut unflushed = false;
+
+        poll_fn(|cx| {
+            if cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Cancelled);
+            }
+
+            // Read.
+            for read in 0.. {
+                if read == MAX_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                match Pin::new(&mut *ws).poll_next(cx) {
+                    Poll::Ready(Some(Ok(msg))) => {
+                        if let Some(end) = on_frame(engine, socket, msg, heartbeat.as_mut()) {
+                            return Poll::Ready(end);
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(End::Error(e.into())),
+                    Poll::Ready(None) => return Poll::Ready(End::Closed),
+                    Poll::Pending => break,
+                }
+            }
+
+            // Heartbeat: after reading (a pong just read counts), before writing (a ping goes out now).
+            if let Some(hb) = heartbeat.as_mut() {
+                if hb.poll(socket, timer.as_mut(), cx).is_err() {
+                    return Poll::Ready(End::HeartbeatTimeout);
+                }
+            }
+
+            // Write: the buffered queue first, then the volatile slot (upstream's biased order).
+            for batch in 0.. {
+                if batch == MAX_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    break;
+                }
+                match Pin::new(&mut *ws).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e.into())),
+                    Poll::Pending => break,
+                }
+                let packets = match buffered_rx.poll_recv(cx) {
+                    Poll::Ready(Some(packets)) => packets,
+                    Poll::Ready(None) => return Poll::Ready(End::Cancelled),
+                    Poll::Pending => match volatile.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(Some(packets))) => packets,
+                        Poll::Ready(Some(None)) => continue,
+                        Poll::Ready(None) | Poll::Pending => break,
+                    },
+                };
+                if let Err(e) = write_packets(ws, socket.protocol, packets) {
+                    return Poll::Ready(End::Error(e.into()));
+                }
+                unflushed = true;
+            }
+            if unflushed {
+                match Pin::new(&mut *ws).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => unflushed = false,
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e.into())),
+                    Poll::Pending => {}
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 /// Handles one frame from the client; `Some` ends the session.
@@ -408,6 +446,18 @@ mod tests {
     ) -> tokio::task::JoinHandle<()> {
         let (engine, socket) = (engine.clone(), socket.clone());
         tokio::spawn(async move { run(&engine, &socket, ws, heartbeat).await })
+    }
+
+    /// The connection's future is what an idle session keeps in its task: keep it small.
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let (engine, socket, server, _client) = session(Duration::from_secs(1)).await;
+        let stream = std::mem::size_of_val(&server);
+        let fut = run(&engine, &socket, server, None);
+        let size = std::mem::size_of_val(&fut);
+        // 1 008 bytes with a 296-byte stream when written (1 384 as `async fn`s, whose arguments are
+        // stored twice).
+        assert!(size <= stream + 800, "run future: {size} bytes");
     }
 
     async fn next_text(client: &mut Client) -> String {
