@@ -9,6 +9,10 @@
 //! `try_send`/`try_reserve` failing with `Full` or `Closed`, FIFO order, `close` letting the
 //! receiver drain what is queued, cancel-safe `recv`), but its storage is a `VecDeque` allocated on
 //! the first packet and released when a burst has drained: an idle socket holds none.
+//!
+//! It also holds the socket's volatile slot (upstream: a `tokio::sync::watch` channel of its own,
+//! ~0.5 KiB per socket): the latest volatile value, overwritten by the next, received after
+//! everything queued and at most once.
 
 use std::{
     collections::VecDeque,
@@ -31,6 +35,8 @@ struct State<T> {
     rx_waker: Option<Waker>,
     /// `Sender::send` calls waiting for a place (rare: the websocket upgrade's last Noop).
     send_waiters: usize,
+    /// The latest volatile value not yet received.
+    volatile: Option<T>,
 }
 
 #[derive(Debug)]
@@ -88,6 +94,7 @@ pub(crate) fn channel<T>(bound: usize) -> (Sender<T>, Receiver<T>) {
             closed: false,
             rx_waker: None,
             send_waiters: 0,
+            volatile: None,
         }),
         closed: Notify::new(),
         space: Notify::new(),
@@ -173,6 +180,22 @@ impl<T> Sender<T> {
         }
     }
 
+    /// Replaces the volatile slot's value; `false` (dropped) once the receiver has closed.
+    pub(crate) fn send_volatile(&self, value: T) -> bool {
+        let waker = {
+            let mut st = self.shared.lock();
+            if st.closed {
+                return false;
+            }
+            st.volatile = Some(value);
+            st.rx_waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        true
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.lock().closed
     }
@@ -231,6 +254,7 @@ impl<T> Receiver<T> {
         std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
+    #[cfg(any(test, feature = "__test_harness"))]
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let mut st = self.shared.lock();
         if let Some(v) = self.pop(&mut st) {
@@ -238,6 +262,27 @@ impl<T> Receiver<T> {
         }
         if st.closed && st.reserved == 0 {
             return Poll::Ready(None);
+        }
+        match &mut st.rx_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// The next queued value, else the volatile one; `None` once closed and drained (a volatile
+    /// value left at the close is dropped).
+    pub(crate) fn poll_recv_or_volatile(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let mut st = self.shared.lock();
+        if let Some(v) = self.pop(&mut st) {
+            return Poll::Ready(Some(v));
+        }
+        if st.closed && st.reserved == 0 {
+            st.volatile = None;
+            return Poll::Ready(None);
+        }
+        if let Some(v) = st.volatile.take() {
+            return Poll::Ready(Some(v));
         }
         match &mut st.rx_waker {
             Some(w) if w.will_wake(cx.waker()) => {}
@@ -362,5 +407,28 @@ mod tests {
             assert_eq!(rx.recv().await, Some(n));
         }
         assert_eq!(rx.shared.lock().items.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_volatile_slot_keeps_the_latest_after_the_queue_and_once() {
+        let (tx, mut rx) = channel::<u32>(4);
+        assert!(tx.send_volatile(10));
+        assert!(tx.send_volatile(11));
+        tx.try_send(1).unwrap();
+        assert_eq!(next(&mut rx).await, Some(1));
+        assert_eq!(next(&mut rx).await, Some(11));
+        // nothing more: pending until a value comes
+        let waiting = tokio::spawn(async move { (next(&mut rx).await, rx) });
+        tokio::task::yield_now().await;
+        assert!(tx.send_volatile(12));
+        let (v, mut rx) = waiting.await.unwrap();
+        assert_eq!(v, Some(12));
+        rx.close();
+        assert!(!tx.send_volatile(13));
+        assert_eq!(next(&mut rx).await, None);
+    }
+
+    async fn next(rx: &mut Receiver<u32>) -> Option<u32> {
+        std::future::poll_fn(|cx| rx.poll_recv_or_volatile(cx)).await
     }
 }

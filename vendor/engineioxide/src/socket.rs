@@ -73,7 +73,6 @@ use smallvec::{SmallVec, smallvec};
 use tokio::sync::{
     Mutex,
     mpsc::{self, Receiver, error::TrySendError},
-    watch,
 };
 
 pub use engineioxide_core::Sid;
@@ -158,18 +157,13 @@ impl Permit<'_> {
 pub(crate) struct InternalRx {
     pub buffered_rx: queue::Receiver<PacketBuf>,
     pub peeked_packet: Option<PacketBuf>,
-    pub volatile_rx: watch::Receiver<Option<PacketBuf>>,
 }
 
 impl InternalRx {
-    fn new(
-        buffered_rx: queue::Receiver<PacketBuf>,
-        volatile_rx: watch::Receiver<Option<PacketBuf>>,
-    ) -> Self {
+    fn new(buffered_rx: queue::Receiver<PacketBuf>) -> Self {
         Self {
             buffered_rx,
             peeked_packet: None,
-            volatile_rx,
         }
     }
 }
@@ -216,11 +210,6 @@ where
     /// Channel to send [PacketBuf] to the internal connection
     pub(crate) internal_tx: queue::Sender<PacketBuf>,
 
-    /// Channel to send volatile [PacketBuf]s that bypass the internal buffer.
-    /// Uses a [`watch`](tokio::sync::watch) channel so only the latest volatile
-    /// message is retained; subsequent volatile sends overwrite the previous one.
-    volatile_tx: watch::Sender<Option<PacketBuf>>,
-
     /// Channel to send Pong [`Packets`](Packet) (v4 protocol) or Ping (v3 protocol) from the connexion to the heartbeat job
     /// which is running in a separate task.
     ///
@@ -256,7 +245,6 @@ where
         supports_binary: bool,
     ) -> Self {
         let (internal_tx, internal_rx) = queue::channel(config.max_buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         Self {
             id: Sid::new(),
@@ -264,10 +252,8 @@ where
             transport: AtomicU8::new(transport as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
-
-            volatile_tx,
 
             heartbeat_tx: OnceLock::new(),
             cancellation_token: CancellationToken::new(),
@@ -566,7 +552,8 @@ where
     }
 
     pub(crate) fn send_volatile(&self, packets: PacketBuf) -> bool {
-        self.volatile_tx.send(Some(packets)).is_ok()
+        // tsunagi's patch: the volatile slot is part of the outgoing queue (see `queue`)
+        self.internal_tx.send_volatile(packets)
     }
 }
 
@@ -626,7 +613,6 @@ where
         buffer_size: usize,
     ) -> (Arc<Socket<D>>, tokio::sync::mpsc::Receiver<Packet>) {
         let (internal_tx, internal_rx) = queue::channel(buffer_size);
-        let (volatile_tx, volatile_rx) = watch::channel(None);
 
         let sock = Self {
             id: sid,
@@ -634,10 +620,8 @@ where
             transport: AtomicU8::new(TransportType::Websocket as u8),
             upgrading: AtomicBool::new(false),
 
-            internal_rx: Mutex::new(InternalRx::new(internal_rx, volatile_rx)),
+            internal_rx: Mutex::new(InternalRx::new(internal_rx)),
             internal_tx,
-
-            volatile_tx,
 
             heartbeat_tx: OnceLock::new(),
             cancellation_token: CancellationToken::new(),

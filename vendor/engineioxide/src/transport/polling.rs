@@ -119,14 +119,14 @@ where
     let payload = {
         let InternalRx {
             buffered_rx,
-            volatile_rx,
             peeked_packet,
         } = &mut *rx;
 
         // Prepend the packet peeked during the previous
         // polling request so it is encoded first, ahead of the newly received packets.
+        // tsunagi's patch: the queue holds the volatile slot too (queued packets come first).
         let rx_stream = stream::iter(peeked_packet.take())
-            .chain(rx_stream::EncoderStream::new(buffered_rx, volatile_rx));
+            .chain(stream::poll_fn(|cx| buffered_rx.poll_recv_or_volatile(cx)));
 
         // Stop waiting for the next packet as soon as the session is closed. The combinator is biased
         // towards the encoder completion, so any buffered close packet is still flushed to the client.
@@ -217,124 +217,4 @@ where
         }?;
     }
     Ok(http_response(StatusCode::OK, "ok", false))
-}
-
-mod rx_stream {
-    use std::{
-        pin::Pin,
-        task::{Context, Poll, ready},
-    };
-
-    use crate::queue;
-    use futures_core::Stream;
-    use pin_project_lite::pin_project;
-    use tokio::sync::watch;
-    use tokio_util::sync::ReusableBoxFuture;
-
-    /// [`ReceiverStream`] is a stream that wraps a [`queue::Receiver`] by reference.
-    /// Allowing to use it as a stream even if it is behind a mutex.
-    pub struct ReceiverStream<'a, T> {
-        inner: &'a mut queue::Receiver<T>,
-    }
-
-    impl<'a, T> ReceiverStream<'a, T> {
-        pub fn new(inner: &'a mut queue::Receiver<T>) -> Self {
-            Self { inner }
-        }
-    }
-
-    impl<'a, T> Stream for ReceiverStream<'a, T> {
-        type Item = T;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            self.inner.poll_recv(cx)
-        }
-    }
-
-    type WatchFutOutput<'a, T> = (
-        Result<(), watch::error::RecvError>,
-        &'a mut watch::Receiver<T>,
-    );
-
-    /// Wraps a [`watch::Receiver`] into a [`Stream`] by reference.
-    /// Allowing to use it as a stream even if it is behind a mutex.
-    ///
-    /// Inspired by <https://docs.rs/tokio-stream/latest/tokio_stream/wrappers/struct.WatchStream.html>
-    pub struct WatchStream<'a, T> {
-        inner: ReusableBoxFuture<'a, WatchFutOutput<'a, T>>,
-    }
-    impl<'a, T: Send + Sync + 'static> WatchStream<'a, T> {
-        pub fn new(rx: &'a mut watch::Receiver<T>) -> Self {
-            Self {
-                inner: ReusableBoxFuture::new(make_future(rx)),
-            }
-        }
-    }
-
-    async fn make_future<T>(
-        rx: &mut watch::Receiver<T>,
-    ) -> (Result<(), watch::error::RecvError>, &mut watch::Receiver<T>) {
-        let result = rx.changed().await;
-        (result, rx)
-    }
-
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for WatchStream<'a, T> {
-        type Item = T;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let (result, rx) = ready!(self.inner.poll(cx));
-            match result {
-                Ok(_) => {
-                    let received = (*rx.borrow_and_update()).clone();
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(Some(received))
-                }
-                Err(_) => {
-                    self.inner.set(make_future(rx));
-                    Poll::Ready(None)
-                }
-            }
-        }
-    }
-
-    impl<T> Unpin for WatchStream<'_, T> {}
-
-    pin_project! {
-        /// Combines a [`WatchStream`] and a [`ReceiverStream`] into a single [`Stream`].
-        pub struct EncoderStream<'a, T> {
-            #[pin]
-            watch: WatchStream<'a, Option<T>>,
-            #[pin]
-            rx: ReceiverStream<'a, T>,
-        }
-    }
-
-    impl<'a, T: Clone + Send + Sync + 'static> EncoderStream<'a, T> {
-        pub fn new(
-            rx: &'a mut queue::Receiver<T>,
-            watch: &'a mut watch::Receiver<Option<T>>,
-        ) -> Self {
-            Self {
-                rx: ReceiverStream::new(rx),
-                watch: WatchStream::new(watch),
-            }
-        }
-    }
-
-    impl<'a, T: Clone + Send + Sync + 'static> Stream for EncoderStream<'a, T> {
-        type Item = T;
-
-        fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-            let this = self.project();
-            // low priority: poll the watch stream first, then the rx stream.
-            // same than with ws transport
-            match this.rx.poll_next(cx) {
-                Poll::Ready(v) => Poll::Ready(v),
-                Poll::Pending => match this.watch.poll_next(cx) {
-                    Poll::Ready(Some(v)) => Poll::Ready(v),
-                    Poll::Ready(None) | Poll::Pending => Poll::Pending,
-                },
-            }
-        }
-    }
 }

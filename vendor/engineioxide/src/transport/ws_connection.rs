@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{Sink, SinkExt, Stream, StreamExt, stream};
+use futures_util::{Sink, SinkExt, Stream};
 use smallvec::smallvec;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -223,18 +223,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     async move {
-        let InternalRx {
-            buffered_rx,
-            volatile_rx,
-            ..
-        } = rx;
-
-        let volatile = stream::unfold(volatile_rx, |rx| async move {
-            rx.changed().await.ok()?;
-            let packets = rx.borrow_and_update().clone();
-            Some((packets, rx))
-        });
-        let mut volatile = pin!(volatile.fuse());
+        let buffered_rx = &mut rx.buffered_rx;
         let mut cancelled = pin!(socket.cancellation_token.cancelled());
         let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
         let mut unflushed = false;
@@ -269,7 +258,7 @@ where
                 }
             }
 
-            // Write: the buffered queue first, then the volatile slot (upstream's biased order).
+            // Write: the queue first, then the volatile slot (upstream's biased order).
             for batch in 0.. {
                 if batch == MAX_PER_POLL {
                     cx.waker().wake_by_ref();
@@ -280,14 +269,10 @@ where
                     Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e.into())),
                     Poll::Pending => break,
                 }
-                let packets = match buffered_rx.poll_recv(cx) {
+                let packets = match buffered_rx.poll_recv_or_volatile(cx) {
                     Poll::Ready(Some(packets)) => packets,
                     Poll::Ready(None) => return Poll::Ready(End::Cancelled),
-                    Poll::Pending => match volatile.as_mut().poll_next(cx) {
-                        Poll::Ready(Some(Some(packets))) => packets,
-                        Poll::Ready(Some(None)) => continue,
-                        Poll::Ready(None) | Poll::Pending => break,
-                    },
+                    Poll::Pending => break,
                 };
                 if let Err(e) = write_packets(ws, socket.protocol, packets) {
                     return Poll::Ready(End::Error(e.into()));
@@ -384,6 +369,7 @@ mod tests {
 
     use bytes::Bytes;
     use engineioxide_core::{Str, TransportType};
+    use futures_util::StreamExt;
     use http::Request;
     use tokio::io::DuplexStream;
     use tokio_tungstenite::tungstenite::protocol::Role;
@@ -490,6 +476,19 @@ mod tests {
         tokio::time::timeout(TIMEOUT, task).await.unwrap().unwrap();
         assert_eq!(*engine.handler.messages.lock().unwrap(), ["hello", "world"]);
         assert!(engine.get_socket(socket.id).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_latest_volatile_packet_goes_out_after_the_queued_ones() {
+        let (engine, socket, server, mut client) = session(Duration::from_secs(60)).await;
+        socket.emit("a").unwrap();
+        assert!(socket.emit_volatile("v1"));
+        assert!(socket.emit_volatile("v2"));
+        let _task = spawn_run(&engine, &socket, server, None);
+        assert_eq!(next_text(&mut client).await, "4a");
+        assert_eq!(next_text(&mut client).await, "4v2");
+        assert!(socket.emit_volatile("v3"));
+        assert_eq!(next_text(&mut client).await, "4v3");
     }
 
     #[tokio::test]
