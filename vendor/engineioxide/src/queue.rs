@@ -8,7 +8,7 @@
 //! This queue has the same contract as the bounded channel as the socket uses it (a fixed bound,
 //! `try_send`/`try_reserve` failing with `Full` or `Closed`, FIFO order, `close` letting the
 //! receiver drain what is queued, cancel-safe `recv`), but its storage is a `VecDeque` allocated on
-//! the first packet and released when a burst has drained: an idle socket holds none.
+//! the first packet and released whenever it has drained: an idle socket holds none.
 //!
 //! It also holds the socket's volatile slot (upstream: a `tokio::sync::watch` channel of its own,
 //! ~0.5 KiB per socket): the latest volatile value, overwritten by the next, received after
@@ -21,9 +21,6 @@ use std::{
 };
 
 use tokio::sync::{Notify, mpsc::error::TrySendError};
-
-/// Capacity kept after a drain: a socket receiving a steady trickle does not reallocate.
-const KEPT_CAPACITY: usize = 4;
 
 #[derive(Debug)]
 struct State<T> {
@@ -307,8 +304,10 @@ impl<T> Receiver<T> {
 
     fn pop(&self, st: &mut State<T>) -> Option<T> {
         let v = st.items.pop_front()?;
-        if st.items.is_empty() && st.items.capacity() > KEPT_CAPACITY {
-            // a burst has drained: give its memory back
+        if st.items.is_empty() {
+            // drained: give the memory back (4 places of `PacketBuf` are ~0.5 KiB an idle socket
+            // would keep). The writer drains everything queued per wake-up, so this is one
+            // allocation per batch written, not per packet.
             st.items = VecDeque::new();
         }
         if st.send_waiters > 0 {
@@ -398,8 +397,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_drained_burst_releases_its_memory() {
+    async fn a_drained_queue_releases_its_memory() {
         let (tx, mut rx) = channel::<u32>(128);
+        tx.try_send(0).unwrap();
+        assert_eq!(rx.recv().await, Some(0));
+        assert_eq!(rx.shared.lock().items.capacity(), 0);
         for n in 0..100 {
             tx.try_send(n).unwrap();
         }
