@@ -12,6 +12,7 @@
 # the measure is the committer, so fan-out is kept at one delivery per send (100 senders in one
 # room of 100 would deliver 100 copies of every message and measure the fan-out instead).
 # BENCH_IN_FLIGHT unacked sends per sender (default 1: 100 sends waiting at most).
+# BENCH_SKIP_BUILD=1: no cargo build first (CARGO_TARGET_DIR=DIR runs DIR/release's binaries).
 # JSON lines land in $BENCH_OUT (default target/bench/group_commit.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ LOGS=$(cd "$(dirname "$OUT")" && pwd)
 : >"$OUT"
 rm -f "$LOGS"/group-commit-*.strace
 
-cargo build --release --all-targets --quiet
+[ "${BENCH_SKIP_BUILD:-0}" = 1 ] || cargo build --release --all-targets --quiet
 
 tmp=$(mktemp -d)
 pids=()
