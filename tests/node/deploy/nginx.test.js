@@ -34,7 +34,16 @@ async function spread(lb, room, { transports, readers = 9, senders = 3 }) {
     await h.withTimeout(s.connected(), 10000, `sender ${i} connects`);
     ss.push(s);
   }
-  const held = await Promise.all(lb.servers.map(socketsOn));
+  // least_conn counts open upstream connections, not sessions: with polling, the held long polls of
+  // other instances' sessions can keep an instance looking busiest at every handshake. Open more
+  // readers (a bounded number) until every instance holds a session.
+  let held = await Promise.all(lb.servers.map(socketsOn));
+  for (let extra = 0; !held.every((n) => n > 0) && extra < 12; extra++) {
+    const r = reader(lb.url, h.userToken(`ngx-r${readers + extra}`), room, { transports });
+    await h.withTimeout(r.joined, 10000, `extra reader ${extra} joins`);
+    rs.push(r);
+    held = await Promise.all(lb.servers.map(socketsOn));
+  }
   assert.ok(held.every((n) => n > 0), `every instance holds sockets: ${held}`);
   return { rs, ss, held };
 }
