@@ -42,7 +42,8 @@ use crate::{
 const MAX_PER_POLL: usize = 64;
 
 /// The v4 heartbeat of a session opened on WebSocket: ping every `interval` (the first right away),
-/// a pong within `timeout`.
+/// a pong within `timeout`. Such a session is never upgrading (upgrades start from polling, whose
+/// sessions keep their heartbeat task), so upstream's pause during an upgrade has no place here.
 pub(crate) struct Heartbeat {
     interval: Duration,
     timeout: Duration,
@@ -97,11 +98,6 @@ impl Heartbeat {
                         // Some clients send a pong first; it does not answer the first ping.
                         self.first = false;
                         self.pong = false;
-                    }
-                    if socket.is_upgrading() {
-                        self.state = Beat::Tick(next_tick);
-                        timer.as_mut().reset(next_tick);
-                        continue;
                     }
                     socket
                         .internal_tx
@@ -181,7 +177,8 @@ where
         }
 
         // What was queued before the end (a close packet among it) goes out before the stream closes.
-        // Boxed: the closing flush's state is needed once, not kept in every session's task.
+        // Boxed: the closing flush's futures (and their timer) are needed once, at the end; inline
+        // they add ~350 bytes to every session's task.
         Box::pin(close(engine, socket, ws, guard)).await;
     }
 }
@@ -211,7 +208,7 @@ async fn close<H: EngineIoHandler, S>(
 }
 
 /// Reads, writes and runs the heartbeat until the session ends. A function of its own so that its
-/// state (timers, the volatile stream) is not kept beside the closing flush's in the task.
+/// state (the timer, the cancellation future) is not kept beside the closing flush's in the task.
 fn drive<'a, H: EngineIoHandler, S>(
     engine: &'a Arc<EngineIo<H>>,
     socket: &'a Arc<Socket<H::Data>>,

@@ -99,8 +99,6 @@ where
     }
 }
 
-/// tsunagi's patch: capacity of the write buffer kept after it has been written out.
-const OUT_BUFFER_KEEP: usize = 128;
 /// tsunagi's patch: capacity the write buffer starts at when a frame is buffered into it.
 const OUT_BUFFER_START: usize = 1024;
 
@@ -313,11 +311,9 @@ impl FrameCodec {
             }
             self.out_buffer.drain(0..len);
         }
-        // tsunagi's patch: everything is written; give a grown buffer back, so an idle connection
+        // tsunagi's patch: everything is written; give the buffer back, so an idle connection
         // holds none (upstream keeps the largest size it ever reached).
-        if self.out_buffer.capacity() > OUT_BUFFER_KEEP {
-            self.out_buffer = Vec::new();
-        }
+        self.out_buffer = Vec::new();
 
         Ok(())
     }
