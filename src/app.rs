@@ -36,6 +36,7 @@ use crate::services::users::{AccountLimits, UsersService};
 use crate::services::webhooks::WebhooksService;
 use crate::services::webhooks::deliver::Deliveries;
 use crate::shared_state::Limiters;
+use crate::state_cache::StateCache;
 use crate::store::Store;
 use crate::store::webhooks::DELIVERY_JOB;
 use crate::telemetry::Telemetry;
@@ -203,6 +204,12 @@ impl App {
             bus.clone(),
             send_limiter.clone(),
             config.max_state_bytes,
+            // one instance: this process makes every state write; with Redis, others do too
+            Arc::new(StateCache::new(
+                !backplane.is_remote(),
+                config.state_cache_bytes,
+                telemetry.clone(),
+            )),
         ));
         let messages = Arc::new(MessagesService::new(
             rooms.clone(),
@@ -345,6 +352,7 @@ impl App {
     pub fn render_metrics(&self) -> String {
         self.store.report_pool_metrics();
         self.messages.hot_window().report();
+        self.state.cache().report();
         self.telemetry.render()
     }
 

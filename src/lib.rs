@@ -11,7 +11,8 @@
 //!   SQLite | PostgreSQL), `bus` (fan-out: in process | Redis, and the ordered feed on top),
 //!   `shared_state` (rate limits, presence), `cache` (L1 moka + L2 Redis); `backplane` and
 //!   `redis_conn` say where shared state lives; `hot_window` (the newest messages of recently
-//!   read rooms in memory, for join and sync);
+//!   read rooms in memory, for join and sync) and `state_cache` (their room state, for join and
+//!   state_get, on one instance);
 //! - `auth`, `password`; `services` (rooms, messages and the group committer, presence,
 //!   accounts, admin): the rules, for both edges;
 //! - `app` (builds every part from config, with its health check);
@@ -45,6 +46,7 @@ pub mod server;
 pub mod services;
 pub mod session_routing;
 pub mod shared_state;
+pub mod state_cache;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

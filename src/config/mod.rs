@@ -247,6 +247,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "bytes of messages the hot window holds in all (least recently read rooms dropped past it); 0 = off",
     ),
     (
+        "TSUNAGI_STATE_CACHE_BYTES",
+        "16777216",
+        "bytes of room state kept in memory for join and state_get on one instance (least recently read rooms dropped past it); 0 = off",
+    ),
+    (
         "TSUNAGI_CACHE_L1_TTL_S",
         "60",
         "in-process cache entry lifetime",
@@ -458,6 +463,7 @@ pub struct Config {
     /// Hot window: newest messages kept per room, and bytes in all (`0`: off).
     pub hot_window_messages: usize,
     pub hot_window_bytes: usize,
+    pub state_cache_bytes: usize,
     pub cache_l1_ttl: Duration,
     pub cache_l2_ttl: Duration,
     pub cache_negative_ttl: Duration,
@@ -949,6 +955,7 @@ impl Config {
             cache_l1_capacity: p.ok(raw.num("TSUNAGI_CACHE_L1_CAPACITY", 0, 100_000_000)),
             hot_window_messages: p.ok(raw.num("TSUNAGI_HOT_WINDOW_MESSAGES", 0, 10_000)),
             hot_window_bytes: p.ok(raw.num("TSUNAGI_HOT_WINDOW_BYTES", 0, 1 << 40)),
+            state_cache_bytes: p.ok(raw.num("TSUNAGI_STATE_CACHE_BYTES", 0, 1 << 40)),
             cache_l1_ttl: p.ok(secs("TSUNAGI_CACHE_L1_TTL_S", 1, 86_400)),
             cache_l2_ttl: p.ok(secs("TSUNAGI_CACHE_L2_TTL_S", 1, 604_800)),
             cache_negative_ttl: p.ok(ms("TSUNAGI_CACHE_NEGATIVE_TTL_MS", 1, 3_600_000)),

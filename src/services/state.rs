@@ -1,7 +1,8 @@
 //! Shared room state (PROTOCOL.md §6.2): versioned JSON documents per room and key, written
 //! under optimistic concurrency by whoever may write the room, durable before the answer, and
 //! announced on the bus with the room's `state_seq` (the gateway orders them per socket).
-//! Not cached: every read is one indexed statement on the primary.
+//! Reads are answered by the state cache where it holds the room (one instance), otherwise by
+//! one indexed statement on the primary.
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::auth::Identity;
 use crate::bus::{Bus, BusEvent};
 use crate::domain::{RoomId, State, StateKey, check_state_value};
 use crate::shared_state::RateLimiter;
+use crate::state_cache::{StateCache, Write};
 use crate::store::Store;
 use crate::store::state::StateWrite;
 
@@ -23,6 +25,7 @@ pub struct StateService {
     /// The send limit: state writes count against it (§6.2).
     send_limiter: Arc<dyn RateLimiter>,
     max_bytes: usize,
+    cache: Arc<StateCache>,
 }
 
 impl StateService {
@@ -32,6 +35,7 @@ impl StateService {
         bus: Arc<dyn Bus>,
         send_limiter: Arc<dyn RateLimiter>,
         max_bytes: usize,
+        cache: Arc<StateCache>,
     ) -> Self {
         StateService {
             rooms,
@@ -39,7 +43,12 @@ impl StateService {
             bus,
             send_limiter,
             max_bytes,
+            cache,
         }
+    }
+
+    pub fn cache(&self) -> &Arc<StateCache> {
+        &self.cache
     }
 
     /// `state_set` / `PUT`: the value's rules, the room, the right to write it, the rate, then
@@ -54,11 +63,12 @@ impl StateService {
     ) -> ServiceResult<State> {
         let value = check_state_value(value, self.max_bytes)?;
         self.may_write(who, room).await?;
+        let cached = self.cache.begin_write(room.as_str());
         let written = self
             .store
             .write_state(room, key, Some(&value), version, &who.user_id)
             .await?;
-        self.settle(written)
+        self.settle(written, cached)
     }
 
     /// `DELETE`: like a write; deleting a key that does not exist is `not_found`.
@@ -70,11 +80,12 @@ impl StateService {
         version: Option<i64>,
     ) -> ServiceResult<()> {
         self.may_write(who, room).await?;
+        let cached = self.cache.begin_write(room.as_str());
         let written = self
             .store
             .write_state(room, key, None, version, &who.user_id)
             .await?;
-        self.settle(written).map(|_| ())
+        self.settle(written, cached).map(|_| ())
     }
 
     async fn may_write(&self, who: &Identity, room: &RoomId) -> ServiceResult<()> {
@@ -85,9 +96,11 @@ impl StateService {
             .map_err(ServiceError::RateLimited)
     }
 
-    fn settle(&self, written: StateWrite) -> ServiceResult<State> {
+    /// The write's outcome: into the cache (before anyone is answered), then on the bus.
+    fn settle(&self, written: StateWrite, cached: Write<'_>) -> ServiceResult<State> {
         match written {
             StateWrite::Done { state, seq } => {
+                cached.done(&state, seq);
                 self.bus.publish(BusEvent::State {
                     seq,
                     state: Arc::new(state.clone()),
@@ -95,10 +108,14 @@ impl StateService {
                 Ok(state)
             }
             StateWrite::Conflict(current) => {
+                cached.unchanged();
                 let current = serde_json::to_value(current).unwrap_or(Value::Null);
                 Err(ServiceError::VersionConflict(Box::new(current)))
             }
-            StateWrite::Missing => Err(ServiceError::not_found("no such key in this room")),
+            StateWrite::Missing => {
+                cached.unchanged();
+                Err(ServiceError::not_found("no such key in this room"))
+            }
         }
     }
 
@@ -119,9 +136,18 @@ impl StateService {
 
     /// Every key of the room and the `state_seq` they are current at (access checked before).
     pub async fn snapshot(&self, room: &RoomId) -> ServiceResult<(Vec<State>, i64)> {
-        self.store
+        if let Some(found) = self.cache.snapshot(room.as_str()) {
+            return Ok(found);
+        }
+        let fill = self.cache.begin_fill(room.as_str());
+        let (states, seq) = self
+            .store
             .room_state(room)
             .await?
-            .ok_or_else(|| ServiceError::not_found(format!("room {room} does not exist")))
+            .ok_or_else(|| ServiceError::not_found(format!("room {room} does not exist")))?;
+        if let Some(fill) = fill {
+            self.cache.fill(fill, &states, seq);
+        }
+        Ok((states, seq))
     }
 }

@@ -1,0 +1,336 @@
+//! The state cache: every key of recently read rooms' shared state (PROTOCOL.md §6.2), in
+//! memory, so that a `join`'s `state` and a `state_get` are answered without a database read
+//! (the state half of the guide's hybrid read path; the hot window is the history half).
+//!
+//! Only on one instance (no Redis): this process makes every state write, so it can keep a
+//! room's snapshot current by applying its own writes in the room's `state_seq` order. With
+//! several instances another process may write at any time, and the cache is off.
+//!
+//! A room's snapshot is started by a store read (the caller asks [`StateCache::begin_fill`]
+//! before it reads, and hands the snapshot to [`StateCache::fill`]). Every write is announced
+//! before it reaches the store ([`StateCache::begin_write`]) and settled once its outcome is
+//! known ([`Write::done`], [`Write::unchanged`]); writes that finish out of order are held until
+//! the seqs before them arrive. A write whose outcome is lost (an error, or its request went
+//! away mid-write) drops the room's snapshot: it may have committed, and nothing would fill the
+//! hole. A snapshot answers only while nothing is held, so a writer that has its answer always
+//! reads its own write.
+//!
+//! Bounds: `max_bytes` in all (estimated, see [`charge`]); past it the least recently read
+//! rooms are dropped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hashlink::LinkedHashMap;
+use parking_lot::Mutex;
+
+use crate::domain::State;
+use crate::telemetry::Telemetry;
+
+#[cfg(test)]
+mod tests;
+
+/// Writes finished ahead of an earlier one that a room may hold before its snapshot is dropped
+/// (only reached if thousands of writes of one room are in flight at once).
+const MAX_HELD: usize = 1024;
+
+/// The bytes a kept STATE is charged: its strings, its value as JSON and its fixed part. An
+/// estimate of heap use (the budget bounds memory; it is not an allocator count).
+pub fn charge(s: &State) -> usize {
+    std::mem::size_of::<State>()
+        + s.room.len()
+        + 2 * s.key.len() // in the state and as the map's key
+        + s.updated_by.len()
+        + s.updated_at.len()
+        + serde_json::to_vec(&s.value).map_or(0, |v| v.len())
+}
+
+/// The bytes a room's slot is charged before it holds anything (so that rooms without state
+/// count against the budget too).
+pub fn slot_charge(room: &str) -> usize {
+    std::mem::size_of::<Slot>() + room.len()
+}
+
+/// A store read that may start a room's snapshot, taken before the read.
+pub struct Fill {
+    room: String,
+    generation: u64,
+}
+
+/// A state write under way; settle it with [`Write::done`] or [`Write::unchanged`]. Dropped
+/// unsettled, it drops the room's snapshot.
+pub struct Write<'a> {
+    cache: &'a StateCache,
+    room: String,
+    settled: bool,
+}
+
+impl Write<'_> {
+    /// The write committed: `state` (a deletion: value null) at the room's `seq`.
+    pub fn done(mut self, state: &State, seq: i64) {
+        self.settled = true;
+        self.cache.apply(&self.room, seq, state);
+    }
+
+    /// The write changed nothing (a version conflict, a delete of nothing).
+    pub fn unchanged(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Write<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.cache.drop_room(&self.room);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Snapshot {
+    /// Every key of the room that exists, by key.
+    keys: BTreeMap<String, State>,
+    /// The room's `state_seq` the keys are current at.
+    seq: i64,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Tells a slot apart from one dropped and started again while a read was under way.
+    generation: u64,
+    /// None until the first read came back.
+    snapshot: Option<Snapshot>,
+    /// Writes that finished ahead of an earlier seq (or before the first read came back).
+    held: BTreeMap<i64, State>,
+    bytes: usize,
+}
+
+impl Slot {
+    /// Applies held writes that follow the snapshot; drops those it already reflects.
+    fn catch_up(&mut self) {
+        let Some(snap) = self.snapshot.as_mut() else {
+            return;
+        };
+        while let Some(entry) = self.held.first_entry() {
+            let seq = *entry.key();
+            if seq > snap.seq + 1 {
+                break;
+            }
+            let state = entry.remove();
+            self.bytes -= charge(&state);
+            if seq == snap.seq + 1 {
+                snap.seq = seq;
+                if let Some(old) = snap.keys.remove(&state.key) {
+                    self.bytes -= charge(&old);
+                }
+                if !state.value.is_null() {
+                    self.bytes += charge(&state);
+                    snap.keys.insert(state.key.clone(), state);
+                }
+            }
+        }
+    }
+
+    /// The snapshot, if it may answer (nothing held: no acknowledged write is missing).
+    fn answer(&self) -> Option<(Vec<State>, i64)> {
+        let snap = self.snapshot.as_ref().filter(|_| self.held.is_empty())?;
+        Some((snap.keys.values().cloned().collect(), snap.seq))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Front: the least recently read room.
+    rooms: LinkedHashMap<String, Slot>,
+    bytes: usize,
+    next_generation: u64,
+}
+
+impl Inner {
+    /// Drops the least recently read rooms until the total fits the budget.
+    fn evict(&mut self, max_bytes: usize, evictions: &AtomicU64) {
+        while self.bytes > max_bytes {
+            let Some((_, slot)) = self.rooms.pop_front() else {
+                break;
+            };
+            self.bytes -= slot.bytes;
+            evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Runs `f` on `room`'s slot and keeps the total's count of its bytes.
+    fn with_slot<R>(&mut self, room: &str, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        let slot = self.rooms.get_mut(room)?;
+        let before = slot.bytes;
+        let r = f(slot);
+        let after = slot.bytes;
+        self.bytes = self.bytes + after - before;
+        Some(r)
+    }
+}
+
+/// Counted without the recorder on the hot path; published when metrics are rendered.
+#[derive(Default)]
+struct Counts {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+}
+
+pub struct StateCache {
+    enabled: bool,
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+    counts: Counts,
+    telemetry: Telemetry,
+}
+
+impl StateCache {
+    /// `only_writer`: this process makes every state write (one instance); otherwise, or with
+    /// `max_bytes` 0, the cache is off and every read goes to the store.
+    pub fn new(only_writer: bool, max_bytes: usize, telemetry: Telemetry) -> Self {
+        StateCache {
+            enabled: only_writer && max_bytes > 0,
+            max_bytes,
+            inner: Mutex::default(),
+            counts: Counts::default(),
+            telemetry,
+        }
+    }
+
+    /// Before a write of `room` reaches the store.
+    pub fn begin_write(&self, room: &str) -> Write<'_> {
+        Write {
+            cache: self,
+            room: room.to_owned(),
+            // nothing to keep current when off
+            settled: !self.enabled,
+        }
+    }
+
+    fn apply(&self, room: &str, seq: i64, state: &State) {
+        let mut inner = self.inner.lock();
+        let held = inner.with_slot(room, |slot| {
+            if slot.snapshot.as_ref().is_some_and(|s| seq <= s.seq) {
+                return 0; // the snapshot was read after this write
+            }
+            slot.bytes += charge(state);
+            slot.held.insert(seq, state.clone());
+            slot.catch_up();
+            slot.held.len()
+        });
+        if held.is_some_and(|n| n > MAX_HELD) {
+            drop(inner);
+            self.drop_room(room);
+            return;
+        }
+        inner.evict(self.max_bytes, &self.counts.evictions);
+    }
+
+    fn drop_room(&self, room: &str) {
+        let mut inner = self.inner.lock();
+        if let Some(slot) = inner.rooms.remove(room) {
+            inner.bytes -= slot.bytes;
+            self.counts.invalidations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every key of `room` and the `state_seq` they are current at, if the cache holds them.
+    pub fn snapshot(&self, room: &str) -> Option<(Vec<State>, i64)> {
+        if !self.enabled {
+            return None;
+        }
+        let found = {
+            let mut inner = self.inner.lock();
+            let found = inner.rooms.get(room).and_then(Slot::answer);
+            if found.is_some() {
+                inner.rooms.to_back(room);
+            }
+            found
+        };
+        let count = if found.is_some() {
+            &self.counts.hits
+        } else {
+            &self.counts.misses
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Before a store read of `room`'s snapshot that may start or renew its slot (`None`: the
+    /// cache is off).
+    pub fn begin_fill(&self, room: &str) -> Option<Fill> {
+        if !self.enabled {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        let generation = match inner.rooms.get(room) {
+            Some(slot) => slot.generation,
+            // the slot exists from before the read: writes that finish during it are held
+            None => {
+                inner.next_generation += 1;
+                let generation = inner.next_generation;
+                let slot = Slot {
+                    generation,
+                    bytes: slot_charge(room),
+                    ..Slot::default()
+                };
+                inner.bytes += slot.bytes;
+                inner.rooms.insert(room.to_owned(), slot);
+                generation
+            }
+        };
+        Some(Fill {
+            room: room.to_owned(),
+            generation,
+        })
+    }
+
+    /// The snapshot read after [`Self::begin_fill`]: `states` current at `seq`.
+    pub fn fill(&self, fill: Fill, states: &[State], seq: i64) {
+        let mut inner = self.inner.lock();
+        let filled = inner.with_slot(&fill.room, |slot| {
+            if slot.generation != fill.generation {
+                return false; // dropped and started again meanwhile: this read may predate it
+            }
+            if slot.snapshot.as_ref().is_some_and(|s| s.seq >= seq) {
+                return true; // what the slot holds is as new
+            }
+            if let Some(old) = slot.snapshot.take() {
+                slot.bytes -= old.keys.values().map(charge).sum::<usize>();
+            }
+            let keys: BTreeMap<String, State> =
+                states.iter().map(|s| (s.key.clone(), s.clone())).collect();
+            slot.bytes += keys.values().map(charge).sum::<usize>();
+            slot.snapshot = Some(Snapshot { keys, seq });
+            slot.catch_up();
+            true
+        });
+        if filled == Some(true) {
+            inner.rooms.to_back(&fill.room);
+            inner.evict(self.max_bytes, &self.counts.evictions);
+        }
+    }
+
+    /// Publishes the counts and sizes (called when metrics are rendered).
+    pub fn report(&self) {
+        let (rooms, bytes) = {
+            let inner = self.inner.lock();
+            (inner.rooms.len(), inner.bytes)
+        };
+        let c = &self.counts;
+        self.telemetry.record(|| {
+            metrics::counter!("tsunagi_state_cache_reads_total", "result" => "hit")
+                .absolute(c.hits.load(Ordering::Relaxed));
+            metrics::counter!("tsunagi_state_cache_reads_total", "result" => "miss")
+                .absolute(c.misses.load(Ordering::Relaxed));
+            metrics::counter!("tsunagi_state_cache_evictions_total")
+                .absolute(c.evictions.load(Ordering::Relaxed));
+            metrics::counter!("tsunagi_state_cache_invalidations_total")
+                .absolute(c.invalidations.load(Ordering::Relaxed));
+            metrics::gauge!("tsunagi_state_cache_rooms").set(rooms as f64);
+            metrics::gauge!("tsunagi_state_cache_bytes").set(bytes as f64);
+        });
+    }
+}
