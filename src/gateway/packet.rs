@@ -1,6 +1,8 @@
 //! The Socket.IO v5 packet text format (the protocol of Socket.IO v4 clients), on top of
 //! engine.io messages: `<type>[<attachments>-][<nsp>,][<ack id>][<json>]`.
 
+use std::io::Write;
+
 use serde_json::Value;
 
 #[derive(Debug, PartialEq)]
@@ -128,18 +130,25 @@ pub fn connect_error(nsp: &str, message: &str, data: Option<Value>) -> String {
     }
 }
 
+/// An EVENT `name` carrying `data`, written in one buffer (encoded once per message and room).
 pub fn event<T: serde::Serialize + ?Sized>(name: &str, data: &T) -> String {
-    let mut out = String::with_capacity(64);
-    out.push_str("2[");
-    out.push_str(&serde_json::to_string(name).expect("a str serializes"));
-    out.push(',');
-    out.push_str(&serde_json::to_string(data).expect("event payloads serialize"));
-    out.push(']');
-    out
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(b"2[");
+    serde_json::to_writer(&mut out, name).expect("a str serializes");
+    out.push(b',');
+    serde_json::to_writer(&mut out, data).expect("event payloads serialize");
+    out.push(b']');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-pub fn ack(id: i64, body: &Value) -> String {
-    format!("3{id}[{body}]")
+/// An ACK of `id` carrying `body`. Written straight into the packet (not through `Display`,
+/// which goes through the formatter a piece at a time; a join's ack is 50 messages long).
+pub fn ack<T: serde::Serialize + ?Sized>(id: i64, body: &T) -> String {
+    let mut out = Vec::with_capacity(128);
+    write!(out, "3{id}[").expect("a Vec takes every write");
+    serde_json::to_writer(&mut out, body).expect("ack bodies serialize");
+    out.push(b']');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 #[cfg(test)]
