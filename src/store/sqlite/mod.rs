@@ -103,7 +103,11 @@ fn options(s: &SqliteSettings) -> Result<SqliteConnectOptions, StoreError> {
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(sync)
         .busy_timeout(s.busy_timeout)
-        .foreign_keys(true))
+        .foreign_keys(true)
+        // Statement journals (each multi-row write of a batch keeps one, to undo itself alone)
+        // and temporary B-trees in memory: on disk, a batch of 50 messages in 50 rooms wrote
+        // ~100 journal pages to a temp file besides its WAL frames (docs/performance.md).
+        .pragma("temp_store", "memory"))
 }
 
 /// Runs the embedded migrations; refuses a database that a newer tsunagi has migrated.
