@@ -6,6 +6,11 @@
 //! from the last seq it saw (storm_client.rs). Senders retry every unacked post with the same
 //! client_id until it is acked, so each room's seqs 1..=final are all acked messages.
 //!
+//! With `--ports P1,P2,…` (bench/storm_scaleout.sh) it starts one instance per port, sharing the
+//! database and Redis given with `--env`, behind `--front` (nginx); it kills the first instance
+//! and does not start it again: the instance is gone, and its clients reconnect through the
+//! front to the others. The rest is the same; "recovered" counts the clients the kill dropped.
+//!
 //! Reported (one JSON line on stdout, a table on stderr): clients recovered / N, time from the
 //! kill to each client's recovery (p50/p99/max), messages lost, duplicated or out of order (all
 //! must be 0), the server's peak RSS and CPU, and the refused handshakes the clients retried.
@@ -65,6 +70,14 @@ pub struct StormArgs {
     /// Extra server settings, KEY=VALUE (repeatable), e.g. --env TSUNAGI_HISTORY_READS=0.
     #[arg(long = "env")]
     env: Vec<String>,
+    /// Instances, one per port (comma-separated), sharing the database and Redis set with
+    /// `--env`; more than one needs `--front`. Default: one instance on a free port.
+    #[arg(long, value_delimiter = ',')]
+    ports: Vec<u16>,
+    /// The URL clients and senders use (a proxy in front of the instances, e.g. nginx); default
+    /// the only instance.
+    #[arg(long)]
+    front: Option<String>,
     /// A name for this run in the JSON line (bench/storm.sh: "admission" / "no-admission").
     #[arg(long, default_value = "storm")]
     label: String,
@@ -78,6 +91,9 @@ pub struct StormReport {
     rooms: usize,
     senders: usize,
     server_env: Vec<String>,
+    instances: usize,
+    /// Clients whose connection the kill dropped (every client with one instance).
+    dropped: usize,
     recovered: usize,
     recovered_share: f64,
     recover_p50_ms: f64,
@@ -98,7 +114,8 @@ pub struct StormReport {
     connection_refused_retried: u64,
     connect_failures: BTreeMap<String, u64>,
     event_retries: BTreeMap<String, u64>,
-    restart_ready_ms: f64,
+    /// From the kill to the instance answering again (one instance; several: none restarts).
+    restart_ready_ms: Option<f64>,
     server_peak_rss_mib_before: f64,
     server_peak_rss_mib_after: f64,
     /// Server CPU from its restart to the end of the recovery.
@@ -138,23 +155,41 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
         ),
     };
     std::fs::create_dir_all(&dir)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let secret = format!("storm-{:032x}", rand::random::<u128>());
-    let server = ServerCmd {
-        bin,
-        dir: dir.clone(),
-        port,
-        secret: secret.clone(),
-        env: a.env.clone(),
+    let ports = match a.ports.as_slice() {
+        [] => vec![
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        ],
+        given => given.to_vec(),
     };
+    if ports.len() > 1 && a.front.is_none() {
+        bail!("several instances need --front (the proxy the clients use)");
+    }
+    let instance_url = |i: usize| format!("http://127.0.0.1:{}", ports[i]);
+    let url = a.front.clone().unwrap_or_else(|| instance_url(0));
+    let secret = format!("storm-{:032x}", rand::random::<u128>());
+    let servers: Vec<ServerCmd> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| ServerCmd {
+            bin: bin.clone(),
+            dir: dir.clone(),
+            log: format!("server-{i}.log"),
+            port,
+            secret: secret.clone(),
+            env: a.env.clone(),
+        })
+        .collect();
     let rooms = a.clients.div_ceil(a.per_room);
     let (tokens, admin) = mint_tokens(&secret, a.clients + a.senders)?;
     let tokens: Vec<String> = tokens.into_iter().flatten().collect();
 
-    let mut child = server.spawn()?;
+    let mut children = Vec::with_capacity(servers.len());
+    for (i, server) in servers.iter().enumerate() {
+        children.push(server.spawn()?);
+        wait_ready(&instance_url(i), Duration::from_secs(30)).await?;
+    }
     wait_ready(&url, Duration::from_secs(30)).await?;
     let http = reqwest::Client::new();
     let room_ids: Vec<String> = (0..rooms).map(|r| format!("storm-{r}")).collect();
@@ -171,11 +206,12 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
     }
 
     eprintln!(
-        "storm: {} clients in {rooms} rooms, {} senders at {}/s; server log {}",
+        "storm: {} clients in {rooms} rooms, {} senders at {}/s, {} instance(s); logs {}",
         a.clients,
         a.senders,
         a.rate,
-        dir.join("server.log").display()
+        servers.len(),
+        dir.display()
     );
     let sh = Arc::new(Shared::default());
     let ramp = Arc::new(tokio::sync::Semaphore::new(a.connect_concurrency));
@@ -230,18 +266,33 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
         .collect();
     tokio::time::sleep(a.before).await;
 
-    let rss_before = peak_rss_mib(child.id());
-    child.start_kill()?; // SIGKILL
+    let rss_before = peak_rss_mib(children[0].id());
     let killed = Instant::now();
     sh.killed_at.set(killed).ok();
-    child.wait().await?;
-    eprintln!("storm: server killed (-9) after {:?} of traffic", a.before);
-    tokio::time::sleep(a.down).await;
-    let mut child = server.spawn()?;
-    let pid = child.id();
-    let cpu_at_restart = cpu_secs(pid);
-    wait_ready(&url, Duration::from_secs(60)).await?;
-    let restart_ready_ms = killed.elapsed().as_secs_f64() * 1e3;
+    children[0].start_kill()?; // SIGKILL
+    children[0].wait().await?;
+    eprintln!(
+        "storm: instance 0 killed (-9) after {:?} of traffic",
+        a.before
+    );
+    // One instance: started again on the same file and port. Several: the first is gone and
+    // the others take its clients; what is measured is on them.
+    let restart_ready_ms = if servers.len() == 1 {
+        tokio::time::sleep(a.down).await;
+        children[0] = servers[0].spawn()?;
+        wait_ready(&url, Duration::from_secs(60)).await?;
+        Some(killed.elapsed().as_secs_f64() * 1e3)
+    } else {
+        None
+    };
+    let serving = if servers.len() == 1 {
+        0..1
+    } else {
+        1..servers.len()
+    };
+    let pids: Vec<Option<u32>> = children[serving.clone()].iter().map(Child::id).collect();
+    let cpu_now = || pids.iter().map(|&p| cpu_secs(p)).sum::<f64>();
+    let cpu_at_restart = cpu_now();
 
     // progress until the senders stop, then until every client holds its room's final seq
     let stop_senders_at = Instant::now() + a.after;
@@ -251,8 +302,14 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
     let mut cpu_storm = 0.0;
     loop {
         let rec = sh.recovered.load(Ordering::Relaxed);
-        if rec == a.clients && cpu_storm == 0.0 {
-            cpu_storm = cpu_secs(pid) - cpu_at_restart;
+        // several instances: how many the kill dropped is known once the senders are done
+        // (a killed instance's connections end at once)
+        let all_recovered = match servers.len() {
+            1 => rec == a.clients,
+            _ => senders_done && rec == sh.dropped.load(Ordering::Relaxed),
+        };
+        if all_recovered && cpu_storm == 0.0 {
+            cpu_storm = cpu_now() - cpu_at_restart;
         }
         if !senders_done && Instant::now() >= stop_senders_at {
             senders_stop.cancel();
@@ -281,28 +338,36 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
         eprint!(
             "\rstorm: {:>6.1} s after the kill: {rec}/{} recovered   ",
             killed.elapsed().as_secs_f64(),
-            a.clients
+            sh.dropped.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     eprintln!();
     if cpu_storm == 0.0 {
-        cpu_storm = cpu_secs(pid) - cpu_at_restart;
+        cpu_storm = cpu_now() - cpu_at_restart;
     }
-    let rss_after = peak_rss_mib(pid);
-    let server_metrics = scrape(&http, &url).await.unwrap_or_default();
+    let rss_after = pids.iter().map(|&p| peak_rss_mib(p)).fold(0.0, f64::max);
+    // the first serving instance's own counters (not the front's)
+    let server_metrics = scrape(&http, &instance_url(serving.start))
+        .await
+        .unwrap_or_default();
     sh.stop.cancel();
     let mut outcomes = Vec::with_capacity(a.clients);
     for c in clients {
         outcomes.push(c.await?);
     }
-    stop(&mut child).await;
+    for child in &mut children[serving] {
+        stop(child).await;
+    }
     if temp {
         std::fs::remove_dir_all(&dir).ok();
     }
 
     let acked = acked.lock();
     let mut r = report(&a, rooms, &outcomes, &acked);
+    r.instances = servers.len();
+    r.dropped = sh.dropped.load(Ordering::Relaxed);
+    r.recovered_share = r.recovered as f64 / r.dropped.max(1) as f64;
     r.all_caught_up_ms = all_caught_up;
     r.refused_503_retried = sh.refused_503.load(Ordering::Relaxed);
     r.connection_refused_retried = sh.conn_refused.load(Ordering::Relaxed);
@@ -316,11 +381,17 @@ pub async fn run(a: StormArgs) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(&r)?);
     print_table(&r);
     let broken = r.messages_lost + r.duplicates + r.mismatched_clients + r.failed_clients;
-    if broken > 0 || r.recovered < a.clients {
+    // with one instance every client must have been dropped and recovered
+    let must_recover = if r.instances == 1 {
+        a.clients
+    } else {
+        r.dropped
+    };
+    if broken > 0 || r.recovered < must_recover || r.dropped == 0 {
         bail!(
             "CHECK FAILED: {} of {} recovered, lost {}, duplicates {}, mismatched {}, failed {}",
             r.recovered,
-            a.clients,
+            must_recover,
             r.messages_lost,
             r.duplicates,
             r.mismatched_clients,
@@ -452,12 +523,14 @@ fn report(
 fn print_table(r: &StormReport) {
     let rows = [
         (
-            "clients recovered",
+            "clients dropped by the kill, recovered",
             format!(
-                "{} / {} ({:.1} %)",
+                "{} / {} ({:.1} %) of {} clients on {} instance(s)",
                 r.recovered,
+                r.dropped,
+                r.recovered_share * 100.0,
                 r.clients,
-                r.recovered_share * 100.0
+                r.instances
             ),
         ),
         (
@@ -474,7 +547,10 @@ fn print_table(r: &StormReport) {
         ),
         (
             "server ready again after",
-            format!("{:.0} ms", r.restart_ready_ms),
+            r.restart_ready_ms
+                .map_or("not restarted (others took its clients)".into(), |ms| {
+                    format!("{ms:.0} ms")
+                }),
         ),
         ("acked sends", r.acked_sends.to_string()),
         (
@@ -527,6 +603,8 @@ fn print_table(r: &StormReport) {
 struct ServerCmd {
     bin: PathBuf,
     dir: PathBuf,
+    /// The log file's name in `dir`.
+    log: String,
     port: u16,
     secret: String,
     env: Vec<String>,
@@ -537,7 +615,7 @@ impl ServerCmd {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("server.log"))?;
+            .open(self.dir.join(&self.log))?;
         let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .env("TSUNAGI_LISTEN", format!("127.0.0.1:{}", self.port))

@@ -68,6 +68,9 @@ pub struct Shared {
     pub stop: CancellationToken,
     /// Clients joined and live (before the kill: the start-up is done when all are).
     pub live: AtomicUsize,
+    /// Clients whose connection dropped after the kill (all of them with one instance; with
+    /// several, those the killed instance held).
+    pub dropped: AtomicUsize,
     pub recovered: AtomicUsize,
     /// Handshakes answered 503 (admission or the connection cap), retried with backoff.
     pub refused_503: AtomicU64,
@@ -97,6 +100,8 @@ pub struct Outcome {
     /// Seqs skipped (messages it will never have).
     pub skipped: u64,
     pub reconnects: u64,
+    /// Its connection dropped after the kill: it must recover.
+    pub dropped_after_kill: bool,
     /// From the kill to holding everything up to its join's last_seq after reconnecting.
     pub recovered_after: Option<Duration>,
     /// A failure that ended the client (an error code that is not retryable, a short sync).
@@ -127,10 +132,12 @@ impl Outcome {
         self.next = seq + 1;
     }
 
+    /// Holding the room's final seq, and recovered if the kill dropped it. (A client the kill
+    /// dropped cannot hold the final seq without reconnecting: the senders' last acks come from
+    /// the instances left, after the kill.)
     fn done(&self, sh: &Shared) -> bool {
         sh.finals.get().is_some_and(|f| {
-            self.next > f[self.room]
-                && (sh.killed_at.get().is_none() || self.recovered_after.is_some())
+            self.next > f[self.room] && (!self.dropped_after_kill || self.recovered_after.is_some())
         })
     }
 }
@@ -177,6 +184,10 @@ pub async fn run(
             Ended::Dropped => {
                 out.reconnects += 1;
                 reconnecting = true;
+                if sh.killed_at.get().is_some() && !out.dropped_after_kill {
+                    out.dropped_after_kill = true;
+                    sh.dropped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -265,6 +276,7 @@ async fn session(mut c: SioClient, room_id: &str, sh: &Shared, out: &mut Outcome
         }
     }
     if let Some(killed) = sh.killed_at.get()
+        && out.dropped_after_kill
         && out.recovered_after.is_none()
     {
         out.recovered_after = Some(killed.elapsed());
