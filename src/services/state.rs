@@ -63,12 +63,7 @@ impl StateService {
     ) -> ServiceResult<State> {
         let value = check_state_value(value, self.max_bytes)?;
         self.may_write(who, room).await?;
-        let cached = self.cache.begin_write(room.as_str());
-        let written = self
-            .store
-            .write_state(room, key, Some(&value), version, &who.user_id)
-            .await?;
-        self.settle(written, cached)
+        self.write(who, room, key, Some(value), version).await
     }
 
     /// `DELETE`: like a write; deleting a key that does not exist is `not_found`.
@@ -80,12 +75,31 @@ impl StateService {
         version: Option<i64>,
     ) -> ServiceResult<()> {
         self.may_write(who, room).await?;
-        let cached = self.cache.begin_write(room.as_str());
-        let written = self
-            .store
-            .write_state(room, key, None, version, &who.user_id)
-            .await?;
-        self.settle(written, cached).map(|_| ())
+        self.write(who, room, key, None, version).await.map(|_| ())
+    }
+
+    /// The conditional write, run to its end in a task of its own even if the caller goes
+    /// away (an HTTP client disconnecting): a write that commits is always settled in the cache
+    /// and announced on the bus. (A store timeout still loses its outcome: `state_cache`.)
+    async fn write(
+        &self,
+        who: &Identity,
+        room: &RoomId,
+        key: &StateKey,
+        value: Option<Value>,
+        version: Option<i64>,
+    ) -> ServiceResult<State> {
+        let (store, bus, cache) = (self.store.clone(), self.bus.clone(), self.cache.clone());
+        let (room, key, user) = (room.clone(), key.clone(), who.user_id.clone());
+        tokio::spawn(async move {
+            let cached = cache.begin_write(room.as_str());
+            let written = store
+                .write_state(&room, &key, value.as_ref(), version, &user)
+                .await?;
+            settle(&*bus, key.as_str(), written, cached)
+        })
+        .await
+        .map_err(|e| ServiceError::unavailable(format!("the state write did not finish: {e}")))?
     }
 
     async fn may_write(&self, who: &Identity, room: &RoomId) -> ServiceResult<()> {
@@ -94,29 +108,6 @@ impl StateService {
             .check(&who.user_id)
             .await
             .map_err(ServiceError::RateLimited)
-    }
-
-    /// The write's outcome: into the cache (before anyone is answered), then on the bus.
-    fn settle(&self, written: StateWrite, cached: Write<'_>) -> ServiceResult<State> {
-        match written {
-            StateWrite::Done { state, seq } => {
-                cached.done(&state, seq);
-                self.bus.publish(BusEvent::State {
-                    seq,
-                    state: Arc::new(state.clone()),
-                });
-                Ok(state)
-            }
-            StateWrite::Conflict(current) => {
-                cached.unchanged();
-                let current = serde_json::to_value(current).unwrap_or(Value::Null);
-                Err(ServiceError::VersionConflict(Box::new(current)))
-            }
-            StateWrite::Missing => {
-                cached.unchanged();
-                Err(ServiceError::not_found("no such key in this room"))
-            }
-        }
     }
 
     /// Every key of the room (by key), or the one asked for (`not_found` if it does not exist).
@@ -149,5 +140,33 @@ impl StateService {
             self.cache.fill(fill, &states, seq);
         }
         Ok((states, seq))
+    }
+}
+
+/// A write's outcome: into the cache (before anyone is answered), then on the bus.
+fn settle(
+    bus: &dyn Bus,
+    key: &str,
+    written: StateWrite,
+    cached: Write<'_>,
+) -> ServiceResult<State> {
+    match written {
+        StateWrite::Done { state, seq } => {
+            cached.done(&state, seq);
+            bus.publish(BusEvent::State {
+                seq,
+                state: Arc::new(state.clone()),
+            });
+            Ok(state)
+        }
+        StateWrite::Conflict(current) => {
+            cached.unchanged(key, current.as_ref());
+            let current = serde_json::to_value(current).unwrap_or(Value::Null);
+            Err(ServiceError::VersionConflict(Box::new(current)))
+        }
+        StateWrite::Missing => {
+            cached.unchanged(key, None);
+            Err(ServiceError::not_found("no such key in this room"))
+        }
     }
 }

@@ -10,16 +10,22 @@
 //! before it reads, and hands the snapshot to [`StateCache::fill`]). Every write is announced
 //! before it reaches the store ([`StateCache::begin_write`]) and settled once its outcome is
 //! known ([`Write::done`], [`Write::unchanged`]); writes that finish out of order are held until
-//! the seqs before them arrive. A write whose outcome is lost (an error, or its request went
-//! away mid-write) drops the room's snapshot: it may have committed, and nothing would fill the
-//! hole. A snapshot answers only while nothing is held, so a writer that has its answer always
-//! reads its own write.
+//! the seqs before them arrive. A snapshot answers only while nothing is held, so a writer that
+//! has its answer always reads its own write.
+//!
+//! A write whose outcome is lost (an error or a timeout, or its request went away mid-write)
+//! makes the room **uncertain**: it may still commit after that (a `COMMIT` already sent is not
+//! recalled by dropping the future), so a read made meanwhile could be older than the database
+//! about to be. An uncertain room is neither kept nor filled until the next write of the room
+//! commits: writes of a room serialise on its row (`state_seq`), so by then the lost one has
+//! committed or never will. A conflict or a delete of nothing that shows a newer state than the
+//! snapshot (a write committed, not settled yet) drops the snapshot; the next read fills it.
 //!
 //! Bounds: `max_bytes` in all (estimated, see [`charge`]); past it the least recently read
 //! rooms are dropped.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
@@ -33,6 +39,10 @@ mod tests;
 /// Writes finished ahead of an earlier one that a room may hold before its snapshot is dropped
 /// (only reached if thousands of writes of one room are in flight at once).
 const MAX_HELD: usize = 1024;
+
+/// Uncertain rooms (lost outcomes not followed by a write yet) kept; past it the cache turns
+/// itself off (each entry waits for a write that may never come; reads then go to the store).
+const MAX_UNCERTAIN: usize = 4096;
 
 /// The bytes a kept STATE is charged: its strings, its value as JSON and its fixed part. An
 /// estimate of heap use (the budget bounds memory; it is not an allocator count).
@@ -69,19 +79,25 @@ impl Write<'_> {
     /// The write committed: `state` (a deletion: value null) at the room's `seq`.
     pub fn done(mut self, state: &State, seq: i64) {
         self.settled = true;
-        self.cache.apply(&self.room, seq, state);
+        if self.cache.enabled() {
+            self.cache.apply(&self.room, seq, state);
+        }
     }
 
-    /// The write changed nothing (a version conflict, a delete of nothing).
-    pub fn unchanged(mut self) {
+    /// The write changed nothing (a version conflict, a delete of nothing); `current` is what
+    /// the store showed of `key` (its STATE, or `None`: the key does not exist).
+    pub fn unchanged(mut self, key: &str, current: Option<&State>) {
         self.settled = true;
+        if self.cache.enabled() {
+            self.cache.check(&self.room, key, current);
+        }
     }
 }
 
 impl Drop for Write<'_> {
     fn drop(&mut self) {
-        if !self.settled {
-            self.cache.drop_room(&self.room);
+        if !self.settled && self.cache.enabled() {
+            self.cache.lost(&self.room);
         }
     }
 }
@@ -142,6 +158,9 @@ impl Slot {
 struct Inner {
     /// Front: the least recently read room.
     rooms: LinkedHashMap<String, Slot>,
+    /// Rooms with a lost write outcome and no write committed since: not cached (module doc).
+    /// Outside the LRU: an eviction must not forget one.
+    uncertain: HashSet<String>,
     bytes: usize,
     next_generation: u64,
 }
@@ -179,7 +198,8 @@ struct Counts {
 }
 
 pub struct StateCache {
-    enabled: bool,
+    /// Off with several writers, a budget of 0, or too many uncertain rooms.
+    enabled: AtomicBool,
     max_bytes: usize,
     inner: Mutex<Inner>,
     counts: Counts,
@@ -191,12 +211,16 @@ impl StateCache {
     /// `max_bytes` 0, the cache is off and every read goes to the store.
     pub fn new(only_writer: bool, max_bytes: usize, telemetry: Telemetry) -> Self {
         StateCache {
-            enabled: only_writer && max_bytes > 0,
+            enabled: AtomicBool::new(only_writer && max_bytes > 0),
             max_bytes,
             inner: Mutex::default(),
             counts: Counts::default(),
             telemetry,
         }
+    }
+
+    fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
     }
 
     /// Before a write of `room` reaches the store.
@@ -205,12 +229,16 @@ impl StateCache {
             cache: self,
             room: room.to_owned(),
             // nothing to keep current when off
-            settled: !self.enabled,
+            settled: !self.enabled(),
         }
     }
 
     fn apply(&self, room: &str, seq: i64, state: &State) {
         let mut inner = self.inner.lock();
+        if inner.uncertain.remove(room) {
+            // this commit came after the lost write's end: the room may be read and kept again
+            return;
+        }
         let held = inner.with_slot(room, |slot| {
             if slot.snapshot.as_ref().is_some_and(|s| seq <= s.seq) {
                 return 0; // the snapshot was read after this write
@@ -229,16 +257,48 @@ impl StateCache {
     }
 
     fn drop_room(&self, room: &str) {
-        let mut inner = self.inner.lock();
+        Self::drop_slot(&mut self.inner.lock(), room, &self.counts);
+    }
+
+    fn drop_slot(inner: &mut Inner, room: &str, counts: &Counts) {
         if let Some(slot) = inner.rooms.remove(room) {
             inner.bytes -= slot.bytes;
-            self.counts.invalidations.fetch_add(1, Ordering::Relaxed);
+            counts.invalidations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A write of `room` whose outcome is lost: the room is uncertain (module doc).
+    fn lost(&self, room: &str) {
+        let mut inner = self.inner.lock();
+        Self::drop_slot(&mut inner, room, &self.counts);
+        inner.uncertain.insert(room.to_owned());
+        if inner.uncertain.len() > MAX_UNCERTAIN {
+            self.enabled.store(false, Ordering::Relaxed);
+            *inner = Inner::default();
+            tracing::warn!(
+                rooms = MAX_UNCERTAIN,
+                "state cache turned off: too many rooms with lost write outcomes"
+            );
+        }
+    }
+
+    /// A write that changed nothing saw `current` for `key`: a snapshot that shows otherwise is
+    /// behind a committed write not settled yet, and is dropped.
+    fn check(&self, room: &str, key: &str, current: Option<&State>) {
+        let mut inner = self.inner.lock();
+        let behind = inner.rooms.get(room).is_some_and(|slot| {
+            slot.snapshot.as_ref().is_some_and(|snap| {
+                snap.keys.get(key).map(|s| s.version) != current.map(|s| s.version)
+            })
+        });
+        if behind {
+            Self::drop_slot(&mut inner, room, &self.counts);
         }
     }
 
     /// Every key of `room` and the `state_seq` they are current at, if the cache holds them.
     pub fn snapshot(&self, room: &str) -> Option<(Vec<State>, i64)> {
-        if !self.enabled {
+        if !self.enabled() {
             return None;
         }
         let found = {
@@ -261,10 +321,13 @@ impl StateCache {
     /// Before a store read of `room`'s snapshot that may start or renew its slot (`None`: the
     /// cache is off).
     pub fn begin_fill(&self, room: &str) -> Option<Fill> {
-        if !self.enabled {
+        if !self.enabled() {
             return None;
         }
         let mut inner = self.inner.lock();
+        if inner.uncertain.contains(room) {
+            return None; // a lost write may still commit after this read
+        }
         let generation = match inner.rooms.get(room) {
             Some(slot) => slot.generation,
             // the slot exists from before the read: writes that finish during it are held

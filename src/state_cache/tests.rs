@@ -76,10 +76,43 @@ fn a_write_whose_outcome_is_lost_drops_the_room() {
     assert_eq!(read(&c, "a"), None);
     assert!(c.inner.lock().rooms.is_empty());
     assert_eq!(c.inner.lock().bytes, 0);
-    // an unchanged write (a conflict) keeps the room
-    start(&c, "a", &[], 2);
-    c.begin_write("a").unchanged();
-    assert_eq!(read(&c, "a"), Some((vec![], 2)));
+}
+
+#[test]
+fn after_a_lost_outcome_the_room_is_not_kept_until_a_write_commits() {
+    let c = cache(1 << 20);
+    start(&c, "a", &[], 0);
+    drop(c.begin_write("a")); // its COMMIT may still land (seq 1)
+    // a read meanwhile may see seq 0 and then the database move to 1: nothing is kept
+    assert!(c.begin_fill("a").is_none());
+    assert_eq!(read(&c, "a"), None);
+    // the next commit of the room (seq 2) comes after the lost write's end, whatever it was
+    write(&c, "a", "k", json!(2), 2);
+    assert!(c.inner.lock().uncertain.is_empty());
+    start(&c, "a", &[state("a", "k", json!(2), 2)], 2);
+    assert_eq!(read(&c, "a"), Some((vec![("k".into(), json!(2))], 2)));
+}
+
+#[test]
+fn a_change_that_changed_nothing_but_saw_newer_state_drops_the_snapshot() {
+    let c = cache(1 << 20);
+    start(&c, "a", &[state("a", "k", json!(1), 1)], 1);
+    // a conflict that agrees with the snapshot keeps it
+    let same = state("a", "k", json!(1), 1);
+    c.begin_write("a").unchanged("k", Some(&same));
+    assert!(read(&c, "a").is_some());
+    // seq 2 (k at version 2) committed, not settled yet: a conflict shows it
+    let newer = state("a", "k", json!(2), 2);
+    c.begin_write("a").unchanged("k", Some(&newer));
+    assert_eq!(read(&c, "a"), None);
+    // a delete of nothing on a key the snapshot holds: the same
+    start(&c, "a", &[state("a", "k", json!(2), 2)], 2);
+    c.begin_write("a").unchanged("k", None);
+    assert_eq!(read(&c, "a"), None);
+    // ... and on a key it does not hold: kept
+    start(&c, "a", &[state("a", "k", json!(2), 2)], 2);
+    c.begin_write("a").unchanged("gone", None);
+    assert!(read(&c, "a").is_some());
 }
 
 #[test]
@@ -104,6 +137,20 @@ fn a_late_read_cannot_bring_back_a_dropped_room_nor_roll_one_back() {
     drop(c.begin_write("a")); // dropped while the read ran
     c.fill(late, &[], 0);
     assert_eq!(read(&c, "a"), None);
+    write(&c, "a", "k", json!(1), 1); // the room is certain again
+    let late = c.begin_fill("a").unwrap();
+    c.inner.lock().rooms.clear(); // evicted while the read ran (bytes aside)
+    let again = c.begin_fill("a").unwrap();
+    c.fill(late, &[], 0);
+    assert_eq!(
+        read(&c, "a"),
+        None,
+        "a read of an evicted slot is not taken"
+    );
+    c.fill(again, &[state("a", "k", json!(1), 1)], 1);
+    assert!(read(&c, "a").is_some());
+    c.inner.lock().rooms.clear();
+    c.inner.lock().bytes = 0;
     // an older read finishing after a newer one does not roll the room back
     let old = c.begin_fill("a").unwrap();
     let new = c.begin_fill("a").unwrap();
