@@ -91,25 +91,7 @@ setup() {
   mkdir -p "$dir"
   port=$(free_port)
   conf=$dir/nginx.conf
-  {
-    if [ "$(id -u)" = 0 ]; then echo "user root;"; fi
-    awk -v port="$port" -v dir="$dir" -v ups="${ports[*]}" '
-      /# test: listen/ { print "        listen 127.0.0.1:" port ";"; next }
-      /# test: pid/ { print "pid " dir "/nginx.pid;"; next }
-      /# test: error_log/ { print "error_log " dir "/error.log warn;"; next }
-      /# test: upstream/ {
-        if (!done) { split(ups, p, " "); for (k in p) print "        server 127.0.0.1:" p[k] " max_fails=1 fail_timeout=5s;"; done = 1 }
-        next
-      }
-      /# test: / { print "deploy/nginx.conf: unknown test marker: " $0 > "/dev/stderr"; exit 1 }
-      /^http \{$/ {
-        print
-        n = split("client_body proxy fastcgi uwsgi scgi", t, " ")
-        for (k = 1; k <= n; k++) print "    " t[k] "_temp_path " dir "/" t[k] ";"
-        next
-      }
-      { print }' deploy/nginx.conf
-  } >"$conf"
+  nginx_conf "$dir" "$port" "${ports[@]}" >"$conf"
   "$NGINX" -p "$dir" -c "$conf" -g 'daemon off;' >"$LOGS/scale-$name-nginx.log" 2>&1 &
   master=$!
   nginx_masters+=("$master")

@@ -46,25 +46,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# nginx from deploy/nginx.conf: only the lines carrying a test marker are rewritten (as the
-# test harness does), plus temp paths this user can write and `user root` when run as root
-nginx_conf() { # listen-port upstream-port…
-  local listen=$1; shift
-  local ups=""
-  for p in "$@"; do ups+="        server 127.0.0.1:$p max_fails=1 fail_timeout=5s;\n"; done
-  {
-    [ "$(id -u)" = 0 ] && echo "user root;"
-    awk -v listen="$listen" -v dir="$tmp" -v ups="$ups" '
-      /# test: listen/    { print "        listen 127.0.0.1:" listen ";"; next }
-      /# test: pid/       { print "pid " dir "/nginx.pid;"; next }
-      /# test: error_log/ { print "error_log " dir "/nginx-error.log warn;"; next }
-      /# test: upstream/  { if (!done) { printf "%s", ups; done = 1 }; next }
-      /^http \{$/ { print; n = split("client_body proxy fastcgi uwsgi scgi", t, " ");
-                    for (i = 1; i <= n; i++) print "    " t[i] "_temp_path " dir "/" t[i] ";"; next }
-      { print }' deploy/nginx.conf
-  } >"$tmp/nginx.conf"
-}
-
 status=0
 for round in $(seq "$ROUNDS"); do
   suffix=$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
@@ -72,7 +53,7 @@ for round in $(seq "$ROUNDS"); do
   psql -q "$PG/postgres" -c "CREATE DATABASE $db" >/dev/null
   dbs+=("$db")
   p1=$(free_port); p2=$(free_port); front=$(free_port)
-  nginx_conf "$front" "$p1" "$p2"
+  nginx_conf "$tmp" "$front" "$p1" "$p2" >"$tmp/nginx.conf"
   "$NGINX" -p "$tmp" -c "$tmp/nginx.conf" -g 'daemon off;' >"$tmp/nginx.log" 2>&1 &
   nginx_pid=$!
   echo "== round $round: 2 instances (ports $p1, $p2) behind nginx (port $front) ==" >&2
