@@ -379,7 +379,6 @@ async fn send_loop(
     room: String,
     args: Arc<SendPlan>,
     w: Window,
-    tag: String,
 ) -> SendStats {
     let mut st = SendStats::default();
     let mut inflight = FuturesUnordered::new();
@@ -401,7 +400,9 @@ async fn send_loop(
                 let sent = now_ns();
                 let mut msg = json!({ "room": room, "content": format!("{sent:0TS_WIDTH$}|{pad}") });
                 if args.client_id {
-                    msg["client_id"] = json!(format!("{tag}-{}", st.sent));
+                    // random, as clients/js makes them (crypto.randomUUID): each lands at a
+                    // random place in the room's idempotency index, as a real client's would
+                    msg["client_id"] = json!(uuid::Uuid::new_v4().to_string());
                 }
                 st.sent += 1;
                 let ack = tokio::time::timeout(ACK_TIMEOUT, client.emit_with_ack("send", &msg));
@@ -481,8 +482,6 @@ async fn run(
         .buffered(CONNECT_CONCURRENCY)
         .try_collect()
         .await?;
-    // client_ids unique to this run: a repeated one would be answered as a retry
-    let run_id = format!("{:08x}", rand::random::<u32>());
     let start = now_ns();
     let from = start + args.warmup.as_nanos() as u64;
     let w = Window {
@@ -523,7 +522,6 @@ async fn run(
                 rooms[room_of(i)].clone(),
                 plan.clone(),
                 w,
-                format!("{run_id}-{i}"),
             ))
         })
         .collect();

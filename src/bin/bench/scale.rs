@@ -469,11 +469,10 @@ async fn run_once(
     let per_room: Vec<Arc<AtomicU64>> = (0..args.rooms).map(|_| Arc::default()).collect();
     let _live = rep.watch(index, label, start, w, report::summed(per_room.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let run_id = format!("{:08x}", rand::random::<u32>());
     let mut clients = Vec::new();
     let mut receivers = Vec::new();
     let mut senders = Vec::new();
-    for (i, (room_ix, c, events, last_seq)) in joined.into_iter().enumerate() {
+    for (room_ix, c, events, last_seq) in joined {
         receivers.push(tokio::spawn(receive(
             events,
             last_seq + 1,
@@ -491,7 +490,6 @@ async fn run_once(
                     s.rooms[room_ix].clone(),
                     plan.clone(),
                     w,
-                    format!("{run_id}-{i}"),
                 )),
             ));
         }
