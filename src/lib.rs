@@ -12,7 +12,7 @@
 //!   `shared_state` (rate limits, presence), `cache` (L1 moka + L2 Redis); `backplane` and
 //!   `redis_conn` say where shared state lives; `hot_window` (the newest messages of recently
 //!   read rooms in memory, for join and sync) and `state_cache` (their room state, for join and
-//!   state_get, on one instance);
+//!   state_get, on one instance), both kept by `room_lru` (recency within a byte budget);
 //! - `auth`, `password`; `services` (rooms, messages and the group committer, presence,
 //!   accounts, admin): the rules, for both edges;
 //! - `app` (builds every part from config, with its health check);
@@ -42,6 +42,7 @@ pub mod io_stats;
 pub mod password;
 pub mod payload;
 pub mod redis_conn;
+pub mod room_lru;
 pub mod server;
 pub mod services;
 pub mod session_routing;

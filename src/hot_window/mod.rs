@@ -25,10 +25,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 
 use crate::domain::Message;
+use crate::room_lru::{Charged, RoomLru};
 use crate::telemetry::Telemetry;
 use room::{Page, RoomWindow};
 
@@ -56,20 +56,17 @@ pub struct Fill {
     generation: u64,
 }
 
-struct Slot {
-    /// Tells a window apart from one dropped and started again while a read was under way.
-    generation: u64,
-    window: RoomWindow,
+impl Charged for RoomWindow {
+    fn charge(&self) -> usize {
+        self.bytes()
+    }
 }
 
 #[derive(Default)]
 struct Inner {
-    /// Front: the least recently read room.
-    rooms: LinkedHashMap<String, Slot>,
+    rooms: RoomLru<RoomWindow>,
     /// Fed by the feed: the rooms this instance watches (only their windows stay current).
     watched: HashSet<String>,
-    bytes: usize,
-    next_generation: u64,
 }
 
 /// Counted without the recorder on the hot path; published when metrics are rendered.
@@ -126,7 +123,7 @@ impl HotWindow {
             .lock()
             .rooms
             .get(room)
-            .is_some_and(|s| s.window.is_ready())
+            .is_some_and(RoomWindow::is_ready)
     }
 
     /// The committer committed `m` (called in each room's seq order, before the sender is
@@ -161,21 +158,18 @@ impl HotWindow {
         if self.source == Source::Feed {
             let mut inner = self.inner.lock();
             inner.watched.remove(room);
-            if let Some(slot) = inner.rooms.remove(room) {
-                inner.bytes -= slot.window.bytes();
-            }
+            inner.rooms.remove(room);
         }
     }
 
     fn append(&self, m: &Arc<Message>) {
         let mut inner = self.inner.lock();
-        let Some(slot) = inner.rooms.get_mut(&m.room) else {
+        let Some(pushed) = inner
+            .rooms
+            .update(&m.room, |w| w.push(m, self.max_messages))
+        else {
             return; // nobody read the room lately
         };
-        let before = slot.window.bytes();
-        let pushed = slot.window.push(m, self.max_messages);
-        let after = slot.window.bytes();
-        inner.bytes = inner.bytes + after - before;
         match pushed {
             Ok(()) => self.evict(&mut inner),
             Err(room::Hole) => {
@@ -186,22 +180,15 @@ impl HotWindow {
     }
 
     fn drop_room(&self, room: &str) {
-        let mut inner = self.inner.lock();
-        if let Some(slot) = inner.rooms.remove(room) {
-            inner.bytes -= slot.window.bytes();
+        if self.inner.lock().rooms.remove(room) {
             self.counts.invalidations.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Drops the least recently read rooms until the total fits the budget.
     fn evict(&self, inner: &mut Inner) {
-        while inner.bytes > self.max_bytes {
-            let Some((_, slot)) = inner.rooms.pop_front() else {
-                break;
-            };
-            inner.bytes -= slot.window.bytes();
-            self.counts.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        let dropped = inner.rooms.evict(self.max_bytes);
+        self.counts.evictions.fetch_add(dropped, Ordering::Relaxed);
     }
 
     /// Before a store read of `room` whose page may start or widen its window. `None`: the
@@ -211,19 +198,11 @@ impl HotWindow {
             return None;
         }
         let mut inner = self.inner.lock();
-        let generation = match inner.rooms.get(room) {
-            Some(slot) => slot.generation,
+        let generation = match inner.rooms.generation(room) {
+            Some(generation) => generation,
             // the slot exists from before the read: what arrives during it is kept
             None if self.source == Source::Committer || inner.watched.contains(room) => {
-                let generation = inner.take_generation();
-                inner.rooms.insert(
-                    room.to_owned(),
-                    Slot {
-                        generation,
-                        window: RoomWindow::default(),
-                    },
-                );
-                generation
+                inner.rooms.start(room, RoomWindow::default())
             }
             None => return None,
         };
@@ -237,17 +216,13 @@ impl HotWindow {
     /// when the page reaches it (`None`: it may not).
     pub fn fill(&self, fill: Fill, items: &[Message], end: Option<i64>) {
         let mut inner = self.inner.lock();
-        let Some(slot) = inner.rooms.get_mut(&fill.room) else {
-            return;
+        let page = Page { items, end };
+        let Some(filled) = inner.rooms.update_at(&fill.room, fill.generation, |w| {
+            w.fill(page, self.max_messages)
+        }) else {
+            return; // gone, or dropped and started again meanwhile: this read may predate that
         };
-        if slot.generation != fill.generation {
-            return; // dropped and started again meanwhile: this read may predate the new start
-        }
-        let before = slot.window.bytes();
-        let filled = slot.window.fill(Page { items, end }, self.max_messages);
-        let after = slot.window.bytes();
-        inner.bytes = inner.bytes + after - before;
-        inner.rooms.to_back(&fill.room);
+        inner.rooms.touch(&fill.room);
         match filled {
             Ok(()) => self.evict(&mut inner),
             Err(room::Hole) => {
@@ -288,15 +263,15 @@ impl HotWindow {
         }
         let found = {
             let mut inner = self.inner.lock();
-            let found = inner.rooms.get(room).and_then(|slot| {
+            let found = inner.rooms.get(room).and_then(|window| {
                 let fresh = match last_seq {
-                    Some(seq) => slot.window.last().is_some_and(|last| last >= seq),
+                    Some(seq) => window.last().is_some_and(|last| last >= seq),
                     None => true,
                 };
-                if fresh { f(&slot.window) } else { None }
+                if fresh { f(window) } else { None }
             });
             if found.is_some() {
-                inner.rooms.to_back(room);
+                inner.rooms.touch(room);
             }
             found
         };
@@ -313,7 +288,7 @@ impl HotWindow {
     pub fn report(&self) {
         let (rooms, bytes) = {
             let inner = self.inner.lock();
-            (inner.rooms.len(), inner.bytes)
+            (inner.rooms.len(), inner.rooms.bytes())
         };
         let c = &self.counts;
         self.telemetry.record(|| {
@@ -331,13 +306,6 @@ impl HotWindow {
             metrics::gauge!("tsunagi_hot_window_rooms").set(rooms as f64);
             metrics::gauge!("tsunagi_hot_window_bytes").set(bytes as f64);
         });
-    }
-}
-
-impl Inner {
-    fn take_generation(&mut self) -> u64 {
-        self.next_generation += 1;
-        self.next_generation
     }
 }
 

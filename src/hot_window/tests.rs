@@ -41,7 +41,7 @@ fn commits_after_the_start_are_answered_and_the_count_is_bounded() {
     assert_eq!(w.newest("a", 6, None), None, "six asked, five held");
     assert_eq!(seqs(w.after("a", 6, 100, None)), Some(vec![7, 8, 9]));
     let held: usize = (5..=9).map(|s| charge(&in_room("a", s))).sum();
-    assert_eq!(w.inner.lock().bytes, held);
+    assert_eq!(w.inner.lock().rooms.bytes(), held);
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn a_hole_drops_the_window_and_a_late_page_cannot_bring_it_back() {
     let late = w.begin_fill("a").unwrap(); // a read begins...
     commit(&w, "a", 4); // ...3 never reached the window
     assert_eq!(w.newest("a", 2, None), None);
-    assert_eq!(w.inner.lock().bytes, 0);
+    assert_eq!(w.inner.lock().rooms.bytes(), 0);
     // a new start meanwhile, then the late read's page arrives: it may predate the new start
     let fresh = w.begin_fill("a").unwrap();
     w.fill(
@@ -80,7 +80,7 @@ fn the_byte_budget_drops_the_least_recently_read_rooms() {
     );
     assert!(w.newest("a", 2, None).is_some());
     assert!(w.newest("c", 2, None).is_some());
-    assert!(w.inner.lock().bytes <= one * 5);
+    assert!(w.inner.lock().rooms.bytes() <= one * 5);
     assert_eq!(w.counts.evictions.load(Ordering::Relaxed), 1);
     assert_eq!(
         w.counts.hits[Read::Join as usize].load(Ordering::Relaxed),
@@ -117,7 +117,7 @@ fn fed_by_the_feed_a_window_answers_only_when_it_reaches_the_primary() {
     w.unwatch("a");
     assert!(!w.holds("a"));
     assert!(w.begin_fill("a").is_none());
-    assert_eq!(w.inner.lock().bytes, 0);
+    assert_eq!(w.inner.lock().rooms.bytes(), 0);
 }
 
 #[test]

@@ -27,10 +27,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use hashlink::LinkedHashMap;
 use parking_lot::Mutex;
 
 use crate::domain::State;
+use crate::room_lru::{Charged, RoomLru};
 use crate::telemetry::Telemetry;
 
 #[cfg(test)]
@@ -112,13 +112,18 @@ struct Snapshot {
 
 #[derive(Default)]
 struct Slot {
-    /// Tells a slot apart from one dropped and started again while a read was under way.
-    generation: u64,
     /// None until the first read came back.
     snapshot: Option<Snapshot>,
     /// Writes that finished ahead of an earlier seq (or before the first read came back).
     held: BTreeMap<i64, State>,
+    /// The room's charge: its id, the snapshot's and the held writes' STATEs.
     bytes: usize,
+}
+
+impl Charged for Slot {
+    fn charge(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Slot {
@@ -156,36 +161,10 @@ impl Slot {
 
 #[derive(Default)]
 struct Inner {
-    /// Front: the least recently read room.
-    rooms: LinkedHashMap<String, Slot>,
+    rooms: RoomLru<Slot>,
     /// Rooms with a lost write outcome and no write committed since: not cached (module doc).
     /// Outside the LRU: an eviction must not forget one.
     uncertain: HashSet<String>,
-    bytes: usize,
-    next_generation: u64,
-}
-
-impl Inner {
-    /// Drops the least recently read rooms until the total fits the budget.
-    fn evict(&mut self, max_bytes: usize, evictions: &AtomicU64) {
-        while self.bytes > max_bytes {
-            let Some((_, slot)) = self.rooms.pop_front() else {
-                break;
-            };
-            self.bytes -= slot.bytes;
-            evictions.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Runs `f` on `room`'s slot and keeps the total's count of its bytes.
-    fn with_slot<R>(&mut self, room: &str, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
-        let slot = self.rooms.get_mut(room)?;
-        let before = slot.bytes;
-        let r = f(slot);
-        let after = slot.bytes;
-        self.bytes = self.bytes + after - before;
-        Some(r)
-    }
 }
 
 /// Counted without the recorder on the hot path; published when metrics are rendered.
@@ -239,7 +218,7 @@ impl StateCache {
             // this commit came after the lost write's end: the room may be read and kept again
             return;
         }
-        let held = inner.with_slot(room, |slot| {
+        let held = inner.rooms.update(room, |slot| {
             if slot.snapshot.as_ref().is_some_and(|s| seq <= s.seq) {
                 return 0; // the snapshot was read after this write
             }
@@ -253,7 +232,13 @@ impl StateCache {
             self.drop_room(room);
             return;
         }
-        inner.evict(self.max_bytes, &self.counts.evictions);
+        self.evict(&mut inner);
+    }
+
+    /// Drops the least recently read rooms until the total fits the budget.
+    fn evict(&self, inner: &mut Inner) {
+        let dropped = inner.rooms.evict(self.max_bytes);
+        self.counts.evictions.fetch_add(dropped, Ordering::Relaxed);
     }
 
     fn drop_room(&self, room: &str) {
@@ -261,8 +246,7 @@ impl StateCache {
     }
 
     fn drop_slot(inner: &mut Inner, room: &str, counts: &Counts) {
-        if let Some(slot) = inner.rooms.remove(room) {
-            inner.bytes -= slot.bytes;
+        if inner.rooms.remove(room) {
             counts.invalidations.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -305,7 +289,7 @@ impl StateCache {
             let mut inner = self.inner.lock();
             let found = inner.rooms.get(room).and_then(Slot::answer);
             if found.is_some() {
-                inner.rooms.to_back(room);
+                inner.rooms.touch(room);
             }
             found
         };
@@ -328,20 +312,15 @@ impl StateCache {
         if inner.uncertain.contains(room) {
             return None; // a lost write may still commit after this read
         }
-        let generation = match inner.rooms.get(room) {
-            Some(slot) => slot.generation,
+        let generation = match inner.rooms.generation(room) {
+            Some(generation) => generation,
             // the slot exists from before the read: writes that finish during it are held
             None => {
-                inner.next_generation += 1;
-                let generation = inner.next_generation;
                 let slot = Slot {
-                    generation,
                     bytes: slot_charge(room),
                     ..Slot::default()
                 };
-                inner.bytes += slot.bytes;
-                inner.rooms.insert(room.to_owned(), slot);
-                generation
+                inner.rooms.start(room, slot)
             }
         };
         Some(Fill {
@@ -353,10 +332,9 @@ impl StateCache {
     /// The snapshot read after [`Self::begin_fill`]: `states` current at `seq`.
     pub fn fill(&self, fill: Fill, states: &[State], seq: i64) {
         let mut inner = self.inner.lock();
-        let filled = inner.with_slot(&fill.room, |slot| {
-            if slot.generation != fill.generation {
-                return false; // dropped and started again meanwhile: this read may predate it
-            }
+        // not at the fill's generation: dropped and started again meanwhile, and this read may
+        // predate the new start
+        let filled = inner.rooms.update_at(&fill.room, fill.generation, |slot| {
             if slot.snapshot.as_ref().is_some_and(|s| s.seq >= seq) {
                 return true; // what the slot holds is as new
             }
@@ -371,8 +349,8 @@ impl StateCache {
             true
         });
         if filled == Some(true) {
-            inner.rooms.to_back(&fill.room);
-            inner.evict(self.max_bytes, &self.counts.evictions);
+            inner.rooms.touch(&fill.room);
+            self.evict(&mut inner);
         }
     }
 
@@ -380,7 +358,7 @@ impl StateCache {
     pub fn report(&self) {
         let (rooms, bytes) = {
             let inner = self.inner.lock();
-            (inner.rooms.len(), inner.bytes)
+            (inner.rooms.len(), inner.rooms.bytes())
         };
         let c = &self.counts;
         self.telemetry.record(|| {

@@ -47,7 +47,7 @@ fn writes_after_the_first_read_are_applied_in_order() {
     let expected = vec![("x".to_owned(), json!(3))];
     assert_eq!(read(&c, "a"), Some((expected, 4)));
     let bytes = slot_charge("a") + charge(&state("a", "x", json!(3), 3));
-    assert_eq!(c.inner.lock().bytes, bytes);
+    assert_eq!(c.inner.lock().rooms.bytes(), bytes);
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn a_write_whose_outcome_is_lost_drops_the_room() {
     drop(lost); // an error, or the request went away: seq 1 may have committed
     assert_eq!(read(&c, "a"), None);
     assert!(c.inner.lock().rooms.is_empty());
-    assert_eq!(c.inner.lock().bytes, 0);
+    assert_eq!(c.inner.lock().rooms.bytes(), 0);
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn a_late_read_cannot_bring_back_a_dropped_room_nor_roll_one_back() {
     assert_eq!(read(&c, "a"), None);
     write(&c, "a", "k", json!(1), 1); // the room is certain again
     let late = c.begin_fill("a").unwrap();
-    c.inner.lock().rooms.clear(); // evicted while the read ran (bytes aside)
+    c.inner.lock().rooms.remove("a"); // evicted while the read ran
     let again = c.begin_fill("a").unwrap();
     c.fill(late, &[], 0);
     assert_eq!(
@@ -149,8 +149,7 @@ fn a_late_read_cannot_bring_back_a_dropped_room_nor_roll_one_back() {
     );
     c.fill(again, &[state("a", "k", json!(1), 1)], 1);
     assert!(read(&c, "a").is_some());
-    c.inner.lock().rooms.clear();
-    c.inner.lock().bytes = 0;
+    c.inner.lock().rooms.remove("a");
     // an older read finishing after a newer one does not roll the room back
     let old = c.begin_fill("a").unwrap();
     let new = c.begin_fill("a").unwrap();
@@ -170,7 +169,7 @@ fn past_the_budget_the_least_recently_read_room_goes() {
     assert!(read(&c, "a").is_some());
     assert_eq!(read(&c, "b"), None);
     assert!(read(&c, "c").is_some());
-    assert_eq!(c.inner.lock().bytes, 2 * one);
+    assert_eq!(c.inner.lock().rooms.bytes(), 2 * one);
 }
 
 #[test]
