@@ -374,9 +374,13 @@ describe('slow consumer (TSUNAGI_SOCKET_BUFFER=16)', () => {
     const tcp = slow.io.engine.transport.ws._socket;
     tcp.pause(); // stop reading: the server's buffers for this socket fill up
 
-    const PER = 150;
+    // ~9.6 MB in all: more than twice what the kernel can hold for a socket that does not read
+    // (send buffer up to tcp_wmem's 4 MiB plus the reader's receive buffer: 4.3 MB over loopback
+    // on the CI machine). At 4.5 MB the kernel took nearly everything and the 16 packets the
+    // server may queue were never full: the test failed whenever the send buffer grew to its max.
+    const PER = 200;
     const N = PER * senders.length;
-    const body = 'x'.repeat(10000);
+    const body = 'x'.repeat(16000);
     // each sender waits for its ack before the next send: a steady stream, not a burst larger
     // than the 16-packet buffer (which would overflow any socket, fast or not)
     await Promise.all(senders.map(async (s, i) => {
