@@ -6,6 +6,10 @@
 //! the least recently read rooms are dropped first ([`RoomLru::evict`]). A room gets a new
 //! generation each time it is started, so a store read begun before the room was dropped and
 //! started again can tell that its page may predate the new start ([`RoomLru::update_at`]).
+//!
+//! Not moka or hashlink's `LruCache`: they weigh an entry once, when it is inserted, and these
+//! values grow and shrink in place (a window's messages, a snapshot's keys); nor do they give the
+//! generations.
 
 use hashlink::LinkedHashMap;
 
