@@ -435,62 +435,60 @@ impl Store for SqliteStore {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let room_rows = self
+        let keys: std::collections::BTreeSet<IdempotencyKey> =
+            batch.iter().filter_map(NewMessage::key).collect();
+        // One statement reads what the batch needs before it writes: the rooms' seqs and the
+        // client_ids already stored, two kinds of rows told apart by `kind` (a UNION ALL takes its
+        // column names from its first SELECT, so a room's last_seq comes back as `seq`). Each
+        // statement is a hop to sqlx's SQLite thread and back (~0.15 ms on a busy 2-core machine,
+        // docs/performance.md), and a batch of fifty spends ~5 ms in all. Whether any webhook
+        // exists rides along: with none (the usual case) the batch skips the webhooks statement.
+        // Exact: the write lock taken at BEGIN keeps every other writer out until COMMIT.
+        let rows = self
             .telemetry
             .timed(
-                "rooms_last_seq",
-                // whether any webhook exists rides along: with none (the usual case) the batch
-                // skips the webhooks statement, one hop to the SQLite thread of the seven (each
-                // hop ~0.15 ms on a busy 2-core machine, docs/performance.md). Exact: the write
-                // lock taken at BEGIN keeps every other writer out until COMMIT.
+                "rooms_and_client_ids",
+                // qualified: json_each has an `id` column too
                 sqlx::query(
-                    "SELECT id, last_seq, archived_seq, epoch, EXISTS (SELECT 1 FROM webhooks) \
+                    "SELECT m.id, m.room_id, m.seq, m.user_id, m.content, m.client_id, \
+                     m.created_at, m.content_key, 'message' AS kind, NULL AS archived_seq, \
+                     NULL AS epoch, NULL AS any_webhook FROM json_each(?) k JOIN messages m \
+                     ON m.room_id = k.value ->> 0 AND m.user_id = k.value ->> 1 \
+                     AND m.client_id = k.value ->> 2 AND m.client_id IS NOT NULL \
+                     UNION ALL \
+                     SELECT id, NULL, last_seq, NULL, NULL, NULL, NULL, NULL, 'room', \
+                     archived_seq, epoch, EXISTS (SELECT 1 FROM webhooks) \
                      FROM rooms WHERE id IN (SELECT value FROM json_each(?))",
                 )
+                .bind(serde_json::to_string(&keys).unwrap_or_default())
                 .bind(serde_json::to_string(&rooms).unwrap_or_default())
                 .fetch_all(&mut *tx),
             )
             .await?;
+        let (room_rows, message_rows): (Vec<_>, Vec<_>) = rows
+            .into_iter()
+            .partition(|r| r.get::<&str, _>("kind") == "room");
         let mut last_seq: HashMap<String, i64> = HashMap::new();
         // rooms with archived messages, and their epochs: where a client_id may be cold
         let mut archived: HashMap<String, String> = HashMap::new();
         for r in &room_rows {
-            let id: String = r.get(0);
-            if r.get::<i64, _>(2) > 0 {
-                archived.insert(id.clone(), r.get(3));
+            let id: String = r.get("id");
+            if r.get::<i64, _>("archived_seq") > 0 {
+                archived.insert(id.clone(), r.get("epoch"));
             }
-            last_seq.insert(id, r.get(1));
+            last_seq.insert(id, r.get("seq"));
         }
         if let Some(missing) = rooms.iter().find(|r| !last_seq.contains_key(**r)) {
             return Err(StoreError::NotFound(format!("room {missing}")));
         }
-        let keys: std::collections::BTreeSet<IdempotencyKey> =
-            batch.iter().filter_map(NewMessage::key).collect();
         let mut known = HashMap::new();
-        if !keys.is_empty() {
-            let rows = self
-                .telemetry
-                .timed(
-                    "messages_by_client_ids",
-                    // qualified: json_each has an `id` column too
-                    sqlx::query(
-                        "SELECT m.id, m.room_id, m.seq, m.user_id, m.content, m.client_id, \
-                         m.created_at, m.content_key FROM json_each(?) k JOIN messages m \
-                         ON m.room_id = k.value ->> 0 AND m.user_id = k.value ->> 1 \
-                         AND m.client_id = k.value ->> 2 AND m.client_id IS NOT NULL",
-                    )
-                    .bind(serde_json::to_string(&keys).unwrap_or_default())
-                    .fetch_all(&mut *tx),
-                )
-                .await?;
-            for m in open_messages(&self.sealer, &rows)? {
-                let key = (
-                    m.room.clone(),
-                    m.user_id.clone(),
-                    m.client_id.clone().unwrap_or_default(),
-                );
-                known.insert(key, m);
-            }
+        for m in open_messages(&self.sealer, &message_rows)? {
+            let key = (
+                m.room.clone(),
+                m.user_id.clone(),
+                m.client_id.clone().unwrap_or_default(),
+            );
+            known.insert(key, m);
         }
         let cold_keys: Vec<ColdKey> = keys
             .into_iter()
@@ -544,7 +542,9 @@ impl Store for SqliteStore {
                 )
                 .await?;
         }
-        let any_webhook = room_rows.first().is_some_and(|r| r.get::<bool, _>(4));
+        let any_webhook = room_rows
+            .first()
+            .is_some_and(|r| r.get::<bool, _>("any_webhook"));
         if any_webhook {
             self.enqueue_deliveries(&mut tx, &message_events(&new_rows))
                 .await?;
