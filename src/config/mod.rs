@@ -137,6 +137,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "SQLite `synchronous`: `full` or `normal`",
     ),
     (
+        "TSUNAGI_SQLITE_WAL_MAX_MB",
+        "64",
+        "SQLite WAL kept under about this size under steady writes",
+    ),
+    (
         "TSUNAGI_SLOW_QUERY_MS",
         "200",
         "statements slower than this log a warning",
@@ -442,6 +447,8 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
     pub sqlite_synchronous: String,
+    /// The WAL is rewound when a checkpoint leaves more than this (bytes); also its size limit.
+    pub sqlite_wal_max_bytes: u64,
     pub slow_query_ms: u64,
     pub group_commit_max: usize,
     pub socket_buffer: usize,
@@ -936,6 +943,7 @@ impl Config {
             db_idle_timeout: p.ok(secs("TSUNAGI_DB_IDLE_TIMEOUT_S", 1, 86_400)),
             db_max_lifetime: p.ok(secs("TSUNAGI_DB_MAX_LIFETIME_S", 1, 604_800)),
             sqlite_synchronous: sync,
+            sqlite_wal_max_bytes: p.ok(raw.num("TSUNAGI_SQLITE_WAL_MAX_MB", 1u64, 1 << 20)) << 20,
             slow_query_ms: p.ok(raw.num("TSUNAGI_SLOW_QUERY_MS", 0, 600_000)),
             group_commit_max: p.ok(raw.num("TSUNAGI_GROUP_COMMIT_MAX", 1, 100_000)),
             socket_buffer: p.ok(raw.num("TSUNAGI_SOCKET_BUFFER", 16, 1_000_000)),

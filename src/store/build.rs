@@ -21,6 +21,7 @@ pub fn sqlite_settings(config: &Config) -> anyhow::Result<SqliteSettings> {
     Ok(SqliteSettings {
         path,
         synchronous: config.sqlite_synchronous.clone(),
+        wal_max_bytes: config.sqlite_wal_max_bytes,
         read_pool_size: config.db_read_pool_size,
         acquire_timeout: config.db_acquire_timeout,
         busy_timeout: config.db_busy_timeout,

@@ -31,6 +31,9 @@ pub struct SqliteSettings {
     pub path: PathBuf,
     /// `FULL` (default): a commit survives power loss. `NORMAL`: survives a process crash only.
     pub synchronous: String,
+    /// Under steady writes the WAL is rewound when a checkpoint leaves more than this, and a
+    /// rewound WAL file is cut back to it (`journal_size_limit`). `TSUNAGI_SQLITE_WAL_MAX_MB`.
+    pub wal_max_bytes: u64,
     pub read_pool_size: u32,
     pub acquire_timeout: Duration,
     pub busy_timeout: Duration,
@@ -67,31 +70,89 @@ pub struct SqliteStore {
     key_registered: AtomicBool,
 }
 
-/// Copies the WAL back into the database file from a connection of its own, once a second.
-/// SQLite's automatic checkpoint would run inside a commit on the writer and add an fsync of the
-/// database file to that commit's latency; PASSIVE never waits for readers or the writer.
-async fn checkpoint_loop(opts: SqliteConnectOptions, telemetry: crate::telemetry::Telemetry) {
+/// What the background checkpointer and the writer share: whether the WAL is due for a rewind,
+/// and a lock that keeps their checkpoints apart (SQLite lets one run at a time and answers a
+/// second with busy: a writer's pass lost that way left the WAL growing).
+#[derive(Default)]
+struct WalRewind {
+    due: AtomicBool,
+    passes: tokio::sync::Mutex<()>,
+}
+
+/// Between two background checkpoints: usually, and while the WAL fills (a quarter of
+/// `wal_max_bytes` or more), so that steady writes overrun the limit by about one pass's writes.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
+
+/// Copies the WAL back into the database file from a connection of its own, four times a second
+/// (more often while it fills). SQLite's automatic checkpoint would run inside a commit on the writer and add the copy and an
+/// fsync of the database file to that commit's latency; PASSIVE never waits for readers or the
+/// writer.
+///
+/// But SQLite rewinds the WAL only when a write begins with every frame copied back, and under
+/// steady writes a commit lands while each background checkpoint runs: the WAL grew by every page
+/// written (2 GB in 18 s of the group-commit bench, docs/performance.md). So when a checkpoint
+/// leaves more than `wal_max_bytes` ([`SqliteSettings`]), it sets [`WalRewind`]'s `due`, and the
+/// writer runs a passive checkpoint of its own before its next transaction (`before_acquire` in [`SqliteStore::open`]):
+/// no commit can land during it, so it copies the few frames written since this one, and the
+/// write after it starts the WAL from its beginning, overwriting the file's blocks in place.
+/// (A RESTART checkpoint from here would have to catch the writer's lock between two batches of
+/// a busy committer, which polling rarely does: 60 ms a try, measured.)
+async fn checkpoint_loop(
+    opts: SqliteConnectOptions,
+    rewind_frames: i64,
+    rewind: Arc<WalRewind>,
+    telemetry: crate::telemetry::Telemetry,
+) {
     use sqlx::ConnectOptions;
     let mut conn = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut next = CHECKPOINT_IDLE;
     loop {
-        tick.tick().await;
+        tokio::time::sleep(next).await;
+        next = CHECKPOINT_IDLE;
         if conn.is_none() {
             conn = opts.connect().await.ok();
         }
-        if let Some(c) = conn.as_mut() {
-            let done = telemetry
-                .timed(
-                    "wal_checkpoint",
-                    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c),
-                )
-                .await;
-            if let Err(e) = done {
+        let Some(c) = conn.as_mut() else { continue };
+        if rewind.due.load(Ordering::Relaxed) {
+            next = CHECKPOINT_BUSY; // the writer has not taken its turn yet
+            continue;
+        }
+        let _pass = rewind.passes.lock().await;
+        match checkpoint(c, rewind_frames, &rewind.due, &telemetry).await {
+            Ok(frames) if frames.saturating_mul(4) >= rewind_frames => next = CHECKPOINT_BUSY,
+            Ok(_) => {}
+            Err(e) => {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
                 conn = None;
             }
         }
     }
+}
+
+/// One background pass; when the WAL is long, a second one right after it (it copies only what
+/// was committed during the first), so that the writer's own pass has a short tail to copy.
+/// Returns the frames the WAL held.
+async fn checkpoint(
+    c: &mut SqliteConnection,
+    rewind_frames: i64,
+    rewind_due: &AtomicBool,
+    telemetry: &crate::telemetry::Telemetry,
+) -> Result<i64, sqlx::Error> {
+    // (busy, frames in the WAL, frames copied back)
+    let passive = || sqlx::query("PRAGMA wal_checkpoint(PASSIVE)");
+    // fetch_all, not fetch_one: the statement runs to its end and is reset, holding nothing
+    let first = telemetry
+        .timed("wal_checkpoint", passive().fetch_all(&mut *c))
+        .await?;
+    let frames: i64 = first.first().map_or(0, |r| r.get(1));
+    if frames >= rewind_frames {
+        telemetry
+            .timed("wal_checkpoint", passive().execute(&mut *c))
+            .await?;
+        rewind_due.store(true, Ordering::Relaxed);
+    }
+    Ok(frames)
 }
 
 fn options(s: &SqliteSettings) -> Result<SqliteConnectOptions, StoreError> {
@@ -140,15 +201,50 @@ impl SqliteStore {
     /// Opens the pools. Run [`migrate`] first.
     pub async fn open(s: &SqliteSettings) -> anyhow::Result<Self> {
         let opts = options(s)?;
+        let rewind = Arc::new(WalRewind::default());
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .acquire_timeout(s.acquire_timeout)
             .max_lifetime(s.max_lifetime)
             .idle_timeout(None)
-            .connect_with(opts.clone().pragma("wal_autocheckpoint", "0"))
+            .before_acquire({
+                let (rewind, telemetry) = (rewind.clone(), s.telemetry.clone());
+                move |conn, _| {
+                    let (rewind, telemetry) = (rewind.clone(), telemetry.clone());
+                    Box::pin(async move {
+                        // see checkpoint_loop: the WAL's tail, copied with no commit in between;
+                        // a failed checkpoint fails no write (the next tick asks again)
+                        if rewind.due.load(Ordering::Relaxed) {
+                            let _pass = rewind.passes.lock().await;
+                            rewind.due.store(false, Ordering::Relaxed);
+                            let done = telemetry.timed(
+                                "wal_checkpoint_writer",
+                                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_all(conn),
+                            );
+                            if let Err(e) = done.await {
+                                tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
+                            }
+                        }
+                        Ok(true)
+                    })
+                }
+            })
+            .connect_with(
+                opts.clone()
+                    .pragma("wal_autocheckpoint", "0")
+                    // a rewound WAL keeps its file; past a burst, give the excess back
+                    .pragma("journal_size_limit", s.wal_max_bytes.to_string()),
+            )
             .await?;
-        let checkpointer = tokio::spawn(checkpoint_loop(opts.clone(), s.telemetry.clone()));
+        // 4 KiB pages (SQLite's default, which tsunagi keeps), each a frame of the WAL
+        let rewind_frames = i64::try_from(s.wal_max_bytes / 4096).unwrap_or(i64::MAX);
+        let checkpointer = tokio::spawn(checkpoint_loop(
+            opts.clone(),
+            rewind_frames,
+            rewind,
+            s.telemetry.clone(),
+        ));
         let reader = SqlitePoolOptions::new()
             .max_connections(s.read_pool_size)
             .min_connections(1)
