@@ -77,6 +77,8 @@ pub struct SqliteStore {
 struct WalRewind {
     due: AtomicBool,
     passes: tokio::sync::Mutex<()>,
+    /// The writer has taken its turn.
+    taken: tokio::sync::Notify,
 }
 
 /// Between two background checkpoints: usually, and while the WAL fills (a quarter of
@@ -114,8 +116,15 @@ async fn checkpoint_loop(
             conn = opts.connect().await.ok();
         }
         let Some(c) = conn.as_mut() else { continue };
-        if rewind.due.load(Ordering::Relaxed) {
-            next = CHECKPOINT_BUSY; // the writer has not taken its turn yet
+        // The writer takes its turn before its next transaction: wait for it rather than pass
+        // beside it. When none comes (no writes), a pass of our own copies the tail as well, and
+        // the next write starts the WAL over.
+        if rewind.due.load(Ordering::Relaxed)
+            && tokio::time::timeout(CHECKPOINT_IDLE, rewind.taken.notified())
+                .await
+                .is_ok()
+        {
+            next = CHECKPOINT_BUSY;
             continue;
         }
         let _pass = rewind.passes.lock().await;
@@ -225,6 +234,7 @@ impl SqliteStore {
                             if let Err(e) = done.await {
                                 tracing::warn!(error = %e, "WAL checkpoint on the writer failed");
                             }
+                            rewind.taken.notify_one();
                         }
                         Ok(true)
                     })
