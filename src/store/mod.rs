@@ -126,6 +126,15 @@ pub struct Appended {
 /// (room, user, client_id): the idempotency key of a send.
 pub type IdempotencyKey = (String, String, String);
 
+/// A stored message's idempotency key (its client_id empty when it has none).
+pub fn stored_key(m: &Message) -> IdempotencyKey {
+    (
+        m.room.clone(),
+        m.user_id.clone(),
+        m.client_id.clone().unwrap_or_default(),
+    )
+}
+
 impl NewMessage {
     pub fn key(&self) -> Option<IdempotencyKey> {
         self.client_id.as_ref().map(|c| {

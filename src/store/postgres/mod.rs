@@ -22,7 +22,7 @@ use super::users::AuditRow;
 use super::webhooks::{OutboxEvent, message_events};
 use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
-    StoreError, WritePos, assign_seqs,
+    StoreError, WritePos, assign_seqs, stored_key,
 };
 use super::{message_columns, room_columns};
 use crate::at_rest::{Sealer, Stored, StoredMessage};
@@ -603,12 +603,7 @@ impl PgStore {
                 )
                 .await?;
             for m in open_messages(&self.sealer, &rows)? {
-                let key = (
-                    m.room.clone(),
-                    m.user_id.clone(),
-                    m.client_id.clone().unwrap_or_default(),
-                );
-                known.insert(key, m);
+                known.insert(stored_key(&m), m);
             }
             // Keys not hot may be archived (only in rooms with archived messages). Under the
             // rooms' locks their markers cannot move: what is not hot is cold, committed.
@@ -628,12 +623,7 @@ impl PgStore {
                     self.cold.by_client_ids(&cold_keys).await?
                 };
                 for first in found {
-                    let key = (
-                        first.room.clone(),
-                        first.user_id.clone(),
-                        first.client_id.clone().unwrap_or_default(),
-                    );
-                    known.entry(key).or_insert(first);
+                    known.entry(stored_key(&first)).or_insert(first);
                 }
             }
         }

@@ -20,7 +20,7 @@ use super::users::AuditRow;
 use super::webhooks::{OutboxEvent, message_events};
 use super::{
     Appended, HistoryPage, HistoryQuery, IdempotencyKey, NewMessage, NewRoom, ReadFrom, Store,
-    StoreError, WritePos, assign_seqs,
+    StoreError, WritePos, assign_seqs, stored_key,
 };
 use crate::at_rest::{Sealer, StoredMessage};
 use crate::domain::{Message, RoomId, RoomInfo, now_rfc3339};
@@ -87,19 +87,19 @@ const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 const CHECKPOINT_BUSY: Duration = Duration::from_millis(20);
 
 /// Copies the WAL back into the database file from a connection of its own, four times a second
-/// (more often while it fills). SQLite's automatic checkpoint would run inside a commit on the writer and add the copy and an
-/// fsync of the database file to that commit's latency; PASSIVE never waits for readers or the
-/// writer.
+/// (more often while it fills). SQLite's automatic checkpoint would run inside a commit on the
+/// writer and add the copy and an fsync of the database file to that commit's latency; PASSIVE
+/// never waits for readers or the writer.
 ///
 /// But SQLite rewinds the WAL only when a write begins with every frame copied back, and under
 /// steady writes a commit lands while each background checkpoint runs: the WAL grew by every page
 /// written (2 GB in 18 s of the group-commit bench, docs/performance.md). So when a checkpoint
 /// leaves more than `wal_max_bytes` ([`SqliteSettings`]), it sets [`WalRewind`]'s `due`, and the
-/// writer runs a passive checkpoint of its own before its next transaction (`before_acquire` in [`SqliteStore::open`]):
-/// no commit can land during it, so it copies the few frames written since this one, and the
-/// write after it starts the WAL from its beginning, overwriting the file's blocks in place.
-/// (A RESTART checkpoint from here would have to catch the writer's lock between two batches of
-/// a busy committer, which polling rarely does: 60 ms a try, measured.)
+/// writer runs a passive checkpoint of its own before its next transaction (`before_acquire` in
+/// [`SqliteStore::open`]): no commit can land during it, so it copies the few frames written
+/// since this one, and the write after it starts the WAL from its beginning, overwriting the
+/// file's blocks in place. (A RESTART checkpoint from here would have to catch the writer's lock
+/// between two batches of a busy committer, which polling rarely does: 60 ms a try, measured.)
 async fn checkpoint_loop(
     opts: SqliteConnectOptions,
     rewind_frames: i64,
@@ -128,7 +128,7 @@ async fn checkpoint_loop(
             continue;
         }
         let _pass = rewind.passes.lock().await;
-        match checkpoint(c, rewind_frames, &rewind.due, &telemetry).await {
+        match checkpoint(c, rewind_frames, &rewind, &telemetry).await {
             Ok(frames) if frames.saturating_mul(4) >= rewind_frames => next = CHECKPOINT_BUSY,
             Ok(_) => {}
             Err(e) => {
@@ -145,7 +145,7 @@ async fn checkpoint_loop(
 async fn checkpoint(
     c: &mut SqliteConnection,
     rewind_frames: i64,
-    rewind_due: &AtomicBool,
+    rewind: &WalRewind,
     telemetry: &crate::telemetry::Telemetry,
 ) -> Result<i64, sqlx::Error> {
     // (busy, frames in the WAL, frames copied back)
@@ -159,7 +159,7 @@ async fn checkpoint(
         telemetry
             .timed("wal_checkpoint", passive().execute(&mut *c))
             .await?;
-        rewind_due.store(true, Ordering::Relaxed);
+        rewind.due.store(true, Ordering::Relaxed);
     }
     Ok(frames)
 }
@@ -589,12 +589,7 @@ impl Store for SqliteStore {
         }
         let mut known = HashMap::new();
         for m in open_messages(&self.sealer, &message_rows)? {
-            let key = (
-                m.room.clone(),
-                m.user_id.clone(),
-                m.client_id.clone().unwrap_or_default(),
-            );
-            known.insert(key, m);
+            known.insert(stored_key(&m), m);
         }
         let cold_keys: Vec<ColdKey> = keys
             .into_iter()
@@ -607,12 +602,7 @@ impl Store for SqliteStore {
         // Under the write lock the marker cannot move: what is not hot is cold, committed.
         if !cold_keys.is_empty() {
             for first in self.cold.by_client_ids(&cold_keys).await? {
-                let key = (
-                    first.room.clone(),
-                    first.user_id.clone(),
-                    first.client_id.clone().unwrap_or_default(),
-                );
-                known.entry(key).or_insert(first);
+                known.entry(stored_key(&first)).or_insert(first);
             }
         }
         let (out, new_rows) = assign_seqs(batch, known, &mut last_seq, &now_rfc3339())?;
